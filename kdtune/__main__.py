@@ -1,0 +1,3 @@
+from kdtune.cli import main
+
+raise SystemExit(main())

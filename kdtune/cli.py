@@ -1,0 +1,71 @@
+"""Command line: ``kdtune STUDY``, ``kdtune run STUDY``, ``kdtune validate STUDY``, ``kdtune list``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kdtune.errors import KdtuneError
+
+COMMANDS = ("run", "validate", "list")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdtune", description="Hyperparameter studies over knowledge distillation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a study file end to end (the default command)")
+    run.add_argument("study", type=Path, help="a study file, e.g. studies/pareto_mnist.yaml")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    val = sub.add_parser("validate", help="check a study file without running it")
+    val.add_argument("study", type=Path)
+    sub.add_parser("list", help="list every registered dataset, model, loss, penalty and attack")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")  # `kdtune STUDY` means `kdtune run STUDY`
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except KdtuneError as err:
+        print(f"kdtune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("kdtune: interrupted; finished trials are kept under the study's Ray storage", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from kdtune.config import load_study
+
+    if args.command == "list":
+        _print_registries()
+        return 0
+    cfg = load_study(args.study)
+    if args.command == "validate":
+        print(f"{args.study}: ok ({cfg.search.n_trials} trials over {', '.join(cfg.search.space)})")
+        return 0
+    import os
+
+    from kdtune.runner import run_study
+
+    outcome = run_study(cfg, address=args.address or os.environ.get("RAY_ADDRESS"))
+    n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
+    print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
+    print(f"report: {outcome.report['report_html']}")
+    return 0
+
+
+def _print_registries() -> None:
+    from kdtune.config import registry_of
+
+    for kind in ("dataset", "model", "loss", "penalty", "attack"):
+        reg = registry_of(kind)
+        print(f"{kind}s:")
+        for name in reg:
+            print(f"  {name:<20} {reg.entry(name).description}")

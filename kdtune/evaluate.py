@@ -1,0 +1,155 @@
+"""Metrics of a trained classifier: clean and robust accuracy, parameters, Jacobian norm, latency.
+
+Metric names are stable and namespaced: ``val/acc``, ``test/robust_acc@0.1`` (PGD),
+``val/fgsm_acc@0.1``, ``model/params``, ``jacobian/norm``, ``latency/ms_b1``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from kdtune import attacks
+from kdtune.models import n_params
+from kdtune.penalties import jacobian_norm
+
+if TYPE_CHECKING:
+    from kdtune.config import EvaluationSpec, LatencySpec
+    from kdtune.data import Dataset
+
+SPLITS = ("val", "test")
+
+
+def eps_name(eps: float) -> str:
+    """How an eps appears in metric names: 0.1 -> '0.1', 0.05 -> '0.05'."""
+    return f"{eps:g}"
+
+
+def metric_names(spec: EvaluationSpec, dataset: str | None = None) -> list[str]:
+    """Every final metric a trial reports, in report order."""
+    names = [f"{s}/acc" for s in SPLITS]
+    names += [f"{s}/robust_acc@{eps_name(e)}" for s in SPLITS for e in spec.eps]
+    if spec.fgsm:
+        names += [f"{s}/fgsm_acc@{eps_name(e)}" for s in SPLITS for e in spec.eps]
+    names += [f"latency/ms_b{b}" for b in spec.latency.batch_sizes]
+    names += ["model/params", "jacobian/norm"]
+    return names
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), in inference mode."""
+    correct = 0
+    with eval_mode(model), torch.inference_mode():
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            correct += int((model(xb).argmax(1) == yb).sum())
+    return correct / max(1, len(y))
+
+
+def robust_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, attack: Callable[..., Tensor], *, batch_size: int = 1000
+) -> float:
+    """Accuracy on ``attack(model, x, y)``; the attack gets gradients, the scoring does not."""
+    correct = 0
+    with eval_mode(model):
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            x_adv = attack(model, xb, yb)
+            with torch.inference_mode():
+                correct += int((model(x_adv).argmax(1) == yb).sum())
+    return correct / max(1, len(y))
+
+
+def mean_jacobian_norm(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> float:
+    """Mean over samples of the exact per-sample input-Jacobian Frobenius norm ||d logits / d x_i||_F."""
+    with eval_mode(model):
+        norms = [jacobian_norm(model, xb) for xb in x.split(batch_size)]  # each (B,)
+    return float(torch.cat(norms).mean())
+
+
+def evaluate_model(
+    model: nn.Module, data: Dataset, spec: EvaluationSpec, *, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy-type metrics on val and test, parameters and Jacobian norm (no latency)."""
+    gen = torch.Generator(device=data.test.x.device).manual_seed(seed)
+    metrics: dict[str, float] = {}
+    for split in SPLITS:
+        part = getattr(data, split)
+        metrics[f"{split}/acc"] = accuracy(model, part.x, part.y)
+        for eps in spec.eps:
+            pgd = _bind(attacks.pgd, eps=eps, steps=spec.pgd_steps, generator=gen)
+            metrics[f"{split}/robust_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, pgd)
+            if spec.fgsm:
+                fgsm = _bind(attacks.fgsm, eps=eps)
+                metrics[f"{split}/fgsm_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, fgsm)
+    metrics["model/params"] = float(n_params(model))
+    metrics["jacobian/norm"] = mean_jacobian_norm(model, data.test.x[: spec.n_jacobian])
+    return metrics
+
+
+def _bind(fn: Callable[..., Tensor], **kwargs: object) -> Callable[..., Tensor]:
+    return lambda model, x, y: fn(model, x, y, **kwargs)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread (the stable timing protocol), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure_latency(
+    models: Mapping[str, nn.Module], input_shape: tuple[int, ...], spec: LatencySpec, *, device: torch.device | str = "cpu"
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds per call of each model at each batch size, measured side by side.
+
+    Protocol: one thread, inference mode, ``spec.warmup`` warm-up calls per model and input shape,
+    then ``spec.repeats`` repeats in which every model is timed in turn (interleaved, so drift hits all
+    alike), each repeat timing ``spec.n_calls`` calls; the result is the median per-call time.
+    Returns ``{model: {"latency/ms_b1": ms, ...}}``.
+    """
+    inputs = {b: torch.rand(b, *input_shape, device=device) for b in spec.batch_sizes}
+    samples: dict[str, dict[int, list[float]]] = {m: {b: [] for b in inputs} for m in models}
+    with single_thread(), torch.inference_mode():
+        for model in models.values():
+            model.eval()
+            for x in inputs.values():
+                for _ in range(spec.warmup):
+                    model(x)
+        for _ in range(spec.repeats):
+            for name, model in models.items():
+                for b, x in inputs.items():
+                    samples[name][b].extend(_time_calls(model, x, spec.n_calls, device))
+    return {m: {f"latency/ms_b{b}": statistics.median(v) for b, v in per.items()} for m, per in samples.items()}
+
+
+def _time_calls(model: nn.Module, x: Tensor, n_calls: int, device: torch.device | str) -> list[float]:
+    """Milliseconds of each of ``n_calls`` back-to-back calls."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    for _ in range(n_calls):
+        sync()
+        start = time.perf_counter()
+        model(x)
+        sync()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times

@@ -1,0 +1,134 @@
+"""Pareto fronts and hypervolume for multi-objective studies (numpy only, no torch).
+
+Every function takes ``values`` of shape (n, m), one row per trial and one column per objective,
+with ``modes[j]`` in {"max", "min"} giving each column's direction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from kdtune.errors import KdtuneError
+from kdtune.records import Objective, TrialRecord
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["hypervolume", "normalized_objectives", "pareto_mask", "usable_scale"]
+
+
+def _as_loss(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """``values`` (n, m) turned into minimization: "max" columns are negated."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"values must have shape (n, m), got shape {arr.shape}")
+    return arr * _signs(modes, arr.shape[1])
+
+
+def _signs(modes: Sequence[str], n_objectives: int) -> np.ndarray:
+    modes = list(modes)
+    if len(modes) != n_objectives:
+        raise ValueError(f"got {len(modes)} modes for {n_objectives} objectives")
+    unknown = [mode for mode in modes if mode not in ("max", "min")]
+    if unknown:
+        raise ValueError(f"modes must be 'max' or 'min', got {unknown!r}")
+    return np.array([-1.0 if mode == "max" else 1.0 for mode in modes])
+
+
+def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+    """True for the non-dominated rows of ``values`` (n, m); returns a bool array (n,).
+
+    Row a dominates row b if a is no worse in every objective and strictly better in one, so
+    duplicates of a front point are all on the front. A row with a NaN or infinite value is
+    never on the front and dominates nothing.
+    """
+    loss = _as_loss(values, modes)  # (n, m), lower is better
+    finite = np.isfinite(loss).all(axis=1)
+    points = loss[finite]  # (k, m)
+    on_front = np.ones(len(points), dtype=bool)
+    for i, point in enumerate(points):
+        no_worse = (points <= point).all(axis=1)  # (k,): rows at least as good as `point`
+        better = (points < point).any(axis=1)
+        on_front[i] = not (no_worse & better).any()
+    mask = np.zeros(len(loss), dtype=bool)
+    mask[np.flatnonzero(finite)[on_front]] = True
+    return mask
+
+
+def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[float]) -> float:
+    """Volume dominated by the rows of ``values`` (n, m) and bounded by ``reference`` (m,).
+
+    Computed after turning every objective into minimization ("max" columns and their reference
+    are negated). Rows that do not strictly improve on the reference in every objective (and
+    rows with non-finite values) contribute nothing. Exact, via optuna's WFG implementation.
+    """
+    loss = _as_loss(values, modes)  # (n, m)
+    ref = np.asarray(reference, dtype=float)  # (m,)
+    if ref.shape != (loss.shape[1],) or not np.isfinite(ref).all():
+        raise ValueError(f"reference must be {loss.shape[1]} finite numbers, got {reference!r}")
+    ref = ref * _signs(modes, loss.shape[1])
+    keep = np.isfinite(loss).all(axis=1) & (loss < ref).all(axis=1)
+    if not keep.any():
+        return 0.0
+    return float(_compute_hypervolume()(loss[keep], ref))
+
+
+def _compute_hypervolume() -> Callable[[np.ndarray, np.ndarray], float]:
+    """optuna's exact hypervolume, imported lazily (the one place kdtune touches it)."""
+    try:
+        from optuna._hypervolume import compute_hypervolume
+    except ImportError as err:
+        raise KdtuneError(
+            f"computing the hypervolume needs optuna ({err}); install it with `pip install optuna`"
+        ) from err
+    return compute_hypervolume
+
+
+def normalized_objectives(
+    records: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """kdtune's normalized objective space for its reported hypervolume.
+
+    Returns ``(values, reference)``: ``values`` (n, m) for the n records whose objectives are all
+    finite (``TrialRecord.objective_values``; failed trials are left out), in record order, and
+    ``reference`` (m,). A "max" objective (an accuracy in [0, 1]) is used as is with reference 0;
+    a "min" objective (latency, params, Jacobian norm) is divided by the teacher's value of that
+    metric with reference 1, so a student adds volume only where it is faster/smaller than the
+    teacher. The ideal box then has volume 1, which makes the number comparable across studies.
+    If the teacher lacks a min-metric (missing, non-finite or <= 0), that column is divided by
+    its max over the trials instead (a warning is logged), which is no longer teacher-relative.
+    """
+    n_objectives = len(objectives)
+    rows = [v for r in records if (v := r.objective_values(list(objectives))) is not None]
+    values = np.array(rows, dtype=float).reshape(len(rows), n_objectives)  # (n, m)
+    reference = np.zeros(n_objectives)
+    for j, objective in enumerate(objectives):
+        if objective.mode == "min":
+            values[:, j] /= _min_scale(objective.metric, teacher_metrics, values[:, j])
+            reference[j] = 1.0
+    return values, reference
+
+
+def usable_scale(value: float | None) -> bool:
+    """Whether a teacher's metric value can normalize a "min" objective (finite and > 0)."""
+    return value is not None and math.isfinite(value) and value > 0
+
+
+def _min_scale(metric: str, teacher_metrics: dict[str, float], column: np.ndarray) -> float:
+    teacher_value = teacher_metrics.get(metric)
+    if usable_scale(teacher_value):
+        return float(teacher_value)  # type: ignore[arg-type]
+    scale = float(column.max()) if column.size else 1.0
+    scale = scale if usable_scale(scale) else 1.0
+    logger.warning(
+        "teacher has no usable %r (%r); normalizing it by the max over trials (%.4g)",
+        metric,
+        teacher_value,
+        scale,
+    )
+    return scale

@@ -1,0 +1,142 @@
+"""One generic registry for every extension point (datasets, models, losses, penalties, attacks).
+
+An entry is a plain function whose hyperparameters are keyword-only, with the paper's values as
+defaults. Parameters are validated at study-load time from the function's signature, so a typo
+or a wrong type fails before any training starts::
+
+    @LOSSES.register("hinton_kd")
+    def hinton_kd(s, t, y, *, temperature: float = 4.0, alpha: Annotated[float, Field(ge=0, le=1)] = 0.9): ...
+
+    LOSSES.validate("hinton_kd", {"temprature": 2})
+    # ConfigError: unexpected parameter 'temprature' (did you mean 'temperature'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import pydantic
+
+from kdtune.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered component: its name, function, one-line description and parameter schema."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    schema: type[pydantic.BaseModel] = field(repr=False)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The keyword-only parameters and their defaults (required ones map to ``...``)."""
+        return {k: (f.default if not f.is_required() else ...) for k, f in self.schema.model_fields.items()}
+
+
+def _schema_from_signature(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseModel]:
+    """A pydantic model of ``fn``'s keyword-only parameters (annotations and defaults kept)."""
+    hints = typing.get_type_hints(fn, include_extras=True)  # resolves string annotations
+    fields: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        annotation = hints.get(p.name, Any)
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (annotation, default)
+    config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return pydantic.create_model(f"{name}_params", __config__=config, **fields)
+
+
+class Registry(Generic[F]):
+    """Names -> functions, for one kind of component (e.g. ``"loss"``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, description: str | None = None) -> Callable[[F], F]:
+        """Decorator adding ``fn`` under ``name``; a duplicate name raises ``ValueError``."""
+
+        def add(fn: F) -> F:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            doc = description or (inspect.getdoc(fn) or "").split("\n", 1)[0]
+            self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn))
+            return fn
+
+        return add
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        """The entry for ``name``; an unknown name raises ``ConfigError`` listing the known ones."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(self.names())
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; known: {known}"
+            ) from None
+
+    def get(self, name: str) -> F:
+        return self.entry(name).fn  # type: ignore[return-value]
+
+    def validate(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` checked and coerced against ``name``'s signature, defaults filled in.
+
+        Raises ``ConfigError`` with the offending parameter and the fix.
+        """
+        entry = self.entry(name)
+        try:
+            model = entry.schema.model_validate(dict(params))
+        except pydantic.ValidationError as err:
+            raise ConfigError(_param_error(self.kind, name, entry, err)) from None
+        return model.model_dump()
+
+    def build(self, name: str, /, **params: Any) -> Any:
+        """Call ``name`` with validated keyword parameters (for factories such as models)."""
+        return self.get(name)(**self.validate(name, params))
+
+    def bind(self, name: str, params: Mapping[str, Any]) -> Callable[..., Any]:
+        """``fn`` with its keyword parameters validated and fixed (for losses, penalties, attacks)."""
+        fn, kwargs = self.get(name), self.validate(name, params)
+
+        def bound(*args: Any, **more: Any) -> Any:
+            return fn(*args, **kwargs, **more)
+
+        bound.__name__ = name
+        return bound
+
+
+def _param_error(kind: str, name: str, entry: Entry, err: pydantic.ValidationError) -> str:
+    first = err.errors()[0]
+    field_name = ".".join(str(p) for p in first["loc"])
+    known = list(entry.schema.model_fields)
+    if first["type"] == "extra_forbidden":
+        hint = did_you_mean(field_name, known) or f" (known: {', '.join(known) or 'none'})"
+        return f"{kind} '{name}': unexpected parameter '{field_name}'{hint}"
+    if first["type"] == "missing":
+        return f"{kind} '{name}': missing required parameter '{field_name}'"
+    return f"{kind} '{name}': parameter '{field_name}': {first['msg']} (got {first.get('input')!r})"

@@ -1,0 +1,119 @@
+"""Pairwise Pareto-front plots as PNG files (matplotlib's Agg canvas; pyplot is never touched)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kdtune.pareto import pareto_mask
+from kdtune.records import Objective, TrialRecord
+
+
+def safe_name(metric: str) -> str:
+    """A metric name as a file-name part: ``val/acc`` -> ``val-acc``, ``acc@0.1`` -> ``acc_0.1``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", metric.replace("/", "-"))
+
+
+def front_plots(
+    out_dir: Path,
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+) -> dict[str, Path]:
+    """One PNG per pair of objectives; returns {file stem: path}, e.g. ``front_val-acc__latency-ms_b1``."""
+    complete = [
+        (r, bool(f), r.objective_values(list(objectives)) is not None)
+        for r, f in zip(records, front)
+        if r.status == "COMPLETE"
+    ]
+    written: dict[str, Path] = {}
+    for first, second in itertools.combinations(objectives, 2):
+        stem = f"front_{safe_name(first.metric)}__{safe_name(second.metric)}"
+        while stem in written:  # two metric names that map to the same file name
+            stem += "_"
+        path = out_dir / f"{stem}.png"
+        _plot_pair(path, complete, x=second, y=first, teacher_metrics=teacher_metrics,
+                   n_objectives=len(objectives))
+        written[stem] = path
+    return written
+
+
+def _plot_pair(
+    path: Path,
+    complete: Sequence[tuple[TrialRecord, bool, bool]],
+    *,
+    x: Objective,
+    y: Objective,
+    teacher_metrics: dict[str, float],
+    n_objectives: int,
+) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = np.array(
+        [[_value(r, x.metric), _value(r, y.metric), on_front, ok] for r, on_front, ok in complete],
+        dtype=float,
+    ).reshape(-1, 4)  # (n, 4): x, y, on the full front, eligible for the front
+    points = points[np.isfinite(points[:, :2]).all(axis=1)]
+    fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(points[:, 0], points[:, 1], s=18, color="0.7", label="trials", zorder=1)
+    eligible = points[points[:, 3] == 1.0, :2]  # a trial with a NaN objective draws no stairs
+    _draw_staircase(ax, eligible, x=x, y=y, exact=n_objectives == 2)
+    members = points[points[:, 2] == 1.0]
+    ax.scatter(members[:, 0], members[:, 1], s=40, color="tab:blue", edgecolor="black",
+               label="Pareto front", zorder=3)
+    teacher = (teacher_metrics.get(x.metric), teacher_metrics.get(y.metric))
+    if all(v is not None and math.isfinite(v) for v in teacher):
+        ax.scatter(*teacher, s=220, marker="*", color="tab:red", edgecolor="black",
+                   label="teacher", zorder=4)
+    _maybe_log_scale(ax, points[:, 0], teacher[0], axis="x")
+    _maybe_log_scale(ax, points[:, 1], teacher[1], axis="y")
+    ax.set_xlabel(_axis_label(x))
+    ax.set_ylabel(_axis_label(y))
+    ax.set_title(f"{y.metric} vs {x.metric}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.savefig(path, format="png")
+
+
+def _draw_staircase(ax, xy: np.ndarray, *, x: Objective, y: Objective, exact: bool) -> None:
+    """Connect the non-dominated points of this pair as the boundary of their dominated region.
+
+    With two objectives this is the front itself; with more, it is the front of the projection
+    (drawn dashed), since a member of the full front can be dominated in a single pair.
+    """
+    if len(xy) == 0:
+        return
+    stairs = xy[pareto_mask(xy, [x.mode, y.mode])]
+    stairs = stairs[np.lexsort((stairs[:, 1], stairs[:, 0]))]  # by x, ties by y
+    # Moving right along x: a "min" x keeps the previous y until the next point, a "max" x jumps first.
+    where = "post" if x.mode == "min" else "pre"
+    ax.step(stairs[:, 0], stairs[:, 1], where=where, color="tab:blue",
+            linestyle="-" if exact else "--", linewidth=1.2, zorder=2,
+            label=None if exact else "front of this pair")
+
+
+def _maybe_log_scale(ax, values: np.ndarray, teacher: float | None, *, axis: str) -> None:
+    """Use a log axis when positive values span more than two orders of magnitude (e.g. params)."""
+    all_values = np.append(values, teacher if teacher is not None else np.nan)
+    all_values = all_values[np.isfinite(all_values)]
+    if len(all_values) > 1 and all_values.min() > 0 and all_values.max() / all_values.min() > 100:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def _axis_label(objective: Objective) -> str:
+    better = "higher" if objective.mode == "max" else "lower"
+    return f"{objective.metric} ({better} is better)"
+
+
+def _value(record: TrialRecord, metric: str) -> float:
+    value = record.metrics.get(metric)
+    return float(value) if value is not None else math.nan

@@ -1,0 +1,209 @@
+"""The report's numbers as pandas DataFrames: the trials CSV and the display tables (no I/O)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdtune.pareto import hypervolume, normalized_objectives, pareto_mask
+from kdtune.records import Objective, TrialRecord
+
+MISSING = "–"
+
+
+def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
+    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify."""
+    values = [r.objective_values(list(objectives)) for r in records]
+    eligible = np.array([v is not None for v in values], dtype=bool)
+    mask = np.zeros(len(records), dtype=bool)
+    if eligible.any():
+        rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
+        mask[eligible] = pareto_mask(rows, [o.mode for o in objectives])
+    return mask
+
+
+def hypervolume_of(
+    records: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+) -> float:
+    """Hypervolume of the trials in kdtune's normalized space (see ``normalized_objectives``)."""
+    values, reference = normalized_objectives(records, objectives, teacher_metrics)
+    return hypervolume(values, [o.mode for o in objectives], reference)
+
+
+def trials_frame(
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    *,
+    search_params: Sequence[str],
+    metric_columns: Sequence[str],
+) -> pd.DataFrame:
+    """One row per trial: trial_id, status, search params, metrics, error, pareto (in that order).
+
+    Metric cells are NaN (written empty) for failed trials and for missing metrics.
+    """
+    columns = ["trial_id", "status", *search_params, *metric_columns, "error", "pareto"]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise ValueError(f"column names used twice in the trials table: {duplicated}")
+    rows = []
+    for record, on_front in zip(records, front, strict=True):
+        metrics = record.metrics if record.status == "COMPLETE" else {}
+        row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status}
+        row.update({p: record.params.get(p) for p in search_params})
+        row.update({m: _as_float(metrics.get(m)) for m in metric_columns})
+        row.update(error=record.error, pareto=bool(on_front))
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)  # keeps integer params as ints
+    return frame.astype({**{m: float for m in metric_columns}, "pareto": bool})
+
+
+def teacher_table(teacher_metrics: dict[str, float], metric_columns: Sequence[str]) -> pd.DataFrame:
+    """The teacher's metrics, in ``metric_columns`` order, then any others alphabetically."""
+    names = [m for m in metric_columns if m in teacher_metrics]
+    names += sorted(set(teacher_metrics) - set(names))
+    return pd.DataFrame(
+        {"metric": names, "value": [format_metric(m, teacher_metrics[m]) for m in names]}
+    )
+
+
+def front_table(
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    *,
+    search_params: Sequence[str],
+    metric_columns: Sequence[str],
+) -> pd.DataFrame:
+    """Front members, best first objective first: search params, objective and test metrics."""
+    objective_metrics = [o.metric for o in objectives]
+    test_metrics = [m for m in metric_columns if m.startswith("test/")]
+    metrics = objective_metrics + [m for m in test_metrics if m not in objective_metrics]
+    members = _sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
+    rows = [
+        [r.trial_id]
+        + [format_param(r.params.get(p)) for p in search_params]
+        + [format_metric(m, r.metrics.get(m)) for m in metrics]
+        for r in members
+    ]
+    return pd.DataFrame(rows, columns=["trial", *search_params, *metrics])
+
+
+def results_table(
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    *,
+    teacher_metrics: dict[str, float],
+    metric_columns: Sequence[str],
+) -> pd.DataFrame:
+    """A paper-style results table: the teacher, then every complete trial by first objective."""
+    complete = [r for r in records if r.status == "COMPLETE"]
+    on_front = {id(r) for r, f in zip(records, front) if f}
+    available = _available_metrics(complete, objectives, teacher_metrics, metric_columns)
+    columns = _results_columns(available, objectives)
+    rows = [["teacher", ""] + [format_metric(m, teacher_metrics.get(m)) for m, _ in columns]]
+    for r in _sorted_by_first_objective(complete, objectives):
+        front_flag = "yes" if id(r) in on_front else ""
+        rows.append([r.trial_id, front_flag] + [format_metric(m, r.metrics.get(m)) for m, _ in columns])
+    return pd.DataFrame(rows, columns=["model", "on front", *(header for _, header in columns)])
+
+
+def failed_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """Failed trials and the one-line reason each failed."""
+    rows = [[r.trial_id, r.error or "(no reason recorded)"] for r in records if r.status != "COMPLETE"]
+    return pd.DataFrame(rows, columns=["trial", "error"])
+
+
+def unscored_trials(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[str]:
+    """Complete trials left off the front because an objective is missing or not finite."""
+    notes = []
+    for r in records:
+        if r.status == "COMPLETE" and r.objective_values(list(objectives)) is None:
+            shown = ", ".join(f"{o.metric}={format_metric(o.metric, r.metrics.get(o.metric))}" for o in objectives)
+            notes.append(f"{r.trial_id} ({shown})")
+    return notes
+
+
+def format_metric(name: str, value: float | None) -> str:
+    """A metric for display: counts with thousands separators, everything else to 4 digits."""
+    value = _as_float(value)
+    if math.isnan(value):
+        return MISSING
+    if name == "model/params" or name.split("/")[-1].startswith("n_"):
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def format_param(value: Any) -> str:
+    """A hyperparameter value for display."""
+    if value is None:
+        return MISSING
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _sorted_by_first_objective(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective]
+) -> list[TrialRecord]:
+    """Best first on the first objective; trials without a finite value go last."""
+    first = objectives[0]
+    sign = -1.0 if first.mode == "max" else 1.0
+
+    def key(record: TrialRecord) -> tuple[bool, float]:
+        value = _as_float(record.metrics.get(first.metric))
+        return (not math.isfinite(value), sign * value if math.isfinite(value) else 0.0)
+
+    return sorted(records, key=key)
+
+
+def _available_metrics(
+    complete: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+    metric_columns: Sequence[str],
+) -> list[str]:
+    names = list(metric_columns) + [o.metric for o in objectives if o.metric not in metric_columns]
+    present = set(teacher_metrics).union(*(r.metrics for r in complete))
+    return [m for m in names if m in present]
+
+
+def _results_columns(available: list[str], objectives: Sequence[Objective]) -> list[tuple[str, str]]:
+    """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc per eps."""
+    split = "test" if "test/acc" in available else "val"
+    columns = [(f"{split}/acc", f"accuracy ({split})")]
+    columns.append(("model/params", "params"))
+    columns += [(m, _latency_header(m)) for m in available if m.startswith("latency/")]
+    columns.append(("jacobian/norm", "Jacobian norm"))
+    robust = [m for m in available if m.startswith(f"{split}/robust_acc@")]
+    columns += [(m, f"robust acc ε={m.split('@', 1)[1]} ({split})") for m in sorted(robust, key=_eps)]
+    columns = [(m, header) for m, header in columns if m in available]
+    shown = {m for m, _ in columns}
+    extra = [(o.metric, o.metric) for o in objectives if o.metric not in shown and o.metric in available]
+    return extra + columns
+
+
+def _latency_header(metric: str) -> str:
+    match = re.fullmatch(r"latency/ms_b(\d+)", metric)
+    return f"latency ms (batch {match.group(1)})" if match else metric
+
+
+def _eps(metric: str) -> float:
+    try:
+        return float(metric.split("@", 1)[1])
+    except ValueError:
+        return math.inf

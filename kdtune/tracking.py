@@ -1,0 +1,119 @@
+"""MLflow bookkeeping (the only module that imports mlflow).
+
+One experiment per study, one parent run per sweep, one child run per trial. Every run is ended
+explicitly (FINISHED, FAILED or KILLED): none is left RUNNING. All writes happen in the driver
+process, so a SQLite store never sees two writers creating its schema at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdtune.errors import KdtuneError
+
+log = logging.getLogger(__name__)
+MAX_PARAM_LEN = 6000
+
+
+def default_uri(configured: str | None, workdir: Path) -> str:
+    """The YAML's URI, else $MLFLOW_TRACKING_URI, else ``sqlite:///<workdir>/mlflow.db`` (absolute)."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+
+
+def metric_key(name: str) -> str:
+    """MLflow forbids '@' in metric names: ``val/robust_acc@0.1`` -> ``val/robust_acc_at_0.1``."""
+    return name.replace("@", "_at_")
+
+
+class Tracker:
+    """A sweep's MLflow runs: the parent, and a child per trial id."""
+
+    def __init__(self, uri: str, experiment: str, *, artifact_root: Path) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("alembic", "mlflow.store.db.utils"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.uri = uri
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self.client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
+            )
+        except Exception as err:  # noqa: BLE001 - any store problem is the user's to fix
+            raise KdtuneError(
+                f"cannot open the MLflow store {uri} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                "check tracking.uri / MLFLOW_TRACKING_URI"
+            ) from None
+        self.parent_id: str | None = None
+        self.children: dict[str, str] = {}
+
+    def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        self.parent_id = run.info.run_id
+        self._log_params(self.parent_id, params)
+        return self.parent_id
+
+    def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **tags}
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_id}", tags=tags)
+        self.children[trial_id] = run.info.run_id
+        self._log_params(run.info.run_id, params)
+
+    def log_metrics(self, trial_id: str | None, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        if run_id is None:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[i : i + 1000])
+
+    def end_trial(self, trial_id: str, *, error: str | None = None) -> None:
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            return
+        if error:
+            self.client.set_tag(run_id, "error", error[:5000])
+        self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+
+    def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:
+        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        for path in paths if run_id else ():
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path)
+            elif path.exists():
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
+        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        for k, v in tags.items() if run_id else ():
+            self.client.set_tag(run_id, k, v)
+
+    def end_sweep(self, status: str = "FINISHED") -> None:
+        """End the parent; any child still RUNNING (e.g. after an interrupt) is marked KILLED."""
+        for run_id in self.children.values():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

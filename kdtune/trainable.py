@@ -1,0 +1,53 @@
+"""The Ray Tune trainable: sampled config -> typed config -> train -> report (one trial)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+from ray import tune
+
+from kdtune.evaluate import measure_latency
+from kdtune.pipeline import run_student
+
+if TYPE_CHECKING:
+    from kdtune.config import StudyConfig
+    from kdtune.data import Dataset
+
+STUDENT_FILE = "student.pt"
+CONFIG_FILE = "overrides.json"
+
+
+def make_trainable(cfg: StudyConfig, data: Dataset, teacher_logits: torch.Tensor) -> Any:
+    """The study's trainable with data and teacher logits shipped once through Ray's object store."""
+    trainable = tune.with_parameters(run_trial, study=cfg, data=data, teacher_logits=teacher_logits)
+    return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+
+
+def trial_device() -> torch.device:
+    """The device Ray assigned to this trial: its first GPU if it got one, else the CPU."""
+    return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
+
+
+def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Dataset, teacher_logits: torch.Tensor) -> None:
+    """One trial: ``config`` maps searched YAML paths to sampled values."""
+    cfg = study.with_overrides(config)
+    torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
+    device = trial_device()
+    data, targets = data.to(device), teacher_logits.to(device)
+
+    def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+        tune.report({**stats, "epoch": epoch})
+
+    run = run_student(cfg, data, targets, on_epoch=on_epoch)
+    # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
+    latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
+    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(run.student.state_dict(), Path(tmp) / STUDENT_FILE)
+        (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
