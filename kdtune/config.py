@@ -261,6 +261,8 @@ class StudyConfig(_Strict):
             return raw
         out = {}
         for name, spec in raw.items():
+            if not isinstance(name, str):
+                raise ValueError(f"penalty names must be strings, got {name!r}")
             if isinstance(spec, PenaltySpec):
                 spec = {"weight": spec.weight, **spec.params}
             spec = dict(spec or {}) if isinstance(spec, dict) or spec is None else spec
@@ -353,6 +355,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object: never constructed
+            raise ConfigError(f"{path}: unsupported YAML tag{where}: {problem}; study files are plain data") from None
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the YAML there") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file must be a YAML mapping (name:, teacher:, ...), got {type(raw).__name__}")
@@ -382,8 +386,10 @@ def _check_search_space(cfg: StudyConfig, *, source: str) -> None:
 
 def format_validation_error(err: pydantic.ValidationError) -> str:
     """One line for the first error: the field path, what is wrong, and the fix where we can tell."""
-    first = err.errors()[0]
-    loc = [str(p) for p in first["loc"] if p not in ("float", "int", "categorical")]
+    errors = err.errors()
+    first = _most_helpful(errors)
+    union = _scalar_union(first, errors)
+    loc = [str(p) for p in first["loc"][: -1 if union else None] if p not in ("float", "int", "categorical")]
     field = ".".join(loc)
     msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if first["type"] == "extra_forbidden":
@@ -392,9 +398,32 @@ def format_validation_error(err: pydantic.ValidationError) -> str:
         return f"{field}: unknown field{hint or ''}" + ("" if hint else f"; known fields: {', '.join(known)}")
     if first["type"] == "missing":
         return f"{field}: required field is missing; add it to the study file"
+    if first["type"] == "union_tag_not_found":
+        return f"{field}: {msg}; add type: float, int or categorical"
+    if union:
+        msg = f"must be a single value ({union}), not a list or mapping"
     got = first.get("input")
     shown = "" if isinstance(got, dict) or first["type"].startswith("value_error") else f" (got {got!r})"
     return f"{field}: {msg}{shown}" if field else f"{msg}{shown}"
+
+
+def _most_helpful(errors: list[Any]) -> Any:
+    """The first error, except that a misspelled key beats the missing field it was meant to be."""
+    first = errors[0]
+    if first["type"] == "missing":
+        for other in errors:
+            if other["type"] == "extra_forbidden" and other["loc"][:-1] == first["loc"][:-1]:
+                return other
+    return first
+
+
+def _scalar_union(first: Any, errors: list[Any]) -> str:
+    """For a value matching no member of a scalar union (e.g. categorical choices), the members' names."""
+    loc = first["loc"]
+    members = [e["loc"][-1] for e in errors if e["loc"] and e["loc"][:-1] == loc[:-1]]
+    if not loc or len(members) < 2 or not set(members) <= {"bool", "int", "float", "str", "none"}:
+        return ""
+    return ", ".join(members)
 
 
 def _known_fields(loc: list[str]) -> list[str]:

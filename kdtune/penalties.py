@@ -94,7 +94,9 @@ def _hutchinson(x: Tensor, y: Tensor, logits: Tensor, n_samples: int) -> Tensor:
 def _finite_difference(model: nn.Module, x: Tensor, logits: Tensor, n_samples: int, eps: float) -> Tensor:
     """Mean over the batch of max over logits of Var_v (v^T H v), central differences."""
     if n_samples < 2:
-        raise ConfigError(f"penalty 'hessian': finite_difference needs n_samples >= 2 for a variance (got {n_samples})")
+        raise ConfigError(
+            f"penalty 'hessian': finite_difference needs n_samples >= 2 for a variance (got {n_samples})"
+        )
     v = _rademacher(x.expand(n_samples, *x.shape))  # (N, B, ...)
     steps = eps * v
     shifted = torch.cat([x + steps, x - steps]).flatten(0, 1)  # (2N*B, ...)

@@ -120,11 +120,14 @@ class Registry(Generic[F]):
         return self.get(name)(**self.validate(name, params))
 
     def bind(self, name: str, params: Mapping[str, Any]) -> Callable[..., Any]:
-        """``fn`` with its keyword parameters validated and fixed (for losses, penalties, attacks)."""
+        """``fn`` with its keyword parameters validated and bound (for losses, penalties, attacks).
+
+        Keywords given at call time override the bound ones.
+        """
         fn, kwargs = self.get(name), self.validate(name, params)
 
         def bound(*args: Any, **more: Any) -> Any:
-            return fn(*args, **kwargs, **more)
+            return fn(*args, **{**kwargs, **more})
 
         bound.__name__ = name
         return bound

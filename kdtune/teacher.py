@@ -56,6 +56,7 @@ def teacher_key(spec: TrainSpec, data: Dataset, seed: int) -> str:
 def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Path) -> Teacher:
     """The cached teacher for (spec, data, seed) if intact, else a freshly trained (and cached) one."""
     path = root / "teachers" / f"{teacher_key(spec, data, seed)}.pt"
+    torch.manual_seed(seed)  # the initialisation is part of what the key promises
     model = build_model(spec.model.name, spec.model.params).to(data.train.x.device)
     cached = _load(path)
     if cached is not None:

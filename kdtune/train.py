@@ -82,7 +82,8 @@ def fit(
 
 
 def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int) -> None:
-    bad = {k: float(v) for k, v in terms.items() if not math.isfinite(float(v.detach()))}
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         shown = ", ".join(f"{k}={v}" for k, v in bad.items())
         raise TrainingError(

@@ -1,0 +1,111 @@
+"""Tests for kdtune.cli: argument routing, ``list`` and ``validate``; nothing here trains."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kdtune import cli
+from kdtune.config import registry_of
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "studies" / "smoke.yaml"
+BAD = REPO / "tests" / "bad_studies" / "loss_temprature.yaml"
+KINDS = ("dataset", "model", "loss", "penalty", "attack")
+
+
+@pytest.fixture
+def clean_cwd(tmp_path, monkeypatch) -> Path:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def _sections(out: str) -> list[tuple[str, list[str]]]:
+    """``kdtune list`` output as [(header, [names])]: ``kinds:`` headers, then indented ``name  description``."""
+    sections: list[tuple[str, list[str]]] = []
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            sections.append((line, []))
+        elif line.strip():
+            sections[-1][1].append(line.split()[0])
+    return sections
+
+
+def test_list_prints_every_registered_name(capsys):
+    assert cli.main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    sections = _sections(out)
+    assert [header for header, _ in sections] == ["datasets:", "models:", "losses:", "penalties:", "attacks:"]
+    assert [names for _, names in sections] == [registry_of(kind).names() for kind in KINDS]
+
+
+def test_validate_smoke_exits_0(capsys, clean_cwd):
+    assert cli.main(["validate", str(SMOKE)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.count("\n") == 1 and ": ok (4 trials over " in out
+    assert list(clean_cwd.iterdir()) == []
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """``kdtune.runner.run_study`` replaced by a recorder: no data, no Ray, no training."""
+    calls: list[dict] = []
+
+    def run_study(cfg, *, address=None, **kwargs):
+        calls.append({"cfg": cfg, "address": address, **kwargs})
+        records = [SimpleNamespace(status="COMPLETE"), SimpleNamespace(status="ERROR")]
+        return SimpleNamespace(records=records, hypervolume=0.25, report={"report_html": "reports/smoke.html"})
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("kdtune.runner.run_study", run_study)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[str(SMOKE)], ["run", str(SMOKE)]],
+    ids=["bare_study_means_run", "explicit_run"],
+)
+def test_run_routing(argv, fake_run, capsys):
+    assert cli.main(argv) == 0
+    assert len(fake_run) == 1
+    assert fake_run[0]["cfg"].name == "smoke"
+    assert fake_run[0]["address"] is None
+    out, _ = capsys.readouterr()
+    assert "1/2 trials complete; hypervolume 0.2500" in out
+    assert "report: reports/smoke.html" in out
+
+
+def test_run_address_from_flag_and_env(fake_run, monkeypatch):
+    assert cli.main(["run", str(SMOKE), "--address", "ray://head:10001"]) == 0
+    monkeypatch.setenv("RAY_ADDRESS", "ray://env:10001")
+    assert cli.main([str(SMOKE)]) == 0
+    assert [c["address"] for c in fake_run] == ["ray://head:10001", "ray://env:10001"]
+
+
+def test_run_bad_study_never_reaches_the_runner(fake_run, capsys):
+    assert cli.main([str(BAD)]) == 2
+    assert fake_run == []
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("kdtune: error: ") and err.count("\n") == 1
+
+
+def test_python_m_kdtune_validate_bad_file(clean_cwd):
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdtune", "validate", str(BAD)],
+        capture_output=True, text=True, timeout=120, cwd=clean_cwd,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("kdtune: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "did you mean 'temperature'?" in proc.stderr
+    assert list(clean_cwd.iterdir()) == []

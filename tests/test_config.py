@@ -1,0 +1,235 @@
+"""Tests for kdtune.config: every malformed study in tests/bad_studies fails with one helpful line.
+
+Each corpus file starts with ``# expect: <substring>``, a substring the one-line error must contain.
+The same files go through ``kdtune validate`` in-process: exit 2, one stderr line, no traceback,
+nothing written to the working directory (one file carries a YAML tag that would run
+``touch kdtune_pwned`` if it were ever constructed).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdtune import cli
+from kdtune.config import StudyConfig, load_study, registry_of
+from kdtune.errors import ConfigError
+from kdtune.evaluate import metric_names
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+BAD = sorted((TESTS / "bad_studies").glob("*.yaml"))
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+
+MINI = """\
+name: mini
+teacher: {model: {name: mlp}}
+student: {model: {name: mlp, hidden: [16]}}
+search:
+  space:
+    loss.temperature: {type: float, low: 1.0, high: 8.0}
+  objectives: [{metric: val/acc, mode: max}]
+  budget: 2
+"""
+
+# Malformed files that cannot carry a ``# expect:`` header: written by the test itself.
+GENERATED = {
+    "empty.yaml": (b"", "must be a YAML mapping"),
+    "whitespace.yaml": (b"\n   \n", "must be a YAML mapping"),
+    "latin1.yaml": (MINI.replace("name: mini", "name: mini\ndescription: caf\xe9").encode("latin-1"), "not UTF-8"),
+    "utf16.yaml": (MINI.encode("utf-16"), "not UTF-8 text (byte 0)"),
+}
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").partition("\n")[0]
+    assert first.startswith("# expect: "), f"{path.name}: first line must be '# expect: <substring>'"
+    return first.removeprefix("# expect: ").strip()
+
+
+def _cases() -> list:
+    cases = [pytest.param(p, _expected(p), id=p.stem) for p in BAD]
+    cases += [pytest.param(name, expect, id=Path(name).stem) for name, (_, expect) in GENERATED.items()]
+    return cases
+
+
+def _materialize(path_or_name: Path | str, tmp_path: Path) -> Path:
+    if isinstance(path_or_name, Path):
+        return path_or_name
+    path = tmp_path / "generated" / path_or_name
+    path.parent.mkdir()
+    path.write_bytes(GENERATED[path_or_name][0])
+    return path
+
+
+@pytest.fixture
+def clean_cwd(tmp_path, monkeypatch) -> Path:
+    """An empty working directory; tests assert it is still empty afterwards."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def _write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- the malformed corpus
+
+
+def test_corpus_is_big_enough():
+    assert len(BAD) >= 30
+
+
+@pytest.mark.parametrize(("study", "expect"), _cases())
+def test_bad_study_raises_one_line(study, expect, tmp_path, clean_cwd):
+    path = _materialize(study, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert expect in message
+    assert path.name in message
+    assert info.value.exit_code == 2
+    assert list(clean_cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize(("study", "expect"), _cases())
+def test_bad_study_via_cli(study, expect, tmp_path, clean_cwd, capsys):
+    path = _materialize(study, tmp_path)
+    code = cli.main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.startswith("kdtune: error: ")
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert expect in err
+    assert list(clean_cwd.iterdir()) == []
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="no such study file"):
+        load_study(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_study(tmp_path)
+
+
+# ---------------------------------------------------------------- valid studies
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_shipped_study_loads(path):
+    cfg = load_study(path)
+    assert cfg.search.n_trials >= 1
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_to_raw_round_trips(path):
+    cfg = load_study(path)
+    raw = cfg.to_raw()
+    assert StudyConfig.model_validate(raw) == cfg
+    assert yaml.safe_load(yaml.safe_dump(raw)) == raw  # the YAML layout is plain data
+
+
+VALID_VARIANTS = {
+    "minimal": MINI,
+    "dataset_as_bare_name": MINI + "dataset: mnist_5k\n",
+    "penalty_without_params": MINI + "penalties: {jacobian: null}\n",
+    "adversary_disabled": MINI + "adversary: {enabled: false, attack: {name: pgd}}\n",
+    "grid_without_budget": MINI.replace(
+        "    loss.temperature: {type: float, low: 1.0, high: 8.0}",
+        "    loss.temperature: {type: categorical, choices: [1.0, 4.0]}",
+    ).replace("  budget: 2\n", "  sampler: {name: grid}\n"),
+    "numeric_strings": MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3}"),
+}
+
+
+@pytest.mark.parametrize("text", VALID_VARIANTS.values(), ids=VALID_VARIANTS)
+def test_valid_variants_load(text, tmp_path):
+    load_study(_write(tmp_path, text))
+
+
+def test_numeric_strings_are_coerced_to_float(tmp_path):
+    text = (
+        MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3, weight_decay: 5e-4}")
+        .replace("low: 1.0, high: 8.0}", "low: 1e-1, high: 8e0, log: true}")
+        + "loss: {name: hinton_kd, temperature: 2e0}\npenalties: {jacobian: {weight: 1e-2}}\n"
+    )
+    assert yaml.safe_load(text)["teacher"]["lr"] == "1e-3"  # the PyYAML gotcha this guards against
+    cfg = load_study(_write(tmp_path, text))
+    assert cfg.teacher.lr == 0.001 and isinstance(cfg.teacher.lr, float)
+    assert cfg.teacher.weight_decay == 5e-4
+    assert cfg.loss.params["temperature"] == 2.0 and isinstance(cfg.loss.params["temperature"], float)
+    assert cfg.penalties["jacobian"].weight == 0.01
+    dist = cfg.search.space["loss.temperature"]
+    assert (dist.low, dist.high) == (0.1, 8.0)
+
+
+def test_registry_defaults_are_filled(tmp_path):
+    cfg = load_study(_write(tmp_path, MINI))
+    for spec, kind in [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.loss, "loss"), (cfg.dataset, "dataset")]:
+        defaults = registry_of(kind).entry(spec.name).defaults
+        assert set(spec.params) == set(defaults)
+    assert cfg.loss.params == registry_of("loss").entry("hinton_kd").defaults
+    assert cfg.teacher.model.params == registry_of("model").entry("mlp").defaults
+    assert cfg.student.model.params["hidden"] == [16]  # given values win over defaults
+    assert cfg.to_raw()["loss"] == {"name": "hinton_kd", **cfg.loss.params}
+
+
+def test_with_overrides_applies_dotted_paths_and_list_indices():
+    cfg = load_study(REPO / "studies" / "smoke.yaml")
+    new = cfg.with_overrides({"student.model.hidden.0": 48, "loss.alpha": 0.5, "penalties.jacobian.weight": "1e-2"})
+    assert new.student.model.params["hidden"] == [48]
+    assert new.loss.params["alpha"] == 0.5
+    assert new.penalties["jacobian"].weight == 0.01
+    assert new.loss.params["temperature"] == cfg.loss.params["temperature"]
+    assert cfg.student.model.params["hidden"] == [32]  # the original is untouched
+    assert cfg.with_overrides({}) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expect"),
+    [
+        ({"loss.alpha": 2.0}, "parameter 'alpha'"),
+        ({"student.model.hidden.5": 8}, "'5' is not an index of a list of length 1"),
+        ({"student.epocs": 3}, "did you mean 'epochs'"),
+        ({"teacher.epochs": 0}, "teacher.epochs"),
+        ({"seed.x": 1}, "not inside a mapping or list"),
+    ],
+)
+def test_bad_override_raises_config_error(overrides, expect):
+    cfg = load_study(REPO / "studies" / "smoke.yaml")
+    with pytest.raises(ConfigError) as info:
+        cfg.with_overrides(overrides)
+    assert expect in str(info.value) and "\n" not in str(info.value)
+
+
+def test_grid_n_trials_is_product_of_choice_counts(tmp_path):
+    path = REPO / "studies" / "seed000_combinations.yaml"
+    space = yaml.safe_load(path.read_text())["search"]["space"]
+    assert load_study(path).search.n_trials == math.prod(len(d["choices"]) for d in space.values())
+    text = MINI.replace(
+        "    loss.temperature: {type: float, low: 1.0, high: 8.0}",
+        "    loss.temperature: {type: categorical, choices: [1.0, 2.0, 4.0]}\n"
+        "    student.model.hidden.0: {type: categorical, choices: [8, 16]}\n"
+        "    loss.alpha: {type: categorical, choices: [0.5]}",
+    ).replace("  budget: 2\n", "  sampler: {name: grid}\n")
+    assert load_study(_write(tmp_path, text)).search.n_trials == 6
+
+
+def test_unknown_objective_lists_known_metrics(tmp_path):
+    text = (REPO / "studies" / "smoke.yaml").read_text().replace("metric: val/acc,", "metric: val/accuracy,")
+    cfg_eval = load_study(REPO / "studies" / "smoke.yaml").evaluation
+    with pytest.raises(ConfigError) as info:
+        load_study(_write(tmp_path, text))
+    message = str(info.value)
+    assert "unknown metric 'val/accuracy' (did you mean 'val/acc'?)" in message
+    for name in metric_names(cfg_eval, "mnist_5k"):
+        assert name in message

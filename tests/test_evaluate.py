@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+from kdtune.config import EvaluationSpec, LatencySpec, TrainSpec
+from kdtune.evaluate import (
+    accuracy,
+    eps_name,
+    evaluate_model,
+    mean_jacobian_norm,
+    measure_latency,
+    metric_names,
+)
+from kdtune.models import build_model
+from kdtune.train import fit_teacher
+
+
+@pytest.fixture(scope="module")
+def trained(small_data):
+    torch.manual_seed(0)
+    model = build_model("mlp", {"hidden": [32]})
+    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 3}), seed=0)
+    return model
+
+
+def test_eps_names_are_stable():
+    assert [eps_name(e) for e in (0.05, 0.1, 0.2, 0.0)] == ["0.05", "0.1", "0.2", "0"]
+
+
+def test_accuracy_counts_correct_predictions():
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x.flatten(1)[:, 0].long(), 10).float()
+
+    x = torch.tensor([0, 1, 2, 3]).float().view(4, 1, 1, 1)
+    assert accuracy(Fixed(), x, torch.tensor([0, 1, 9, 9])) == 0.5
+
+
+def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, trained):
+    spec = EvaluationSpec(eps=[0.05, 0.1, 0.2], pgd_steps=10, n_jacobian=64)
+    metrics = evaluate_model(trained, small_data, spec)
+    latency = {f"latency/ms_b{b}" for b in spec.latency.batch_sizes}
+    assert set(metrics) | latency == set(metric_names(spec))
+    for split in ("val", "test"):
+        clean = metrics[f"{split}/acc"]
+        assert clean > 0.6
+        previous = clean
+        for eps in spec.eps:
+            pgd, fgsm = metrics[f"{split}/robust_acc@{eps_name(eps)}"], metrics[f"{split}/fgsm_acc@{eps_name(eps)}"]
+            assert pgd <= clean and fgsm <= clean
+            assert pgd <= fgsm + 0.02  # PGD is at least as strong as FGSM (small slack for randomness)
+            assert pgd <= previous + 0.02  # robust accuracy does not rise with eps
+            previous = pgd
+    assert metrics["model/params"] == sum(p.numel() for p in trained.parameters())
+
+
+def test_evaluation_leaves_the_model_mode_alone(small_data, trained):
+    trained.train()
+    evaluate_model(trained, small_data, EvaluationSpec(eps=[0.1], pgd_steps=2, n_jacobian=8))
+    assert trained.training
+
+
+def test_jacobian_norm_of_a_linear_model_is_its_scaled_weight_norm():
+    """For logits = W (x - m)/s + b, d logits / dx = W / s, so ||J||_F = ||W||_F / s for every input."""
+    model = build_model("mlp", {"hidden": []})
+    expected = model[-1].weight.norm().item() / 0.3081
+    assert mean_jacobian_norm(model, torch.rand(10, 1, 28, 28)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_latency_follows_the_protocol():
+    """Every model gets `warmup` calls per batch size, then repeats x n_calls timed calls per batch size."""
+    calls: dict[str, list[int]] = {"a": [], "b": []}
+
+    class Counting(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.lin = name, nn.Linear(784, 10)
+
+        def forward(self, x):
+            calls[self.name].append(x.shape[0])
+            return self.lin(x.flatten(1))
+
+    spec = LatencySpec(batch_sizes=[1, 8], warmup=7, repeats=3, n_calls=4)
+    threads = torch.get_num_threads()
+    out = measure_latency({"a": Counting("a"), "b": Counting("b")}, (1, 28, 28), spec)
+    assert torch.get_num_threads() == threads  # the single-thread protocol restores the setting
+    for name in ("a", "b"):
+        assert calls[name].count(1) == calls[name].count(8) == 7 + 3 * 4
+        assert set(out[name]) == {"latency/ms_b1", "latency/ms_b8"}
+        assert all(v > 0 for v in out[name].values())
+
+
+def test_repeats_are_interleaved_between_models():
+    order = []
+
+    class Tag(nn.Module):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def forward(self, x):
+            order.append(self.tag)
+            return x
+
+    measure_latency({"a": Tag("a"), "b": Tag("b")}, (1,), LatencySpec(batch_sizes=[1], warmup=1, repeats=2, n_calls=1))
+    assert order[2:] == ["a", "b", "a", "b"]  # after warm-up: a, b in each repeat

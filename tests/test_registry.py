@@ -1,0 +1,53 @@
+"""The generic registry, and invariants that every registered loss and penalty must keep."""
+
+import pytest
+import torch
+
+from kdtune.errors import ConfigError
+from kdtune.losses import LOSSES
+from kdtune.models import build_model
+from kdtune.penalties import PENALTIES
+from kdtune.registry import Registry
+
+
+def test_registry_rejects_duplicates_and_explains_unknown_names():
+    reg = Registry("widget")
+
+    @reg.register("round")
+    def round_widget(*, size: int = 1):
+        """A round widget."""
+        return size
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("round")(round_widget)
+    with pytest.raises(ConfigError, match=r"unknown widget 'rnd'.*known: round"):
+        reg.get("rnd")
+    assert reg.entry("round").description == "A round widget."
+    assert reg.build("round", size="3") == 3  # coerced from the signature's annotation
+    with pytest.raises(ConfigError, match=r"unexpected parameter 'sise' \(did you mean 'size'\?\)"):
+        reg.validate("round", {"sise": 2})
+    assert reg.bind("round", {"size": 2})(size=5) == 5  # call-time keywords override bound ones
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_is_finite_and_differentiable(name):
+    torch.manual_seed(0)
+    s = torch.randn(8, 10, requires_grad=True)
+    t, y = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    loss = LOSSES.bind(name, {})(s, t, y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", PENALTIES.names())
+def test_every_penalty_is_finite_nonnegative_and_trains_the_model(name):
+    torch.manual_seed(0)
+    model = build_model("mlp", {"hidden": [16]})
+    x = torch.rand(8, 1, 28, 28, requires_grad=True)
+    y = torch.randint(0, 10, (8,))
+    value = PENALTIES.bind(name, {})(model, x, y, model(x))
+    assert value.ndim == 0 and torch.isfinite(value) and value >= 0
+    value.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

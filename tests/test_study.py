@@ -1,0 +1,162 @@
+"""End to end through Ray Tune, Optuna and MLflow on a tiny study (a few trials, one epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from kdtune.config import load_study
+from kdtune.evaluate import metric_names
+from kdtune.runner import run_study
+
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "name": "tiny",
+    "seed": 0,
+    "dataset": {"name": "mnist_5k", "n_train": 400, "n_val": 100, "n_test": 100},
+    "teacher": {"model": {"name": "mlp", "hidden": [64]}, "epochs": 2},
+    "student": {"model": {"name": "mlp", "hidden": [16]}, "epochs": 2, "lr": 5.0e-3},
+    "loss": {"name": "hinton_kd", "temperature": 4.0, "alpha": 0.5},
+    "penalties": {"jacobian": {"weight": 1.0e-3}},
+    "adversary": {"enabled": True, "attack": {"name": "fgsm", "eps": 0.1}},
+    "evaluation": {
+        "eps": [0.1, 0.2],
+        "pgd_steps": 3,
+        "n_jacobian": 32,
+        "latency": {"batch_sizes": [1, 16], "warmup": 5, "repeats": 2, "n_calls": 3},
+    },
+    "search": {
+        "space": {
+            "loss.temperature": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+            "student.model.hidden.0": {"type": "int", "low": 4, "high": 32},
+        },
+        "objectives": [
+            {"metric": "val/acc", "mode": "max"},
+            {"metric": "val/robust_acc@0.1", "mode": "max"},
+            {"metric": "latency/ms_b1", "mode": "min"},
+        ],
+        "sampler": {"name": "tpe", "n_startup_trials": 2},
+        "budget": 4,
+        "max_concurrent": 2,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from kdtune.study import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()
+
+
+def write_study(tmp_path, **changes):
+    raw = yaml.safe_load(yaml.safe_dump(BASE))
+    for key, value in changes.items():
+        raw[key] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_study(path)
+
+
+def dominated(row, others, modes):
+    signs = np.array([1 if m == "max" else -1 for m in modes])
+    r = row * signs
+    return any(np.all(o * signs >= r) and np.any(o * signs > r) for o in others)
+
+
+def mlflow_runs(workdir, experiment):
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = write_study(tmp_path)
+    lines = []
+    outcome = run_study(cfg, workdir=tmp_path, echo=lines.append)
+
+    # every trial finished and is reported once, with one progress line each
+    assert [r.status for r in outcome.records] == ["COMPLETE"] * 4
+    assert len({r.trial_id for r in outcome.records}) == 4
+    assert sum("done" in line for line in lines) == 4
+
+    out = tmp_path / "reports" / "tiny"
+    for name in ("trials.csv", "pareto.csv", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0
+    assert list(out.glob("front_*.png"))
+    trials = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
+    expected = ["trial_id", "status", *cfg.search.space, *metric_names(cfg.evaluation), "error", "pareto"]
+    assert list(trials.columns) == expected
+    assert len(trials) == 4
+
+    # metrics obey their invariants
+    for _, row in trials.iterrows():
+        for eps in ("0.1", "0.2"):
+            assert row[f"val/robust_acc@{eps}"] <= row["val/acc"]
+            assert row[f"test/robust_acc@{eps}"] <= row["test/acc"]
+        assert row["latency/ms_b1"] > 0 and row["jacobian/norm"] >= 0  # a dead-ReLU student has J = 0
+        hidden = int(row["student.model.hidden.0"])
+        assert row["model/params"] == 784 * hidden + hidden + hidden * 10 + 10
+
+    # the front is exactly the non-dominated set (checked independently here)
+    objs = [o.metric for o in cfg.search.objectives]
+    modes = [o.mode for o in cfg.search.objectives]
+    values = trials[objs].to_numpy(float)
+    independent = [not dominated(values[i], np.delete(values, i, 0), modes) for i in range(len(values))]
+    assert trials["pareto"].tolist() == independent
+    assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
+    assert 0 < outcome.hypervolume <= 1
+
+    # MLflow: one parent, one child per trial, all ended, per-epoch metrics, weights, report artifacts
+    client, runs = mlflow_runs(tmp_path, "tiny")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.tags["trial_id"] for r in children} == set(trials["trial_id"])
+    for child in children:
+        assert "loss.temperature" in child.data.params
+        history = client.get_metric_history(child.info.run_id, "train/loss")
+        assert [m.step for m in history] == [1, 2]
+        assert "val/robust_acc_at_0.1" in child.data.metrics
+        assert child.data.tags["pareto"] in ("true", "false")
+        assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["student.pt"]
+    report_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/trials.csv", "report/report.html"} <= report_files
+    assert parents[0].data.metrics["pareto/hypervolume"] == pytest.approx(outcome.hypervolume)
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, ray_session, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    search = yaml.safe_load(yaml.safe_dump(BASE["search"]))
+    search["space"] = {"student.lr": {"type": "categorical", "choices": [5.0e-3, 1.0e30]}}
+    search["sampler"] = {"name": "grid"}
+    search.pop("budget")
+    student = {**BASE["student"], "optimizer": "sgd"}
+    cfg = write_study(tmp_path, name="diverge", search=search, student=student)
+    outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+
+    by_lr = {r.params["student.lr"]: r for r in outcome.records}
+    assert set(by_lr) == {5.0e-3, 1.0e30}
+    assert by_lr[5.0e-3].status == "COMPLETE"
+    failed = by_lr[1.0e30]
+    assert failed.status == "FAILED" and "non-finite" in failed.error and "\n" not in failed.error
+
+    trials = pd.read_csv(tmp_path / "reports" / "diverge" / "trials.csv", dtype={"trial_id": str})
+    row = trials.set_index("trial_id").loc[failed.trial_id]
+    assert row["status"] == "FAILED" and not row["pareto"] and "non-finite" in row["error"]
+
+    _, runs = mlflow_runs(tmp_path, "diverge")
+    status = {r.data.tags.get("trial_id"): r.info.status for r in runs if "trial_id" in r.data.tags}
+    assert status == {failed.trial_id: "FAILED", by_lr[5.0e-3].trial_id: "FINISHED"}
+    assert not any(r.info.status == "RUNNING" for r in runs)

@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtune.attacks import fgsm
+from kdtune.config import TrainSpec
+from kdtune.errors import TrainingError
+from kdtune.evaluate import accuracy
+from kdtune.losses import hinton_kd
+from kdtune.models import build_model
+from kdtune.train import Penalty, fit_student, fit_teacher, logits_of
+
+
+def spec(**kw):
+    base = {"model": {"name": "mlp", "hidden": [32]}, "epochs": 3, "batch_size": 64, "lr": 3.0e-3}
+    return TrainSpec.model_validate({**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def teacher_and_logits(small_data):
+    torch.manual_seed(0)
+    teacher = build_model("mlp", {"hidden": [128]})
+    fit_teacher(teacher, small_data, spec(epochs=4), seed=0)
+    return teacher, logits_of(teacher, small_data.train.x)
+
+
+def test_teacher_training_beats_chance_and_lowers_its_loss(small_data):
+    model = build_model("mlp", {"hidden": [64]})
+    history = fit_teacher(model, small_data, spec(epochs=4), seed=0)
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    assert accuracy(model, small_data.test.x, small_data.test.y) > 0.6  # chance is 0.1
+
+
+def test_cached_teacher_logits_equal_live_teacher_logits(small_data, teacher_and_logits):
+    teacher, cached = teacher_and_logits
+    teacher.eval()
+    with torch.no_grad():
+        live = teacher(small_data.train.x)
+    torch.testing.assert_close(cached, live)
+
+
+def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits):
+    _, logits = teacher_and_logits
+    student = build_model("mlp", {"hidden": [16]})
+    loss = lambda s, t, y: hinton_kd(s, t, y, temperature=4.0, alpha=0.9)  # noqa: E731
+    history = fit_student(student, small_data, spec(), loss_fn=loss, teacher_logits=logits, seed=0)
+    assert history[-1]["train/task"] < history[0]["train/task"]
+    assert history[-1]["val/acc"] > 0.5
+
+
+def test_each_epoch_is_reported(small_data, teacher_and_logits):
+    seen = []
+    student = build_model("mlp", {"hidden": [8]})
+    fit_student(student, small_data, spec(epochs=2), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
+                teacher_logits=teacher_and_logits[1], seed=0, on_epoch=lambda e, m: seen.append((e, m)))
+    assert [e for e, _ in seen] == [1, 2]
+    assert {"train/loss", "train/task", "val/acc", "time/epoch_s"} <= set(seen[0][1])
+
+
+def test_zero_weight_penalties_are_never_computed(small_data, teacher_and_logits):
+    def boom(*args, **kwargs):
+        raise AssertionError("a zero-weight penalty was computed")
+
+    student = build_model("mlp", {"hidden": [8]})
+    fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
+                teacher_logits=teacher_and_logits[1], penalties=[Penalty("boom", 0.0, boom)], seed=0)
+
+
+def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_and_logits):
+    calls = []
+
+    def probe(model, x, y, logits):
+        calls.append(x.requires_grad)
+        return logits.pow(2).mean()
+
+    student = build_model("mlp", {"hidden": [8]})
+    history = fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
+                          teacher_logits=teacher_and_logits[1], penalties=[Penalty("probe", 0.1, probe)], seed=0)
+    assert calls and all(calls)
+    assert history[0]["train/loss"] == pytest.approx(history[0]["train/task"] + 0.1 * history[0]["train/probe"])
+
+
+def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_logits):
+    seen = []
+
+    def adversary(model, x, y):
+        x_adv = fgsm(model, x, y, eps=0.1)
+        seen.append((x_adv - x).abs().max().item())
+        return x_adv
+
+    student = build_model("mlp", {"hidden": [8]})
+    fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
+                teacher_logits=teacher_and_logits[1], adversary=adversary, seed=0)
+    assert seen and max(seen) == pytest.approx(0.1, abs=1e-6)
+
+
+def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logits):
+    student = build_model("mlp", {"hidden": [8]})
+    with pytest.raises(TrainingError) as err:
+        fit_student(student, small_data, spec(optimizer="sgd", lr=1.0e30),
+                    loss_fn=lambda s, t, y: F.cross_entropy(s, y), teacher_logits=None, seed=0)
+    message = str(err.value)
+    assert "non-finite" in message and "learning rate" in message and "\n" not in message
+
+
+def test_training_is_reproducible_for_a_seed(small_data, teacher_and_logits):
+    def train(seed):
+        torch.manual_seed(seed)
+        student = build_model("mlp", {"hidden": [8]})
+        fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
+                    teacher_logits=None, seed=seed)
+        return torch.cat([p.flatten() for p in student.parameters()])
+
+    torch.testing.assert_close(train(3), train(3))
+    assert not torch.equal(train(3), train(4))
