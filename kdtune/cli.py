@@ -64,8 +64,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _print_registries() -> None:
     from kdtune.config import registry_of
 
-    for kind in ("dataset", "model", "loss", "penalty", "attack"):
+    plurals = {"dataset": "datasets", "model": "models", "loss": "losses", "penalty": "penalties", "attack": "attacks"}
+    for kind, plural in plurals.items():
         reg = registry_of(kind)
-        print(f"{kind}s:")
+        print(f"{plural}:")
         for name in reg:
             print(f"  {name:<20} {reg.entry(name).description}")

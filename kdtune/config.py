@@ -355,8 +355,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object: never constructed
-            raise ConfigError(f"{path}: unsupported YAML tag{where}: {problem}; study files are plain data") from None
+        if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object, never constructed
+            tag_error = f"unsupported YAML tag{where}: {problem}; study files are plain data"
+            raise ConfigError(f"{path}: {tag_error}") from None
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the YAML there") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study file must be a YAML mapping (name:, teacher:, ...), got {type(raw).__name__}")
@@ -399,7 +400,7 @@ def format_validation_error(err: pydantic.ValidationError) -> str:
     if first["type"] == "missing":
         return f"{field}: required field is missing; add it to the study file"
     if first["type"] == "union_tag_not_found":
-        return f"{field}: {msg}; add type: float, int or categorical"
+        return f"{field}: no 'type' given; add type: float, int or categorical"
     if union:
         msg = f"must be a single value ({union}), not a list or mapping"
     got = first.get("input")

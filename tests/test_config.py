@@ -174,7 +174,8 @@ def test_numeric_strings_are_coerced_to_float(tmp_path):
 
 def test_registry_defaults_are_filled(tmp_path):
     cfg = load_study(_write(tmp_path, MINI))
-    for spec, kind in [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.loss, "loss"), (cfg.dataset, "dataset")]:
+    specs = [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.loss, "loss"), (cfg.dataset, "dataset")]
+    for spec, kind in specs:
         defaults = registry_of(kind).entry(spec.name).defaults
         assert set(spec.params) == set(defaults)
     assert cfg.loss.params == registry_of("loss").entry("hinton_kd").defaults

@@ -102,17 +102,21 @@ def results_table(
     *,
     teacher_metrics: dict[str, float],
     metric_columns: Sequence[str],
+    search_params: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """A paper-style results table: the teacher, then every complete trial by first objective."""
+    """A paper-style results table: the teacher, then every complete trial by first objective,
+    each with its searched hyperparameters (so a grid study reads like the source's table)."""
     complete = [r for r in records if r.status == "COMPLETE"]
     on_front = {id(r) for r, f in zip(records, front) if f}
     available = _available_metrics(complete, objectives, teacher_metrics, metric_columns)
     columns = _results_columns(available, objectives)
-    rows = [["teacher", ""] + [format_metric(m, teacher_metrics.get(m)) for m, _ in columns]]
+    rows = [["teacher", ""] + [""] * len(search_params) + [format_metric(m, teacher_metrics.get(m)) for m, _ in columns]]
     for r in _sorted_by_first_objective(complete, objectives):
         front_flag = "yes" if id(r) in on_front else ""
-        rows.append([r.trial_id, front_flag] + [format_metric(m, r.metrics.get(m)) for m, _ in columns])
-    return pd.DataFrame(rows, columns=["model", "on front", *(header for _, header in columns)])
+        params = [format_param(r.params.get(p)) for p in search_params]
+        rows.append([r.trial_id, front_flag, *params] + [format_metric(m, r.metrics.get(m)) for m, _ in columns])
+    headers = ["model", "on front", *search_params, *(header for _, header in columns)]
+    return pd.DataFrame(rows, columns=headers)
 
 
 def failed_table(records: Sequence[TrialRecord]) -> pd.DataFrame:

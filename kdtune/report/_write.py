@@ -106,7 +106,7 @@ def _report_blocks(
                                   metric_columns=metric_columns), "No trial is on the front."),
         Heading("All trials"),
         Table(_tables.results_table(records, front, objectives, teacher_metrics=teacher_metrics,
-                                    metric_columns=metric_columns)),
+                                    metric_columns=metric_columns, search_params=search_params)),
         Heading("Failed trials"),
         Table(_tables.failed_table(records), "None."),
     ]
