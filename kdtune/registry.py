@@ -41,6 +41,7 @@ class Entry:
     fn: Callable[..., Any]
     description: str
     schema: type[pydantic.BaseModel] = field(repr=False)
+    check: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -69,14 +70,23 @@ class Registry(Generic[F]):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, description: str | None = None) -> Callable[[F], F]:
-        """Decorator adding ``fn`` under ``name``; a duplicate name raises ``ValueError``."""
+    def register(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator adding ``fn`` under ``name``; a duplicate name raises ``ValueError``.
+
+        ``check(params)`` validates relations between parameters (raising ``ConfigError``) at load time.
+        """
 
         def add(fn: F) -> F:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             doc = description or (inspect.getdoc(fn) or "").split("\n", 1)[0]
-            self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn))
+            self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn), check)
             return fn
 
         return add
@@ -113,7 +123,10 @@ class Registry(Generic[F]):
             model = entry.schema.model_validate(dict(params))
         except pydantic.ValidationError as err:
             raise ConfigError(_param_error(self.kind, name, entry, err)) from None
-        return model.model_dump()
+        params = model.model_dump()
+        if entry.check is not None:
+            entry.check(params)
+        return params
 
     def build(self, name: str, /, **params: Any) -> Any:
         """Call ``name`` with validated keyword parameters (for factories such as models)."""

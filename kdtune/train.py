@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,12 +40,6 @@ class Penalty:
     fn: Callable[..., Tensor]
 
 
-def index_batches(n: int, batch_size: int, *, generator: torch.Generator, device: torch.device) -> Iterator[Tensor]:
-    """Shuffled index batches covering ``range(n)`` once (the last batch may be short)."""
-    perm = torch.randperm(n, generator=generator).to(device)
-    yield from perm.split(batch_size)
-
-
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
@@ -63,7 +57,7 @@ def fit(
     for epoch in range(1, spec.epochs + 1):
         start, sums, n_batches = time.perf_counter(), defaultdict(float), 0
         model.train()
-        for idx in index_batches(len(train), spec.batch_size, generator=gen, device=train.x.device):
+        for idx in train.index_batches(spec.batch_size, generator=gen):
             terms = step(train.x[idx], train.y[idx], idx)
             _check_finite(terms, epoch, n_batches)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,36 @@
+"""Typed, frozen study config and ``load_study(path)`` (the only YAML reader)."""
+
+from kdtune.config._load import load_study
+from kdtune.config._search import (
+    CategoricalDist,
+    Distribution,
+    FloatDist,
+    IntDist,
+    ObjectiveSpec,
+    SamplerSpec,
+    SearchSpec,
+)
+from kdtune.config._specs import (
+    AdversarySpec,
+    AttackSpec,
+    Component,
+    DatasetSpec,
+    EvaluationSpec,
+    LatencySpec,
+    LossSpec,
+    ModelSpec,
+    OutputSpec,
+    PenaltySpec,
+    ResourcesSpec,
+    TrackingSpec,
+    TrainSpec,
+    registry_of,
+)
+from kdtune.config._study import StudyConfig, format_validation_error, set_path
+
+__all__ = [
+    "AdversarySpec", "AttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
+    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "LossSpec", "ModelSpec", "ObjectiveSpec",
+    "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig",
+    "TrackingSpec", "TrainSpec", "format_validation_error", "load_study", "registry_of", "set_path",
+]

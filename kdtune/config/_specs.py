@@ -1,0 +1,144 @@
+"""Typed specs of a study's parts: components ``{name: ..., **params}``, training, evaluation, outputs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from kdtune.errors import ConfigError
+from kdtune.registry import Registry
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(BaseModel):
+    """``{name: ..., **params}`` in YAML; ``params`` are validated against the registry entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    registry: ClassVar[str] = ""
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @pydantic.model_serializer
+    def _flat(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _split_params(cls, raw: Any) -> Any:
+        if isinstance(raw, Component):
+            return {"name": raw.name, "params": raw.params}
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise ValueError(f"expected a mapping with a 'name' key, e.g. {{name: ..., ...}}; got {raw!r}")
+        raw = dict(raw)
+        name = raw.pop("name")
+        if not isinstance(name, str):
+            raise ValueError(f"'name' must be a string, got {name!r}")
+        try:
+            params = registry_of(cls.registry).validate(name, raw)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return {"name": name, "params": params}
+
+
+def registry_of(kind: str) -> Registry:
+    """The registry of one extension point (imported lazily: the modules pull in torch)."""
+    from kdtune import attacks, data, losses, models, penalties
+
+    return {
+        "dataset": data.DATASETS,
+        "model": models.MODELS,
+        "loss": losses.LOSSES,
+        "penalty": penalties.PENALTIES,
+        "attack": attacks.ATTACKS,
+    }[kind]
+
+
+class DatasetSpec(Component):
+    registry: ClassVar[str] = "dataset"
+
+
+class ModelSpec(Component):
+    registry: ClassVar[str] = "model"
+
+
+class LossSpec(Component):
+    registry: ClassVar[str] = "loss"
+
+
+class AttackSpec(Component):
+    registry: ClassVar[str] = "attack"
+
+
+class PenaltySpec(BaseModel):
+    """``{weight: w, **params}`` for the penalty named by its key under ``penalties``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    weight: NonNegFloat = 0.0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @pydantic.model_serializer
+    def _flat(self) -> dict[str, Any]:
+        return {"weight": self.weight, **self.params}
+
+
+class TrainSpec(_Strict):
+    model: ModelSpec
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1.0e-3
+    weight_decay: NonNegFloat = 0.0
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+
+class AdversarySpec(_Strict):
+    """Adversarial training: each batch is replaced by ``attack(student, x, y)`` when enabled."""
+
+    enabled: bool = True
+    attack: AttackSpec
+
+
+class LatencySpec(_Strict):
+    """Latency protocol: one thread, inference mode, warm-up, interleaved repeats, median per call."""
+
+    batch_sizes: list[PositiveInt] = [1, 256]
+    warmup: Annotated[int, Field(ge=1)] = 50
+    repeats: PositiveInt = 5
+    n_calls: PositiveInt = 20
+
+
+class EvaluationSpec(_Strict):
+    eps: list[NonNegFloat] = [0.05, 0.1, 0.2]
+    pgd_steps: PositiveInt = 20
+    fgsm: bool = True
+    n_jacobian: PositiveInt = 256
+    latency: LatencySpec = LatencySpec()
+
+
+
+
+class ResourcesSpec(_Strict):
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegFloat = 0.0
+
+
+class TrackingSpec(_Strict):
+    uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str | None = None  # default: the study name
+
+
+class OutputSpec(_Strict):
+    reports: str = "reports"
+    ray: str = ".kdtune/ray"
+    cache: str | None = None  # default: $KDTUNE_CACHE_DIR, else ~/.cache/kdtune
+
