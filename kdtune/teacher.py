@@ -65,7 +65,10 @@ def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Pa
     try:
         history = fit_teacher(model, data, spec, seed=seed)
     except KdtuneError as err:
-        raise KdtuneError(f"teacher training failed: {err}") from None
+        cause = str(err).split("; ")[0]
+        raise KdtuneError(
+            f"teacher training failed: {cause}; lower teacher.lr or change teacher.optimizer in the study file"
+        ) from None
     _save(path, {"state_dict": model.state_dict(), "history": history})
     return Teacher(model, history, path, from_cache=False)
 

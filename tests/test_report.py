@@ -177,6 +177,8 @@ def test_report_md(report):
     table_rows = [line for line in all_trials.splitlines() if line.startswith("| ")]
     assert table_rows[1].startswith("| teacher |")  # header, then the teacher
     assert "robust acc ε=0.2 (test)" in table_rows[0]
+    header = [cell.strip() for cell in table_rows[0].split("|")[1:-1]]
+    assert [h for h in header if h in SEARCH_PARAMS] == SEARCH_PARAMS  # each row names its hyperparameters
     # Complete trials only, best validation accuracy first.
     assert [row.split("|")[1].strip() for row in table_rows[2:]][:2] == ["t00", "t01"]
     assert len(table_rows) == 1 + 1 + 10

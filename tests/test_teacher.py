@@ -47,3 +47,12 @@ def test_unwritable_cache_gives_a_clear_error(small_data, tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(KdtuneError, match="cache"):
         load_or_train_teacher(SPEC, small_data, seed=0, root=blocker)
+
+
+def test_a_diverging_teacher_fails_with_a_fix_naming_the_teacher_section(small_data, tmp_path):
+    spec = TrainSpec.model_validate({"model": {"name": "mlp", "hidden": [16]}, "optimizer": "sgd", "lr": 1.0e30})
+    with pytest.raises(KdtuneError) as err:
+        load_or_train_teacher(spec, small_data, seed=0, root=tmp_path)
+    message = str(err.value)
+    assert message.startswith("teacher training failed: loss became non-finite") and "teacher.lr" in message
+    assert not list(tmp_path.rglob("*.pt"))  # nothing cached

@@ -18,6 +18,10 @@ from kdtune.config._study import StudyConfig, _validate
 from kdtune.errors import ConfigError
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last)."""
 
@@ -26,8 +30,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}; keep only one", key_node.start_mark
+                raise _DuplicateKey(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -57,6 +61,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if isinstance(err, _DuplicateKey):
+            raise ConfigError(f"{path}: {problem}{where}; keep only one of them") from None
         if isinstance(err, yaml.constructor.ConstructorError):  # e.g. !!python/object, never constructed
             tag_error = f"unsupported YAML tag{where}: {problem}; study files are plain data"
             raise ConfigError(f"{path}: {tag_error}") from None
