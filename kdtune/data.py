@@ -70,6 +70,20 @@ class Split:
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its inputs: shape, classes and per-channel pixel statistics."""
+
+    input_shape: tuple[int, ...]  # (C, H, W)
+    n_classes: int
+    mean: tuple[float, ...]  # one per channel, pixels in [0, 1]
+    std: tuple[float, ...]
+
+
+MNIST_INFO = DataInfo((1, 28, 28), 10, (0.1307,), (0.3081,))
+_STATS = {"mnist_5k": MNIST_INFO, "mnist": MNIST_INFO, "fashion_mnist": DataInfo((1, 28, 28), 10, (0.2860,), (0.3530,))}
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Train / val / test splits of one dataset."""
 
@@ -79,6 +93,12 @@ class Dataset:
     test: Split
     n_classes: int
     input_shape: tuple[int, ...]  # (C, H, W)
+    mean: tuple[float, ...] = (0.5,)  # per-channel normalization used inside models
+    std: tuple[float, ...] = (0.5,)
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.input_shape, self.n_classes, self.mean, self.std)
 
     def to(self, device: torch.device | str) -> Dataset:
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
@@ -172,7 +192,8 @@ def mnist_5k(
     _mnist_5k_sizes(sizes)
     x, y = _mnist_5k_tensors()
     train, val, test = (_subset(x, y, idx) for idx in _stratified(y.numpy(), [*sizes.values()], split_seed))
-    return Dataset("mnist_5k", train, val, test, n_classes=_N_CLASSES, input_shape=(1, 28, 28))
+    info = _STATS["mnist_5k"]
+    return Dataset("mnist_5k", train, val, test, n_classes=_N_CLASSES, input_shape=(1, 28, 28), mean=info.mean, std=info.std)
 
 
 # ---------------------------------------------------------------- torchvision MNIST family
@@ -243,6 +264,8 @@ def _torchvision_mnist(
         test=Split(_images(test_x), test_y),
         n_classes=_N_CLASSES,
         input_shape=(1, *x.shape[1:]),
+        mean=_STATS[name].mean,
+        std=_STATS[name].std,
     )
 
 

@@ -53,7 +53,7 @@ def run_student(
 ) -> StudentRun:
     """Train the student of ``cfg`` against ``teacher_logits`` (train split, (N, K)) and evaluate it."""
     torch.manual_seed(cfg.seed)
-    student = build_model(cfg.student.model.name, cfg.student.model.params).to(data.train.x.device)
+    student = build_model(cfg.student.model.name, cfg.student.model.params, data.info).to(data.train.x.device)
     stack = build_stack(cfg)
     history = fit_student(
         student,

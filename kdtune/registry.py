@@ -49,12 +49,13 @@ class Entry:
         return {k: (f.default if not f.is_required() else ...) for k, f in self.schema.model_fields.items()}
 
 
-def _schema_from_signature(name: str, fn: Callable[..., Any]) -> type[pydantic.BaseModel]:
-    """A pydantic model of ``fn``'s keyword-only parameters (annotations and defaults kept)."""
+def _schema_from_signature(name: str, fn: Callable[..., Any], context: tuple[str, ...]) -> type[pydantic.BaseModel]:
+    """A pydantic model of ``fn``'s keyword-only parameters (annotations and defaults kept),
+    leaving out the ``context`` ones that kdtune fills in itself."""
     hints = typing.get_type_hints(fn, include_extras=True)  # resolves string annotations
     fields: dict[str, Any] = {}
     for p in inspect.signature(fn).parameters.values():
-        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in context:
             continue
         annotation = hints.get(p.name, Any)
         default = ... if p.default is inspect.Parameter.empty else p.default
@@ -64,10 +65,15 @@ def _schema_from_signature(name: str, fn: Callable[..., Any]) -> type[pydantic.B
 
 
 class Registry(Generic[F]):
-    """Names -> functions, for one kind of component (e.g. ``"loss"``)."""
+    """Names -> functions, for one kind of component (e.g. ``"loss"``).
 
-    def __init__(self, kind: str) -> None:
+    ``context`` names keyword arguments that kdtune supplies at build time (e.g. a model's
+    ``n_classes`` from the dataset); they are not user parameters.
+    """
+
+    def __init__(self, kind: str, *, context: tuple[str, ...] = ()) -> None:
         self.kind = kind
+        self.context = context
         self._entries: dict[str, Entry] = {}
 
     def register(
@@ -86,7 +92,7 @@ class Registry(Generic[F]):
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             doc = description or (inspect.getdoc(fn) or "").split("\n", 1)[0]
-            self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn), check)
+            self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn, self.context), check)
             return fn
 
         return add
@@ -129,8 +135,10 @@ class Registry(Generic[F]):
         return params
 
     def build(self, name: str, /, **params: Any) -> Any:
-        """Call ``name`` with validated keyword parameters (for factories such as models)."""
-        return self.get(name)(**self.validate(name, params))
+        """Call ``name`` with validated keyword parameters (for factories such as models);
+        this registry's context arguments pass through unvalidated."""
+        context = {k: params.pop(k) for k in self.context if k in params}
+        return self.get(name)(**self.validate(name, params), **context)
 
     def bind(self, name: str, params: Mapping[str, Any]) -> Callable[..., Any]:
         """``fn`` with its keyword parameters validated and bound (for losses, penalties, attacks).

@@ -102,7 +102,7 @@ def _serial_latency(
     for r in records:
         if r.status == "COMPLETE" and r.checkpoint:
             spec = cfg.with_overrides(r.params).student.model
-            student = build_model(spec.name, spec.params)
+            student = build_model(spec.name, spec.params, data.info)
             student.load_state_dict(torch.load(Path(r.checkpoint) / STUDENT_FILE, map_location="cpu", weights_only=True))
             models[r.trial_id] = student
     latency = measure_latency(models, data.input_shape, cfg.evaluation.latency)

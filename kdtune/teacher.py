@@ -57,7 +57,7 @@ def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Pa
     """The cached teacher for (spec, data, seed) if intact, else a freshly trained (and cached) one."""
     path = root / "teachers" / f"{teacher_key(spec, data, seed)}.pt"
     torch.manual_seed(seed)  # the initialisation is part of what the key promises
-    model = build_model(spec.model.name, spec.model.params).to(data.train.x.device)
+    model = build_model(spec.model.name, spec.model.params, data.info).to(data.train.x.device)
     cached = _load(path)
     if cached is not None:
         model.load_state_dict(cached["state_dict"])

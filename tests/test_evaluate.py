@@ -63,7 +63,7 @@ def test_evaluation_leaves_the_model_mode_alone(small_data, trained):
 def test_jacobian_norm_of_a_linear_model_is_its_scaled_weight_norm():
     """For logits = W (x - m)/s + b, d logits / dx = W / s, so ||J||_F = ||W||_F / s for every input."""
     model = build_model("mlp", {"hidden": []})
-    expected = model[-1].weight.norm().item() / 0.3081
+    expected = model.net[-1].weight.norm().item() / 0.3081
     assert mean_jacobian_norm(model, torch.rand(10, 1, 28, 28)) == pytest.approx(expected, rel=1e-5)
 
 

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from kdtune.data import DataInfo
+from kdtune.errors import ConfigError
 from kdtune.models import MODELS, build_model, n_params
 
 
@@ -30,11 +32,26 @@ def test_mlp_parameter_count_follows_the_formula(hidden):
 def test_normalization_lives_inside_the_model():
     """A linear 'mlp' maps pixels x to W((x - mean)/std) + b: attacks can stay in pixel space."""
     model = build_model("mlp", {"hidden": []})
-    linear = model[-1]
+    linear = model.net[-1]
     x = torch.rand(3, 1, 28, 28)
     expected = linear((x.flatten(1) - 0.1307) / 0.3081)
     torch.testing.assert_close(model(x), expected)
     assert not any("mean" in n or "std" in n for n, _ in model.named_parameters())
+
+
+def test_models_take_their_shape_and_normalization_from_the_data():
+    info = DataInfo((3, 8, 8), 7, (0.2, 0.4, 0.6), (0.5, 0.5, 0.25))
+    model = build_model("mlp", {"hidden": [5]}, info)
+    assert n_params(model) == mlp_params([3 * 8 * 8, 5, 7])
+    x = torch.rand(2, 3, 8, 8)
+    expected = (x - torch.tensor([0.2, 0.4, 0.6]).view(3, 1, 1)) / torch.tensor([0.5, 0.5, 0.25]).view(3, 1, 1)
+    torch.testing.assert_close(model.normalize(x), expected)
+    assert model(x).shape == (2, 7)
+
+
+def test_context_arguments_are_not_user_parameters():
+    with pytest.raises(ConfigError, match="unexpected parameter 'n_classes'"):
+        MODELS.validate("mlp", {"n_classes": 3})
 
 
 @pytest.mark.parametrize("name", MODELS.names())
