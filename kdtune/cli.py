@@ -64,7 +64,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _print_registries() -> None:
     from kdtune.config import registry_of
 
-    plurals = {"dataset": "datasets", "model": "models", "loss": "losses", "penalty": "penalties", "attack": "attacks"}
+    plurals = {
+        "dataset": "datasets", "model": "models", "method": "methods", "loss": "losses",
+        "penalty": "penalties", "attack": "attacks",
+    }
     for kind, plural in plurals.items():
         reg = registry_of(kind)
         print(f"{plural}:")

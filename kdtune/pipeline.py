@@ -11,30 +11,30 @@ from torch import Tensor, nn
 
 from kdtune.attacks import ATTACKS
 from kdtune.evaluate import evaluate_model
-from kdtune.losses import LOSSES
+from kdtune.methods import Distiller, MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
 from kdtune.train import EpochCallback, Penalty, fit_student
 
 if TYPE_CHECKING:
     from kdtune.config import StudyConfig
-    from kdtune.data import Dataset
 
 
 @dataclass(frozen=True)
 class Stack:
     """The KD stack of one configuration, bound to its validated parameters."""
 
-    loss_fn: Callable[..., Tensor]
+    distiller: Distiller
     penalties: list[Penalty]
     adversary: Callable[..., Tensor] | None
 
 
-def build_stack(cfg: StudyConfig) -> Stack:
+def build_stack(cfg: StudyConfig, ctx: MethodContext) -> Stack:
     penalties = [Penalty(n, s.weight, PENALTIES.bind(n, s.params)) for n, s in cfg.penalties.items()]
     adv = cfg.adversary
     adversary = ATTACKS.bind(adv.attack.name, adv.attack.params) if adv is not None and adv.enabled else None
-    return Stack(LOSSES.bind(cfg.loss.name, cfg.loss.params), penalties, adversary)
+    distiller = build_method(cfg.method.name, cfg.method.params, ctx).to(ctx.data.train.x.device)
+    return Stack(distiller, penalties, adversary)
 
 
 @dataclass(frozen=True)
@@ -44,27 +44,15 @@ class StudentRun:
     metrics: dict[str, float]
 
 
-def run_student(
-    cfg: StudyConfig,
-    data: Dataset,
-    teacher_logits: Tensor | None,
-    *,
-    on_epoch: EpochCallback | None = None,
-) -> StudentRun:
-    """Train the student of ``cfg`` against ``teacher_logits`` (train split, (N, K)) and evaluate it."""
+def run_student(cfg: StudyConfig, ctx: MethodContext, *, on_epoch: EpochCallback | None = None) -> StudentRun:
+    """Train the student of ``cfg`` with its method, penalties and adversary, then evaluate it."""
     torch.manual_seed(cfg.seed)
+    data = ctx.data
     student = build_model(cfg.student.model.name, cfg.student.model.params, data.info).to(data.train.x.device)
-    stack = build_stack(cfg)
+    stack = build_stack(cfg, ctx)
     history = fit_student(
-        student,
-        data,
-        cfg.student,
-        loss_fn=stack.loss_fn,
-        teacher_logits=teacher_logits,
-        penalties=stack.penalties,
-        adversary=stack.adversary,
-        seed=cfg.seed,
-        on_epoch=on_epoch,
+        student, data, cfg.student, distiller=stack.distiller, penalties=stack.penalties,
+        adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch,
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
     return StudentRun(student, history, metrics)

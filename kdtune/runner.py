@@ -70,7 +70,7 @@ def run_study(
         study.init_ray(address)
         callbacks = [study.TrackingCallback(tracker, cfg), study.ProgressCallback(cfg, echo)]
         records = study.run_sweep(
-            cfg, data, logits_of(teacher.model, data.train.x),
+            cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
             storage=workdir / cfg.output.ray, run_name=run_name, callbacks=callbacks,
         )
         records, teacher_metrics = _serial_latency(cfg, data, teacher, records, teacher_metrics)

@@ -101,7 +101,7 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = _flatten(self.cfg.with_overrides(trial.config).to_raw())
-        tags = {"study": self.cfg.name, "method": self.cfg.loss.name}
+        tags = {"study": self.cfg.name, "method": cfg_method(self.cfg, trial.config)}
         self.tracker.start_trial(trial.trial_id, params, tags)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -113,6 +113,11 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_trial(trial.trial_id, error=error_reason(trial))
+
+
+def cfg_method(cfg: StudyConfig, overrides: dict[str, Any]) -> str:
+    """The method a trial ran (the search may choose it)."""
+    return str(overrides.get("method.name", cfg.method.name))
 
 
 class ProgressCallback(tune.Callback):
@@ -164,6 +169,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 def run_sweep(
     cfg: StudyConfig,
     data: Dataset,
+    teacher: torch.nn.Module,
     teacher_logits: torch.Tensor,
     *,
     storage: Path,
@@ -172,7 +178,7 @@ def run_sweep(
 ) -> list[TrialRecord]:
     """Run the Tune sweep and return one record per trial (Ray's record of it, not a log scrape)."""
     tuner = tune.Tuner(
-        make_trainable(cfg, data, teacher_logits),
+        make_trainable(cfg, data, teacher, teacher_logits),
         tune_config=tune.TuneConfig(
             search_alg=build_searcher(cfg),  # metric/mode on the searcher only (multi-objective)
             scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives

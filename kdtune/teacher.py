@@ -73,6 +73,14 @@ def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Pa
     return Teacher(model, history, path, from_cache=False)
 
 
+def frozen(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model`` on ``device`` in eval mode with gradients off: a teacher is never trained further."""
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def _checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -8,10 +8,11 @@ teacher's logits are computed once per study and never recomputed inside a trial
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,8 @@ from kdtune.evaluate import accuracy
 
 if TYPE_CHECKING:
     from kdtune.config import TrainSpec
-    from kdtune.data import Dataset
+    from kdtune.data import Dataset, Split
+    from kdtune.methods import Distiller
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 # (x, y, idx) -> named loss terms; "loss" is the total to minimize
@@ -40,20 +42,29 @@ class Penalty:
     fn: Callable[..., Tensor]
 
 
-def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 def fit(
-    model: nn.Module, data: Dataset, spec: TrainSpec, step: StepFn, *, seed: int, on_epoch: EpochCallback | None = None
+    model: nn.Module,
+    data: Dataset,
+    spec: TrainSpec,
+    step: StepFn,
+    *,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+    train: Split | None = None,
+    extra: Iterable[nn.Parameter] = (),
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``spec.epochs`` with ``step``; returns per-epoch means of the terms + val/acc."""
+    """Train ``model`` (and ``extra`` parameters) for ``spec.epochs`` with ``step`` over ``train``
+    (default: the training split); returns per-epoch means of the terms + val/acc."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(model, spec)
-    train, history = data.train, []
+    opt = make_optimizer(itertools.chain(model.parameters(), extra), spec)
+    train, history = train if train is not None else data.train, []
     for epoch in range(1, spec.epochs + 1):
         start, sums, n_batches = time.perf_counter(), defaultdict(float), 0
         model.train()
@@ -102,19 +113,19 @@ def fit_student(
     data: Dataset,
     spec: TrainSpec,
     *,
-    loss_fn: Callable[[Tensor, Tensor | None, Tensor], Tensor],
-    teacher_logits: Tensor | None,
-    penalties: list[Penalty] = (),  # type: ignore[assignment]
+    distiller: Distiller,
+    penalties: Sequence[Penalty] = (),
     adversary: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     seed: int,
     on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
-    """Distil into ``student``: loss_fn(student(x'), teacher_logits[idx], y) + sum_w w * penalty.
+    """Distil into ``student``: the method's task loss on student(x') + sum_w w * penalty(x').
 
-    ``teacher_logits`` are the teacher's logits on the clean training split, shape (N, K);
-    ``x'`` is ``adversary(student, x, y)`` when adversarial training is on, else ``x``.
+    The student trains on ``distiller.transfer_set()``; ``x'`` is ``adversary(student, x, y)`` when
+    adversarial training is on, else ``x``.
     """
     active = [p for p in penalties if p.weight > 0]
+    distiller.attach(student)
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         if adversary is not None:
@@ -122,8 +133,7 @@ def fit_student(
         if active:
             x = x.detach().requires_grad_(True)  # penalties differentiate the logits w.r.t. the input
         logits = student(x)
-        targets = None if teacher_logits is None else teacher_logits[idx]
-        terms = {"task": loss_fn(logits, targets, y)}
+        terms = distiller.terms(logits, x, y, idx)
         total = terms["task"]
         for p in active:
             terms[p.name] = p.fn(student, x, y, logits)
@@ -131,7 +141,10 @@ def fit_student(
         terms["loss"] = total
         return terms
 
-    return fit(student, data, spec, step, seed=seed, on_epoch=on_epoch)
+    return fit(
+        student, data, spec, step, seed=seed, on_epoch=on_epoch,
+        train=distiller.transfer_set(), extra=distiller.parameters(),
+    )
 
 
 @torch.no_grad()  # not inference_mode: the result is used as a KD target inside autograd

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 from ray import tune
+from torch import nn
 
 from kdtune.evaluate import measure_latency
+from kdtune.methods import MethodContext
 from kdtune.pipeline import run_student
+from kdtune.teacher import cache_dir, frozen
 
 if TYPE_CHECKING:
     from kdtune.config import StudyConfig
@@ -22,9 +25,11 @@ STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
 
 
-def make_trainable(cfg: StudyConfig, data: Dataset, teacher_logits: torch.Tensor) -> Any:
-    """The study's trainable with data and teacher logits shipped once through Ray's object store."""
-    trainable = tune.with_parameters(run_trial, study=cfg, data=data, teacher_logits=teacher_logits)
+def make_trainable(cfg: StudyConfig, data: Dataset, teacher: nn.Module, teacher_logits: torch.Tensor) -> Any:
+    """The study's trainable with data, teacher and its logits shipped once through Ray's object store."""
+    trainable = tune.with_parameters(
+        run_trial, study=cfg, data=data, teacher=teacher.cpu(), teacher_logits=teacher_logits.cpu()
+    )
     return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
 
 
@@ -33,17 +38,23 @@ def trial_device() -> torch.device:
     return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
 
 
-def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Dataset, teacher_logits: torch.Tensor) -> None:
+def run_trial(
+    config: dict[str, Any], *, study: StudyConfig, data: Dataset, teacher: nn.Module, teacher_logits: torch.Tensor
+) -> None:
     """One trial: ``config`` maps searched YAML paths to sampled values."""
     cfg = study.with_overrides(config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()
-    data, targets = data.to(device), teacher_logits.to(device)
+    data = data.to(device)
+    ctx = MethodContext(
+        data=data, teacher=frozen(teacher, device), teacher_logits=teacher_logits.to(device),
+        student_spec=cfg.student, seed=cfg.seed, cache=cache_dir(cfg.output.cache),
+    )
 
     def on_epoch(epoch: int, stats: dict[str, float]) -> None:
         tune.report({**stats, "epoch": epoch})
 
-    run = run_student(cfg, data, targets, on_epoch=on_epoch)
+    run = run_student(cfg, ctx, on_epoch=on_epoch)
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
     final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs}

@@ -14,8 +14,8 @@ from kdtune.config import registry_of
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
-BAD = REPO / "tests" / "bad_studies" / "loss_temprature.yaml"
-KINDS = ("dataset", "model", "loss", "penalty", "attack")
+BAD = REPO / "tests" / "bad_studies" / "method_temprature.yaml"
+KINDS = ("dataset", "model", "method", "loss", "penalty", "attack")
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_list_prints_every_registered_name(capsys):
     out, err = capsys.readouterr()
     assert err == ""
     sections = _sections(out)
-    assert [header for header, _ in sections] == ["datasets:", "models:", "losses:", "penalties:", "attacks:"]
+    assert [header for header, _ in sections] == ["datasets:", "models:", "methods:", "losses:", "penalties:", "attacks:"]
     assert [names for _, names in sections] == [registry_of(kind).names() for kind in KINDS]
 
 

@@ -30,7 +30,7 @@ teacher: {model: {name: mlp}}
 student: {model: {name: mlp, hidden: [16]}}
 search:
   space:
-    loss.temperature: {type: float, low: 1.0, high: 8.0}
+    method.temperature: {type: float, low: 1.0, high: 8.0}
   objectives: [{metric: val/acc, mode: max}]
   budget: 2
 """
@@ -144,8 +144,8 @@ VALID_VARIANTS = {
     "penalty_without_params": MINI + "penalties: {jacobian: null}\n",
     "adversary_disabled": MINI + "adversary: {enabled: false, attack: {name: pgd}}\n",
     "grid_without_budget": MINI.replace(
-        "    loss.temperature: {type: float, low: 1.0, high: 8.0}",
-        "    loss.temperature: {type: categorical, choices: [1.0, 4.0]}",
+        "    method.temperature: {type: float, low: 1.0, high: 8.0}",
+        "    method.temperature: {type: categorical, choices: [1.0, 4.0]}",
     ).replace("  budget: 2\n", "  sampler: {name: grid}\n"),
     "numeric_strings": MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3}"),
 }
@@ -160,37 +160,37 @@ def test_numeric_strings_are_coerced_to_float(tmp_path):
     text = (
         MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3, weight_decay: 5e-4}")
         .replace("low: 1.0, high: 8.0}", "low: 1e-1, high: 8e0, log: true}")
-        + "loss: {name: hinton_kd, temperature: 2e0}\npenalties: {jacobian: {weight: 1e-2}}\n"
+        + "method: {name: hinton, temperature: 2e0}\npenalties: {jacobian: {weight: 1e-2}}\n"
     )
     assert yaml.safe_load(text)["teacher"]["lr"] == "1e-3"  # the PyYAML gotcha this guards against
     cfg = load_study(_write(tmp_path, text))
     assert cfg.teacher.lr == 0.001 and isinstance(cfg.teacher.lr, float)
     assert cfg.teacher.weight_decay == 5e-4
-    assert cfg.loss.params["temperature"] == 2.0 and isinstance(cfg.loss.params["temperature"], float)
+    assert cfg.method.params["temperature"] == 2.0 and isinstance(cfg.method.params["temperature"], float)
     assert cfg.penalties["jacobian"].weight == 0.01
-    dist = cfg.search.space["loss.temperature"]
+    dist = cfg.search.space["method.temperature"]
     assert (dist.low, dist.high) == (0.1, 8.0)
 
 
 def test_registry_defaults_are_filled(tmp_path):
     cfg = load_study(_write(tmp_path, MINI))
-    specs = [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.loss, "loss"), (cfg.dataset, "dataset")]
+    specs = [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.method, "method"), (cfg.dataset, "dataset")]
     for spec, kind in specs:
         defaults = registry_of(kind).entry(spec.name).defaults
         assert set(spec.params) == set(defaults)
-    assert cfg.loss.params == registry_of("loss").entry("hinton_kd").defaults
+    assert cfg.method.params == registry_of("method").entry("hinton").defaults
     assert cfg.teacher.model.params == registry_of("model").entry("mlp").defaults
     assert cfg.student.model.params["hidden"] == [16]  # given values win over defaults
-    assert cfg.to_raw()["loss"] == {"name": "hinton_kd", **cfg.loss.params}
+    assert cfg.to_raw()["method"] == {"name": "hinton", **cfg.method.params}
 
 
 def test_with_overrides_applies_dotted_paths_and_list_indices():
     cfg = load_study(REPO / "studies" / "smoke.yaml")
-    new = cfg.with_overrides({"student.model.hidden.0": 48, "loss.alpha": 0.5, "penalties.jacobian.weight": "1e-2"})
+    new = cfg.with_overrides({"student.model.hidden.0": 48, "method.alpha": 0.5, "penalties.jacobian.weight": "1e-2"})
     assert new.student.model.params["hidden"] == [48]
-    assert new.loss.params["alpha"] == 0.5
+    assert new.method.params["alpha"] == 0.5
     assert new.penalties["jacobian"].weight == 0.01
-    assert new.loss.params["temperature"] == cfg.loss.params["temperature"]
+    assert new.method.params["temperature"] == cfg.method.params["temperature"]
     assert cfg.student.model.params["hidden"] == [32]  # the original is untouched
     assert cfg.with_overrides({}) == cfg
 
@@ -198,7 +198,7 @@ def test_with_overrides_applies_dotted_paths_and_list_indices():
 @pytest.mark.parametrize(
     ("overrides", "expect"),
     [
-        ({"loss.alpha": 2.0}, "parameter 'alpha'"),
+        ({"method.alpha": 2.0}, "parameter 'alpha'"),
         ({"student.model.hidden.5": 8}, "'5' is not an index of a list of length 1"),
         ({"student.epocs": 3}, "did you mean 'epochs'"),
         ({"teacher.epochs": 0}, "teacher.epochs"),
@@ -217,10 +217,10 @@ def test_grid_n_trials_is_product_of_choice_counts(tmp_path):
     space = yaml.safe_load(path.read_text())["search"]["space"]
     assert load_study(path).search.n_trials == math.prod(len(d["choices"]) for d in space.values())
     text = MINI.replace(
-        "    loss.temperature: {type: float, low: 1.0, high: 8.0}",
-        "    loss.temperature: {type: categorical, choices: [1.0, 2.0, 4.0]}\n"
+        "    method.temperature: {type: float, low: 1.0, high: 8.0}",
+        "    method.temperature: {type: categorical, choices: [1.0, 2.0, 4.0]}\n"
         "    student.model.hidden.0: {type: categorical, choices: [8, 16]}\n"
-        "    loss.alpha: {type: categorical, choices: [0.5]}",
+        "    method.alpha: {type: categorical, choices: [0.5]}",
     ).replace("  budget: 2\n", "  sampler: {name: grid}\n")
     assert load_study(_write(tmp_path, text)).search.n_trials == 6
 

@@ -19,7 +19,7 @@ OBJECTIVES = [
     Objective("latency/ms_b1", "min"),
     Objective("model/params", "min"),
 ]
-SEARCH_PARAMS = ["loss.temperature", "penalties.jacobian.weight", "student.model.hidden.0"]
+SEARCH_PARAMS = ["method.temperature", "penalties.jacobian.weight", "student.model.hidden.0"]
 METRIC_COLUMNS = [
     "val/acc", "test/acc",
     "val/robust_acc@0.05", "test/robust_acc@0.05", "test/robust_acc@0.1", "test/robust_acc@0.2",
@@ -53,12 +53,12 @@ def make_records() -> list[TrialRecord]:
         metrics = {m: 0.5 - 0.01 * i for m in METRIC_COLUMNS}
         metrics.update({"val/acc": acc, "latency/ms_b1": latency, "model/params": float(params),
                         "latency/ms_b256": 10 * latency, "jacobian/norm": 1.0 + i})
-        params_ = {"loss.temperature": 1.0 + i, "penalties.jacobian.weight": 10.0 ** -i,
+        params_ = {"method.temperature": 1.0 + i, "penalties.jacobian.weight": 10.0 ** -i,
                    "student.model.hidden.0": 16 * (i + 1)}
         records.append(TrialRecord(trial_id, "COMPLETE", params_, metrics))
-    records.append(TrialRecord("t10", "FAILED", {"loss.temperature": 2.0},
+    records.append(TrialRecord("t10", "FAILED", {"method.temperature": 2.0},
                                error="loss became NaN at epoch 2"))
-    records.append(TrialRecord("t11", "FAILED", {"loss.temperature": 3.0}, {"val/acc": 0.99},
+    records.append(TrialRecord("t11", "FAILED", {"method.temperature": 3.0}, {"val/acc": 0.99},
                                error="CUDA out of memory, tried to allocate 2 GiB"))
     return records
 

@@ -20,7 +20,7 @@ BASE = {
     "dataset": {"name": "mnist_5k", "n_train": 400, "n_val": 100, "n_test": 100},
     "teacher": {"model": {"name": "mlp", "hidden": [64]}, "epochs": 2},
     "student": {"model": {"name": "mlp", "hidden": [16]}, "epochs": 2, "lr": 5.0e-3},
-    "loss": {"name": "hinton_kd", "temperature": 4.0, "alpha": 0.5},
+    "method": {"name": "hinton", "temperature": 4.0, "alpha": 0.5},
     "penalties": {"jacobian": {"weight": 1.0e-3}},
     "adversary": {"enabled": True, "attack": {"name": "fgsm", "eps": 0.1}},
     "evaluation": {
@@ -31,7 +31,7 @@ BASE = {
     },
     "search": {
         "space": {
-            "loss.temperature": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
+            "method.temperature": {"type": "float", "low": 1.0, "high": 8.0, "log": True},
             "student.model.hidden.0": {"type": "int", "low": 4, "high": 32},
         },
         "objectives": [
@@ -125,7 +125,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert {r.data.tags["trial_id"] for r in children} == set(trials["trial_id"])
     for child in children:
-        assert "loss.temperature" in child.data.params
+        assert "method.temperature" in child.data.params
         history = client.get_metric_history(child.info.run_id, "train/loss")
         assert [m.step for m in history] == [1, 2]
         assert "val/robust_acc_at_0.1" in child.data.metrics

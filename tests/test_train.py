@@ -7,8 +7,25 @@ from kdtune.config import TrainSpec
 from kdtune.errors import TrainingError
 from kdtune.evaluate import accuracy
 from kdtune.losses import hinton_kd
+from kdtune.methods import Distiller, MethodContext
 from kdtune.models import build_model
 from kdtune.train import Penalty, fit_student, fit_teacher, logits_of
+
+
+class LossOf(Distiller):
+    """A test method: task = fn(student logits, teacher logits at idx, y)."""
+
+    def __init__(self, data, teacher_logits, fn):
+        super().__init__(MethodContext(data, None, teacher_logits, spec(), 0, None))
+        self.fn = fn
+
+    def terms(self, logits, x, y, idx):
+        t = None if self.ctx.teacher_logits is None else self.ctx.teacher_logits[idx]
+        return {"task": self.fn(logits, t, y)}
+
+
+def ce(s, t, y):
+    return F.cross_entropy(s, y)
 
 
 def spec(**kw):
@@ -43,7 +60,7 @@ def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits)
     _, logits = teacher_and_logits
     student = build_model("mlp", {"hidden": [16]})
     loss = lambda s, t, y: hinton_kd(s, t, y, temperature=4.0, alpha=0.9)  # noqa: E731
-    history = fit_student(student, small_data, spec(), loss_fn=loss, teacher_logits=logits, seed=0)
+    history = fit_student(student, small_data, spec(), distiller=LossOf(small_data, logits, loss), seed=0)
     assert history[-1]["train/task"] < history[0]["train/task"]
     assert history[-1]["val/acc"] > 0.5
 
@@ -51,8 +68,7 @@ def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits)
 def test_each_epoch_is_reported(small_data, teacher_and_logits):
     seen = []
     student = build_model("mlp", {"hidden": [8]})
-    fit_student(student, small_data, spec(epochs=2), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
-                teacher_logits=teacher_and_logits[1], seed=0, on_epoch=lambda e, m: seen.append((e, m)))
+    fit_student(student, small_data, spec(epochs=2), distiller=LossOf(small_data, teacher_and_logits[1], ce), seed=0, on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2]
     assert {"train/loss", "train/task", "val/acc", "time/epoch_s"} <= set(seen[0][1])
 
@@ -62,8 +78,7 @@ def test_zero_weight_penalties_are_never_computed(small_data, teacher_and_logits
         raise AssertionError("a zero-weight penalty was computed")
 
     student = build_model("mlp", {"hidden": [8]})
-    fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
-                teacher_logits=teacher_and_logits[1], penalties=[Penalty("boom", 0.0, boom)], seed=0)
+    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("boom", 0.0, boom)], seed=0)
 
 
 def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_and_logits):
@@ -74,8 +89,7 @@ def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_a
         return logits.pow(2).mean()
 
     student = build_model("mlp", {"hidden": [8]})
-    history = fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
-                          teacher_logits=teacher_and_logits[1], penalties=[Penalty("probe", 0.1, probe)], seed=0)
+    history = fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("probe", 0.1, probe)], seed=0)
     assert calls and all(calls)
     assert history[0]["train/loss"] == pytest.approx(history[0]["train/task"] + 0.1 * history[0]["train/probe"])
 
@@ -89,8 +103,7 @@ def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_
         return x_adv
 
     student = build_model("mlp", {"hidden": [8]})
-    fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
-                teacher_logits=teacher_and_logits[1], adversary=adversary, seed=0)
+    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), adversary=adversary, seed=0)
     assert seen and max(seen) == pytest.approx(0.1, abs=1e-6)
 
 
@@ -98,7 +111,7 @@ def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logi
     student = build_model("mlp", {"hidden": [8]})
     with pytest.raises(TrainingError) as err:
         fit_student(student, small_data, spec(optimizer="sgd", lr=1.0e30),
-                    loss_fn=lambda s, t, y: F.cross_entropy(s, y), teacher_logits=None, seed=0)
+                    distiller=LossOf(small_data, None, ce), seed=0)
     message = str(err.value)
     assert "non-finite" in message and "learning rate" in message and "\n" not in message
 
@@ -107,8 +120,7 @@ def test_training_is_reproducible_for_a_seed(small_data, teacher_and_logits):
     def train(seed):
         torch.manual_seed(seed)
         student = build_model("mlp", {"hidden": [8]})
-        fit_student(student, small_data, spec(epochs=1), loss_fn=lambda s, t, y: F.cross_entropy(s, y),
-                    teacher_logits=None, seed=seed)
+        fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, None, ce), seed=seed)
         return torch.cat([p.flatten() for p in student.parameters()])
 
     torch.testing.assert_close(train(3), train(3))

@@ -17,7 +17,7 @@ from kdtune.config._specs import (
     DatasetSpec,
     EvaluationSpec,
     LatencySpec,
-    LossSpec,
+    MethodSpec,
     ModelSpec,
     OutputSpec,
     PenaltySpec,
@@ -30,7 +30,7 @@ from kdtune.config._study import StudyConfig, format_validation_error, set_path
 
 __all__ = [
     "AdversarySpec", "AttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
-    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "LossSpec", "ModelSpec", "ObjectiveSpec",
+    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "ModelSpec", "ObjectiveSpec",
     "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig",
     "TrackingSpec", "TrainSpec", "format_validation_error", "load_study", "registry_of", "set_path",
 ]

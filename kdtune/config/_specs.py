@@ -53,12 +53,13 @@ class Component(BaseModel):
 
 def registry_of(kind: str) -> Registry:
     """The registry of one extension point (imported lazily: the modules pull in torch)."""
-    from kdtune import attacks, data, losses, models, penalties
+    from kdtune import attacks, data, losses, methods, models, penalties
 
     return {
         "dataset": data.DATASETS,
         "model": models.MODELS,
         "loss": losses.LOSSES,
+        "method": methods.METHODS,
         "penalty": penalties.PENALTIES,
         "attack": attacks.ATTACKS,
     }[kind]
@@ -72,8 +73,8 @@ class ModelSpec(Component):
     registry: ClassVar[str] = "model"
 
 
-class LossSpec(Component):
-    registry: ClassVar[str] = "loss"
+class MethodSpec(Component):
+    registry: ClassVar[str] = "method"
 
 
 class AttackSpec(Component):

@@ -13,7 +13,7 @@ from kdtune.config._specs import (
     AdversarySpec,
     DatasetSpec,
     EvaluationSpec,
-    LossSpec,
+    MethodSpec,
     OutputSpec,
     PenaltySpec,
     ResourcesSpec,
@@ -34,7 +34,7 @@ class StudyConfig(_Strict):
     dataset: DatasetSpec = DatasetSpec(name="mnist_5k")
     teacher: TrainSpec
     student: TrainSpec
-    loss: LossSpec = LossSpec(name="hinton_kd")
+    method: MethodSpec = MethodSpec(name="hinton")
     penalties: dict[str, PenaltySpec] = Field(default_factory=dict)
     adversary: AdversarySpec | None = None
     evaluation: EvaluationSpec = EvaluationSpec()

@@ -1,0 +1,63 @@
+"""What every distillation method is: a ``Distiller`` built by a registered factory from a context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+
+from kdtune.registry import Registry
+
+if TYPE_CHECKING:
+    from kdtune.config import TrainSpec
+    from kdtune.data import Dataset, Split
+
+METHODS: Registry = Registry("method", context=("ctx",))
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may use, prepared once per study by the driver and shipped to each trial.
+
+    ``teacher`` is frozen and in eval mode; ``teacher_logits`` are its logits on ``data.train.x``,
+    shape (N, K). ``student_spec`` is the study's student section (for methods that pretrain a copy
+    of the student); ``cache`` is a directory for expensive per-study artefacts.
+    """
+
+    data: Dataset
+    teacher: nn.Module | None
+    teacher_logits: Tensor | None
+    student_spec: TrainSpec
+    seed: int
+    cache: Path
+
+
+class Distiller(nn.Module):
+    """A KD method bound to its hyperparameters.
+
+    Submodules (e.g. a FitNets regressor) are trained together with the student. The training loop
+    calls ``attach(student)`` once, iterates over ``transfer_set()``, and for each batch computes
+    ``logits = student(x)`` and then ``terms(logits, x, y, idx)``: named scalar terms whose ``"task"``
+    entry is the method's loss (penalties are added by the loop). ``idx`` indexes the transfer set.
+    """
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def attach(self, student: nn.Module) -> None:
+        """Hook into the student before training (feature taps); nothing by default."""
+
+    def transfer_set(self) -> Split:
+        """The examples the student trains on: the training split unless the method synthesizes its own."""
+        return self.ctx.data.train
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+def build_method(name: str, params: dict, ctx: MethodContext) -> Distiller:
+    """The registered method ``name`` with validated ``params`` for this study's context."""
+    return METHODS.build(name, **params, ctx=ctx)

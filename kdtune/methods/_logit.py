@@ -1,0 +1,47 @@
+"""Logit distillation: Hinton soft targets, and the cross-entropy-only baseline."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from torch import Tensor
+
+from kdtune.errors import ConfigError
+from kdtune.losses import cross_entropy, hinton_kd
+from kdtune.methods._base import METHODS, Distiller, MethodContext
+
+
+class _Hinton(Distiller):
+    def __init__(self, ctx: MethodContext, temperature: float, alpha: float) -> None:
+        super().__init__(ctx)
+        if ctx.teacher_logits is None:
+            raise ConfigError("method 'hinton' needs a teacher; add a teacher section to the study")
+        self.temperature, self.alpha = temperature, alpha
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        # Targets are the teacher's logits on the clean inputs, even when x is adversarial (ARD).
+        targets = self.ctx.teacher_logits[idx]  # (B, K)
+        return {"task": hinton_kd(logits, targets, y, temperature=self.temperature, alpha=self.alpha)}
+
+
+@METHODS.register("hinton")
+def hinton(
+    *,
+    ctx: MethodContext,
+    temperature: Annotated[float, Field(gt=0)] = 4.0,
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.9,
+) -> Distiller:
+    """Soft-target KD (Hinton et al. 2015, arXiv:1503.02531): (1-a)·CE + a·T²·KL(p_t^T || p_s^T)."""
+    return _Hinton(ctx, temperature, alpha)
+
+
+class _CrossEntropy(Distiller):
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        return {"task": cross_entropy(logits, None, y)}
+
+
+@METHODS.register("ce")
+def ce(*, ctx: MethodContext) -> Distiller:
+    """No distillation: the student trained with cross-entropy on the labels alone (the baseline)."""
+    return _CrossEntropy(ctx)
