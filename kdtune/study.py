@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from kdtune.config import get_path
 from kdtune.evaluate import metric_names
 from kdtune.records import TrialRecord
 from kdtune.trainable import make_trainable
@@ -37,6 +39,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group/multivariate TPE
     s = search.sampler
     if s.name == "grid":
         return optuna.samplers.GridSampler({p: d.choices for p, d in search.space.items()}, seed=seed)  # type: ignore[union-attr]
@@ -46,26 +49,36 @@ def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     # TPE's default of 10 start-up trials would make a small study pure random search.
     n_startup = s.n_startup_trials or min(10, max(2, search.n_trials // 3))
-    return optuna.samplers.TPESampler(n_startup_trials=n_startup, multivariate=True, seed=seed)
+    # group=True lets multivariate TPE model conditional (define-by-run) spaces per sub-space.
+    return optuna.samplers.TPESampler(n_startup_trials=n_startup, multivariate=True, group=True, seed=seed)
 
 
 class DefineByRun:
     """Optuna define-by-run space: each YAML path becomes one suggested parameter of that name.
 
-    A class rather than a closure so Tune can pickle the searcher into its experiment state.
+    A conditional entry (``when``) is suggested only when the values sampled before it, or the
+    study's fixed settings, satisfy its condition. A class rather than a closure so Tune can pickle
+    the searcher into its experiment state.
     """
 
-    def __init__(self, search: SearchSpec) -> None:
-        self.search = search
+    def __init__(self, search: SearchSpec, base: dict[str, Any]) -> None:
+        self.search, self.base = search, base
 
     def __call__(self, trial: optuna.Trial) -> None:
+        chosen: dict[str, Any] = {}
+
+        def value_at(path: str) -> Any:
+            return chosen[path] if path in chosen else get_path(self.base, path)
+
         for path, d in self.search.space.items():
+            if not d.active(value_at):
+                continue
             if d.type == "float":
-                trial.suggest_float(path, d.low, d.high, log=d.log)
+                chosen[path] = trial.suggest_float(path, d.low, d.high, log=d.log)
             elif d.type == "int":
-                trial.suggest_int(path, d.low, d.high, log=d.log, step=d.step)
+                chosen[path] = trial.suggest_int(path, d.low, d.high, log=d.log, step=d.step)
             else:
-                trial.suggest_categorical(path, d.choices)
+                chosen[path] = trial.suggest_categorical(path, d.choices)
 
 
 class _Searcher(OptunaSearch):
@@ -86,7 +99,7 @@ class _Searcher(OptunaSearch):
 def build_searcher(cfg: StudyConfig) -> OptunaSearch:
     objectives = cfg.search.objectives
     return _Searcher(
-        space=DefineByRun(cfg.search),
+        space=DefineByRun(cfg.search, cfg.to_raw()),
         metric=[o.metric for o in objectives],
         mode=[o.mode for o in objectives],
         sampler=build_sampler(cfg.search, cfg.seed),

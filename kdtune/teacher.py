@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from kdtune.attacks import ATTACKS
 from kdtune.errors import KdtuneError
 from kdtune.models import build_model
 from kdtune.train import fit_teacher
@@ -62,8 +63,10 @@ def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Pa
     if cached is not None:
         model.load_state_dict(cached["state_dict"])
         return Teacher(model, cached["history"], path, from_cache=True)
+    adv = getattr(spec, "adversary", None)  # a TeacherSpec may ask for adversarial training
+    adversary = ATTACKS.bind(adv.attack.name, adv.attack.params) if adv is not None and adv.enabled else None
     try:
-        history = fit_teacher(model, data, spec, seed=seed)
+        history = fit_teacher(model, data, spec, seed=seed, adversary=adversary)
     except KdtuneError as err:
         cause = str(err).split("; ")[0]
         raise KdtuneError(

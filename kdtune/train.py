@@ -98,11 +98,19 @@ def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int) -> None:
 
 
 def fit_teacher(
-    model: nn.Module, data: Dataset, spec: TrainSpec, *, seed: int, on_epoch: EpochCallback | None = None
+    model: nn.Module,
+    data: Dataset,
+    spec: TrainSpec,
+    *,
+    seed: int,
+    adversary: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> list[dict[str, float]]:
-    """Cross-entropy training of the teacher."""
+    """Cross-entropy training of a teacher (on ``adversary(model, x, y)`` when given: Madry-style AT)."""
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        if adversary is not None:
+            x = adversary(model, x, y)
         return {"loss": F.cross_entropy(model(x), y)}
 
     return fit(model, data, spec, step, seed=seed, on_epoch=on_epoch)

@@ -56,3 +56,19 @@ def test_a_diverging_teacher_fails_with_a_fix_naming_the_teacher_section(small_d
     message = str(err.value)
     assert message.startswith("teacher training failed: loss became non-finite") and "teacher.lr" in message
     assert not list(tmp_path.rglob("*.pt"))  # nothing cached
+
+
+def test_an_adversarially_trained_teacher_is_more_robust_and_cached_separately(small_data, tmp_path):
+    from kdtune.config import EvaluationSpec, TeacherSpec
+    from kdtune.evaluate import evaluate_model
+
+    base = {"model": {"name": "mlp", "hidden": [64]}, "epochs": 4, "lr": 3.0e-3}
+    plain = TeacherSpec.model_validate(base)
+    robust = TeacherSpec.model_validate({**base, "adversary": {"attack": {"name": "fgsm", "eps": 0.1}}})
+    assert teacher_key(plain, small_data, 0) != teacher_key(robust, small_data, 0)
+    spec = EvaluationSpec(eps=[0.1], pgd_steps=10, fgsm=False, n_jacobian=8)
+    scores = {}
+    for name, teacher_spec in (("plain", plain), ("robust", robust)):
+        teacher = load_or_train_teacher(teacher_spec, small_data, seed=0, root=tmp_path)
+        scores[name] = evaluate_model(teacher.model, small_data, spec)["test/robust_acc@0.1"]
+    assert scores["robust"] > scores["plain"] + 0.1

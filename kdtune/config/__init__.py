@@ -22,15 +22,16 @@ from kdtune.config._specs import (
     OutputSpec,
     PenaltySpec,
     ResourcesSpec,
+    TeacherSpec,
     TrackingSpec,
     TrainSpec,
     registry_of,
 )
-from kdtune.config._study import StudyConfig, format_validation_error, set_path
+from kdtune.config._study import StudyConfig, format_validation_error, get_path, set_path
 
 __all__ = [
     "AdversarySpec", "AttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
     "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "ModelSpec", "ObjectiveSpec",
-    "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig",
-    "TrackingSpec", "TrainSpec", "format_validation_error", "load_study", "registry_of", "set_path",
+    "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig", "TeacherSpec",
+    "TrackingSpec", "TrainSpec", "format_validation_error", "get_path", "load_study", "registry_of", "set_path",
 ]

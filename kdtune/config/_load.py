@@ -8,13 +8,14 @@ before anything trains, with one line naming the field and the fix.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kdtune.config._search import CategoricalDist
-from kdtune.config._study import StudyConfig, _validate
+from kdtune.config._study import StudyConfig, _validate, get_path
 from kdtune.errors import ConfigError
 
 
@@ -74,14 +75,48 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _check_search_space(cfg: StudyConfig, *, source: str) -> None:
-    """Apply each search entry's extreme values to the study and validate: catches bad paths and ranges."""
+    """Apply each search entry's extreme values to the study and validate: catches bad paths and ranges.
+
+    A conditional entry is checked under each value of its conditions that makes it active.
+    """
+    raw = cfg.to_raw()
     for path, dist in cfg.search.space.items():
+        conditions = _condition_cases(cfg, raw, path, source)
         candidates = dist.choices if isinstance(dist, CategoricalDist) else [dist.low, dist.high]
-        for value in candidates:
+        for case, value in itertools.product(conditions, candidates):
             try:
-                cfg.with_overrides({path: value})
+                cfg.with_overrides({**case, path: value})
             except ConfigError as err:
                 detail = str(err).removeprefix("overrides: ")
+                when = f" when {', '.join(f'{k}={v!r}' for k, v in case.items())}" if case else ""
+                hint = _when_hint(cfg, path, case)
                 raise ConfigError(
-                    f"{source}: search.space.{path}: value {value!r} does not fit the study ({detail})"
+                    f"{source}: search.space.{path}: value {value!r}{when} does not fit the study ({detail}){hint}"
                 ) from None
+
+
+def _switches(cfg: StudyConfig, path: str) -> list[str]:
+    """Searched component names (``x.name``) that ``path`` lies under, e.g. method.name for method.alpha."""
+    return [n for n in cfg.search.space if n.endswith(".name") and path.startswith(n.removesuffix("name"))]
+
+
+def _when_hint(cfg: StudyConfig, path: str, case: dict[str, Any]) -> str:
+    implicit = [n for n in _switches(cfg, path) if n in case and n not in (cfg.search.space[path].when or {})]
+    if not implicit:
+        return ""
+    return f"; add when: {{{implicit[0]}: [...]}} to {path} listing the {implicit[0].split('.')[0]}s it applies to"
+
+
+def _condition_cases(cfg: StudyConfig, raw: dict[str, Any], path: str, source: str) -> list[dict[str, Any]]:
+    """Every assignment of the searched paths in ``path``'s ``when`` that activates it."""
+    when = dict(cfg.search.space[path].when or {})
+    for name in _switches(cfg, path):  # a parameter of a searched component must hold for each choice
+        when.setdefault(name, cfg.search.space[name].choices)  # type: ignore[union-attr]
+    searched = {c: allowed for c, allowed in when.items() if c in cfg.search.space}
+    for cond, allowed in when.items():
+        if cond not in searched and get_path(raw, cond) not in allowed:
+            raise ConfigError(
+                f"{source}: search.space.{path}: never sampled, because {cond} is {get_path(raw, cond)!r} "
+                f"in the study, not one of {allowed}; fix the 'when' or search {cond}"
+            )
+    return [dict(zip(searched, combo)) for combo in itertools.product(*searched.values())]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Union
 
 import pydantic
 from pydantic import Field
@@ -11,7 +12,20 @@ from kdtune.config._specs import PositiveInt, _Strict
 from kdtune.records import Objective
 
 
-class FloatDist(_Strict):
+Scalar = Union[bool, int, float, str, None]
+
+
+class _Dist(_Strict):
+    """A search entry; ``when: {path: [values]}`` makes it conditional: it is sampled only for trials
+    whose value at ``path`` (an earlier categorical entry, or the study's fixed setting) is listed."""
+
+    when: dict[str, Annotated[list[Scalar], Field(min_length=1)]] | None = None
+
+    def active(self, value_at: Callable[[str], Any]) -> bool:
+        return not self.when or all(value_at(path) in allowed for path, allowed in self.when.items())
+
+
+class FloatDist(_Dist):
     type: Literal["float"]
     low: float
     high: float
@@ -23,7 +37,7 @@ class FloatDist(_Strict):
         return self
 
 
-class IntDist(_Strict):
+class IntDist(_Dist):
     type: Literal["int"]
     low: int
     high: int
@@ -36,9 +50,9 @@ class IntDist(_Strict):
         return self
 
 
-class CategoricalDist(_Strict):
+class CategoricalDist(_Dist):
     type: Literal["categorical"]
-    choices: Annotated[list[Union[bool, int, float, str, None]], Field(min_length=1)]
+    choices: Annotated[list[Scalar], Field(min_length=1)]
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -79,7 +93,11 @@ class SearchSpec(_Strict):
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives repeat a metric: {metrics}")
+        _check_conditions(self.space)
         if self.sampler.name == "grid":
+            conditional = [p for p, d in self.space.items() if d.when]
+            if conditional:
+                raise ValueError(f"the grid sampler cannot use conditional entries; remove 'when' from {conditional[0]}")
             bad = [p for p, d in self.space.items() if not isinstance(d, CategoricalDist)]
             if bad:
                 raise ValueError(f"the grid sampler needs categorical entries only; make {bad[0]} categorical")
@@ -97,3 +115,20 @@ class SearchSpec(_Strict):
         return n
 
 
+
+
+def _check_conditions(space: dict[str, Any]) -> None:
+    """A ``when`` on a searched path must name an earlier categorical entry and some of its choices."""
+    order = list(space)
+    for path, dist in space.items():
+        for cond, allowed in (dist.when or {}).items():
+            if cond not in space:
+                continue  # a fixed setting of the study: checked against the study at load time
+            target = space[cond]
+            if order.index(cond) > order.index(path):
+                raise ValueError(f"search.space.{path}: its condition on {cond} must come after {cond} in the space")
+            if not isinstance(target, CategoricalDist):
+                raise ValueError(f"search.space.{path}: a condition needs a categorical entry, {cond} is {target.type}")
+            missing = [v for v in allowed if v not in target.choices]
+            if missing:
+                raise ValueError(f"search.space.{path}: when {cond} is {missing[0]!r}, which is not among its choices")

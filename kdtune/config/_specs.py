@@ -109,6 +109,12 @@ class AdversarySpec(_Strict):
     attack: AttackSpec
 
 
+class TeacherSpec(TrainSpec):
+    """The teacher's training; ``adversary`` makes it an adversarially trained (robust) teacher."""
+
+    adversary: AdversarySpec | None = None
+
+
 class LatencySpec(_Strict):
     """Latency protocol: one thread, inference mode, warm-up, interleaved repeats, median per call."""
 
@@ -118,14 +124,23 @@ class LatencySpec(_Strict):
     n_calls: PositiveInt = 20
 
 
+class AutoAttackSpec(_Strict):
+    """AutoAttack (L-inf, arXiv:2003.01690) after the sweep on the first ``n_samples`` test images, for
+    the teacher and the Pareto-front members (``members: all``: every complete trial)."""
+
+    enabled: bool = False
+    eps: list[NonNegFloat] = [0.1]
+    n_samples: PositiveInt = 200
+    members: Literal["front", "all"] = "front"
+
+
 class EvaluationSpec(_Strict):
     eps: list[NonNegFloat] = [0.05, 0.1, 0.2]
     pgd_steps: PositiveInt = 20
     fgsm: bool = True
     n_jacobian: PositiveInt = 256
     latency: LatencySpec = LatencySpec()
-
-
+    autoattack: AutoAttackSpec = AutoAttackSpec()
 
 
 class ResourcesSpec(_Strict):

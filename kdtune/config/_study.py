@@ -17,6 +17,7 @@ from kdtune.config._specs import (
     OutputSpec,
     PenaltySpec,
     ResourcesSpec,
+    TeacherSpec,
     TrackingSpec,
     TrainSpec,
     _Strict,
@@ -32,7 +33,7 @@ class StudyConfig(_Strict):
     description: str = ""
     seed: int = 0
     dataset: DatasetSpec = DatasetSpec(name="mnist_5k")
-    teacher: TrainSpec
+    teacher: TeacherSpec
     student: TrainSpec
     method: MethodSpec = MethodSpec(name="hinton")
     penalties: dict[str, PenaltySpec] = Field(default_factory=dict)
@@ -88,11 +89,54 @@ class StudyConfig(_Strict):
         return self.model_dump(mode="json")
 
     def with_overrides(self, overrides: dict[str, Any]) -> StudyConfig:
-        """A new config with each ``"a.b.0": value`` applied to the YAML layout, re-validated."""
+        """A new config with each ``"a.b.0": value`` applied to the YAML layout, re-validated.
+
+        A component's ``name`` (e.g. ``method.name``) is applied first; switching to another name keeps
+        only the parameters the new component accepts, so each method starts from its own defaults.
+        """
         raw = self.to_raw()
+        names = {p: v for p, v in overrides.items() if p.endswith(".name")}
+        for path, value in names.items():
+            _switch_component(raw, path.removesuffix(".name"), value)
         for path, value in overrides.items():
-            set_path(raw, path, value)
+            if path not in names:
+                set_path(raw, path, value)
         return _validate(raw, source="overrides")
+
+
+def get_path(raw: dict[str, Any], path: str) -> Any:
+    """``raw[a][b][0]`` for ``path="a.b.0"``, or None where the path does not exist."""
+    node: Any = raw
+    for key in path.split("."):
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return None
+    return node
+
+
+def _switch_component(raw: dict[str, Any], path: str, name: Any) -> None:
+    node = get_path(raw, path)
+    kind = _component_kind(path.split("."))
+    if not isinstance(node, dict) or kind is None or node.get("name") == name:
+        set_path(raw, f"{path}.name", name)
+        return
+    registry = registry_of(kind)
+    accepted = set(registry.entry(name).schema.model_fields) if name in registry else set()
+    set_path(raw, path, {"name": name, **{k: v for k, v in node.items() if k in accepted}})
+
+
+def _component_kind(loc: list[str]) -> str | None:
+    """The registry kind of the component at ``loc`` (e.g. ["student", "model"] -> "model")."""
+    cls: Any = StudyConfig
+    for key in loc:
+        fields = getattr(cls, "model_fields", None)
+        if not fields or key not in fields:
+            return None
+        cls = _model_of(fields[key].annotation)
+    return getattr(cls, "registry", None) or None
 
 
 def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
