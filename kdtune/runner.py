@@ -1,4 +1,5 @@
-"""A whole study, in order: data -> teacher (once) -> sweep -> serial latency -> report -> MLflow.
+"""A whole study, in order: data -> teacher (once) -> sweep -> serial latency -> AutoAttack and
+gradient-masking checks -> report -> MLflow.
 
 Nothing here imports ray or mlflow directly: those live in ``study`` and ``tracking``.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
@@ -22,6 +24,14 @@ from kdtune.evaluate import evaluate_model, measure_latency, metric_names
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
 from kdtune.report import hypervolume_of, write_report
+from kdtune.report._tables import front_mask
+from kdtune.robustness import (
+    AUTOATTACK_BUDGET,
+    autoattack_accuracy,
+    autoattack_metric,
+    autoattack_metric_names,
+    masking_checks,
+)
 from kdtune.teacher import Teacher, cache_dir, load_or_train_teacher
 from kdtune.tracking import Tracker, default_uri
 from kdtune.train import logits_of
@@ -74,15 +84,22 @@ def run_study(
             storage=workdir / cfg.output.ray, run_name=run_name, callbacks=callbacks,
         )
         records, teacher_metrics = _serial_latency(cfg, data, teacher, records, teacher_metrics)
+        records, teacher_metrics = _autoattack(cfg, data, teacher, records, teacher_metrics, echo)
+        flags = _masking_flags(cfg, records, teacher_metrics, echo)
+        robust_names = autoattack_metric_names(cfg.evaluation)  # [] unless AutoAttack is enabled
+        tracker.log_metrics(None, {f"teacher/{k}": teacher_metrics[k] for k in robust_names if k in teacher_metrics})
         for r in records:
             if r.status == "COMPLETE":
-                tracker.log_metrics(r.trial_id, {k: v for k, v in r.metrics.items() if k.startswith("latency/")}, step=cfg.student.epochs + 1)
+                post_sweep = {k: v for k, v in r.metrics.items() if k.startswith("latency/") or k in robust_names}
+                tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
                 tracker.log_artifacts(r.trial_id, [Path(r.checkpoint) / STUDENT_FILE] if r.checkpoint else [])
         out_dir = workdir / cfg.output.reports / cfg.name
         paths = write_report(
             out_dir, study_name=cfg.name, records=records, objectives=cfg.objectives,
             search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
-            meta=_meta(cfg, data, run_name, time.monotonic() - start), metric_columns=metric_names(cfg.evaluation),
+            meta=_meta(cfg, data, run_name, time.monotonic() - start) | _autoattack_meta(cfg),
+            metric_columns=metric_names(cfg.evaluation) + robust_names, flags=flags,
+            reference=cfg.report.reference.record() if cfg.report.reference else None,
         )
         hv = hypervolume_of(records, cfg.objectives, teacher_metrics)
         _tag_front(tracker, paths)
@@ -101,16 +118,72 @@ def _serial_latency(
     models = {"__teacher__": teacher.model.cpu()}
     for r in records:
         if r.status == "COMPLETE" and r.checkpoint:
-            spec = cfg.with_overrides(r.params).student.model
-            student = build_model(spec.name, spec.params, data.info)
-            student.load_state_dict(torch.load(Path(r.checkpoint) / STUDENT_FILE, map_location="cpu", weights_only=True))
-            models[r.trial_id] = student
+            models[r.trial_id] = _load_student(cfg, data, r)
     latency = measure_latency(models, data.input_shape, cfg.evaluation.latency)
     updated = [
         dataclasses.replace(r, metrics={**r.metrics, **latency[r.trial_id]}) if r.trial_id in latency else r
         for r in records
     ]
     return updated, {**teacher_metrics, **latency["__teacher__"]}
+
+
+def _load_student(cfg: StudyConfig, data: Dataset, record: TrialRecord) -> nn.Module:
+    """A finished trial's student, rebuilt from its config and loaded from its checkpoint (on the CPU)."""
+    spec = cfg.with_overrides(record.params).student.model
+    student = build_model(spec.name, spec.params, data.info)
+    state = torch.load(Path(str(record.checkpoint)) / STUDENT_FILE, map_location="cpu", weights_only=True)
+    student.load_state_dict(state)
+    return student
+
+
+def _autoattack(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], teacher_metrics: dict[str, float],
+    echo: Callable[[str], None],
+) -> tuple[list[TrialRecord], dict[str, float]]:
+    """Add ``test/autoattack_acc@<eps>`` to the teacher and the front members (or all complete trials)."""
+    spec = cfg.evaluation.autoattack
+    if not spec.enabled or not spec.eps:
+        return records, teacher_metrics
+    on_front = front_mask(records, cfg.objectives) if spec.members == "front" else [True] * len(records)
+    chosen = {r.trial_id for r, f in zip(records, on_front) if f and r.status == "COMPLETE" and r.checkpoint}
+    x, y = data.test.x[: spec.n_samples].cpu(), data.test.y[: spec.n_samples].cpu()
+    echo(f"AutoAttack at eps {', '.join(map(str, spec.eps))} on the first {len(y)} test images: "
+         f"the teacher and {len(chosen)} trial(s)")
+
+    def attacked(model: nn.Module) -> dict[str, float]:
+        return {
+            autoattack_metric(e): autoattack_accuracy(model, x, y, eps=e, n_classes=data.n_classes, seed=cfg.seed)
+            for e in spec.eps
+        }
+
+    updated = [
+        dataclasses.replace(r, metrics={**r.metrics, **attacked(_load_student(cfg, data, r))})
+        if r.trial_id in chosen else r
+        for r in records
+    ]
+    return updated, {**teacher_metrics, **attacked(teacher.model.cpu())}
+
+
+def _masking_flags(
+    cfg: StudyConfig, records: list[TrialRecord], teacher_metrics: dict[str, float], echo: Callable[[str], None]
+) -> dict[str, list[str]]:
+    """Gradient-masking checks (``robustness.masking_checks``) on the teacher and every complete trial."""
+    eps = sorted({*cfg.evaluation.eps, *cfg.evaluation.autoattack.eps})
+    flags = {"teacher": masking_checks(teacher_metrics, eps)}
+    flags.update({r.trial_id: masking_checks(r.metrics, eps) for r in records if r.status == "COMPLETE"})
+    flagged = sorted(name for name, found in flags.items() if found)
+    shown = f" ({', '.join(flagged)})" if flagged else ""
+    echo(f"robustness sanity checks: {len(flagged)} of {len(flags)} models flagged{shown}")
+    return flags
+
+
+def _autoattack_meta(cfg: StudyConfig) -> dict[str, str]:
+    spec = cfg.evaluation.autoattack
+    if not spec.enabled:
+        return {}
+    who = "the Pareto-front members" if spec.members == "front" else "every complete trial"
+    return {"AutoAttack protocol": f"ART, L-inf, eps {', '.join(map(str, spec.eps))}, on the first {spec.n_samples} "
+            f"test images, for the teacher and {who}: {AUTOATTACK_BUDGET}; seed {cfg.seed}"}
 
 
 def _tag_front(tracker: Tracker, paths: dict[str, Path]) -> None:

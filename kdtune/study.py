@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,8 +90,11 @@ class _Searcher(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
             self._completed_trials.add(trial_id)
+            try:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
+                log.debug("optuna tell: %s", err)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
 

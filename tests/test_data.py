@@ -1,11 +1,15 @@
-"""Tests for kdtune.data: the bundled mnist_5k subset, torchvision MNIST / Fashion-MNIST read from
-hand-written IDX files, Split.batches, fingerprints and the user-facing errors."""
+"""Tests for kdtune.data: the bundled mnist_5k subset, scikit-learn's digits, torchvision MNIST /
+Fashion-MNIST read from hand-written IDX files, CIFAR-10 read from hand-written python batches,
+Split.batches, fingerprints and the user-facing errors."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 import re
 import struct
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +24,17 @@ from kdtune.errors import ConfigError, DataError
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 N_TRAIN_IDX, N_TEST_IDX = 40, 20
 TORCHVISION = [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_FILES = (*CIFAR_TRAIN, "test_batch", "batches.meta")
+N_CIFAR_BATCH, N_CIFAR_TEST = 8, 10  # 40 train images (4 per class), 10 test images
+SHAPES = {
+    "mnist_5k": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -64,6 +79,33 @@ def _write_tiny(root: Path, folder: str) -> dict[str, np.ndarray]:
     return data
 
 
+def _write_cifar(root: Path, *, bytes_keys: tuple[str, ...] = ("data_batch_2",)) -> dict[str, np.ndarray]:
+    """Tiny CIFAR-10 python batches: 5 x 8 train + 10 test images, red pixel [0, 0] = a running index
+    (0..39 train, 200..209 test) and label = index % 10. Batches named in ``bytes_keys`` use bytes dict
+    keys (b'data', as Python 3 sees them with encoding='bytes'), the others str keys (as torchvision reads
+    the Python 2 originals with encoding='latin1'). Returns the train and test (N, 3072) rows and labels."""
+    folder = root / CIFAR_FOLDER
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    rows: dict[str, list] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+    for name, start, n in [
+        *((b, i * N_CIFAR_BATCH, N_CIFAR_BATCH) for i, b in enumerate(CIFAR_TRAIN)),
+        ("test_batch", 200, N_CIFAR_TEST),
+    ]:
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        data[:, 0] = start + np.arange(n)
+        labels = [int(i) % 10 for i in range(start, start + n)]
+        key = (lambda k: k.encode()) if name in bytes_keys else (lambda k: k)
+        entry = {key("batch_label"): name, key("data"): data, key("labels"): labels, key("filenames"): ["x.png"] * n}
+        (folder / name).write_bytes(pickle.dumps(entry))
+        part = "test" if name == "test_batch" else "train"
+        rows[f"{part}_x"].append(data)
+        rows[f"{part}_y"] += labels
+    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    return {k: np.concatenate(v) if k.endswith("_x") else np.array(v) for k, v in rows.items()}
+
+
 def _indexed_split(n: int) -> Split:
     """x[i] is filled with i / n and y[i] = i, so batches can be traced back to indices."""
     y = torch.arange(n)
@@ -91,21 +133,27 @@ def mnist_5k() -> Dataset:
 def _params_for(name: str, root: Path) -> dict:
     if name == "mnist_5k":
         return {"n_train": 300, "n_val": 100, "n_test": 100}
+    if name == "digits":
+        return {}
+    if name == "cifar10":
+        _write_cifar(root)
+        return {"root": str(root), "n_val": 10, "verify": False}
     _write_tiny(root, dict(TORCHVISION)[name])
     return {"root": str(root), "n_val": 10}
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_every_dataset_has_valid_splits(name: str, tmp_path: Path) -> None:
-    assert set(DATASETS.names()) == {"mnist_5k", *dict(TORCHVISION)}, "add test params for new datasets"
+    assert set(DATASETS.names()) == set(SHAPES), "add test params for new datasets"
     ds = load_dataset(name, _params_for(name, tmp_path))
     assert ds.name == name and ds.n_classes == 10
     for split in (ds.train, ds.val, ds.test):
         assert len(split) > 0
         assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
-        assert tuple(split.x.shape[1:]) == ds.input_shape == (1, 28, 28)
+        assert tuple(split.x.shape[1:]) == ds.input_shape == SHAPES[name]
         assert 0.0 <= split.x.min() and split.x.max() <= 1.0
         assert 0 <= split.y.min() and split.y.max() < ds.n_classes
+    assert len(ds.mean) == len(ds.std) == ds.input_shape[0] and min(ds.std) > 0
     assert re.fullmatch(r"[0-9a-f]{16}", ds.fingerprint())
 
 
@@ -356,3 +404,196 @@ def test_torchvision_n_val_too_large_raises_config_error(tmp_path: Path) -> None
     _write_tiny(tmp_path, "MNIST")
     with pytest.raises(ConfigError, match=r"'mnist': n_val=35 .*30 images available"):
         load_dataset("mnist", {"root": str(tmp_path), "n_val": 35})
+
+
+# ---------------------------------------------------------------- digits (scikit-learn)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def digits_pairs() -> Counter:
+    """Independent reference: (hash of each raw 0..16 image from load_digits, its label), counted."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return Counter(
+        (hashlib.sha1(img.astype(np.uint8).tobytes()).hexdigest(), int(t)) for img, t in zip(bunch.images, bunch.target)
+    )
+
+
+def _digit_pairs(split: Split) -> Counter:
+    u8 = (split.x * 16).round().to(torch.uint8).reshape(len(split), 8, 8).numpy()
+    return Counter((hashlib.sha1(img.tobytes()).hexdigest(), int(y)) for img, y in zip(u8, split.y))
+
+
+def test_digits_default_sizes_shapes_and_range(digits: Dataset) -> None:
+    assert (len(digits.train), len(digits.val), len(digits.test)) == (1797 - 300 - 360, 300, 360)
+    assert digits.train.x.shape == (1137, 1, 8, 8) and digits.input_shape == (1, 8, 8)
+    all_x = torch.cat([digits.train.x, digits.val.x, digits.test.x])
+    assert all_x.dtype == torch.float32 and all_x.min() == 0.0 and all_x.max() == 1.0  # 0..16 / 16
+    assert torch.equal(all_x * 16, (all_x * 16).round())
+
+
+def test_digits_splits_are_disjoint_complete_and_keep_labels(digits: Dataset, digits_pairs: Counter) -> None:
+    # each (image, label) pair of load_digits lands in exactly one split (compared as multisets)
+    assert _digit_pairs(digits.train) + _digit_pairs(digits.val) + _digit_pairs(digits.test) == digits_pairs
+
+
+def test_digits_is_stratified(digits: Dataset) -> None:
+    all_y = torch.cat([digits.train.y, digits.val.y, digits.test.y]).numpy()
+    props = np.bincount(all_y, minlength=10) / len(all_y)
+    for split in (digits.train, digits.val, digits.test):
+        counts = np.bincount(split.y.numpy(), minlength=10)
+        assert np.abs(counts - props * len(split)).max() <= 1
+
+
+def test_digits_statistics_match_the_data(digits: Dataset) -> None:
+    all_x = torch.cat([digits.train.x, digits.val.x, digits.test.x]).double()
+    np.testing.assert_allclose(digits.mean, [all_x.mean().item()], atol=1e-4)
+    np.testing.assert_allclose(digits.std, [all_x.std().item()], atol=1e-4)
+
+
+def test_digits_split_seed_fixes_the_split(digits: Dataset) -> None:
+    again, other = load_dataset("digits", {"split_seed": 0}), load_dataset("digits", {"split_seed": 1})
+    assert torch.equal(again.test.x, digits.test.x) and again.fingerprint() == digits.fingerprint()
+    assert other.fingerprint() != digits.fingerprint()
+    custom = load_dataset("digits", {"n_val": 100, "n_test": 50})
+    assert (len(custom.train), len(custom.val), len(custom.test)) == (1647, 100, 50)
+
+
+@pytest.mark.parametrize(
+    ("params", "pattern"),
+    [
+        ({"n_val": 1000, "n_test": 800}, r"'digits': n_val=1000 \+ n_test=800 = 1800 is more than the 1787 images"),
+        ({"n_test": 5}, r"n_test=5 .*set n_test >= 10"),
+        ({"n_val": 0}, r"parameter 'n_val'"),
+    ],
+)
+def test_bad_digits_sizes_fail_at_validation(params: dict, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        DATASETS.validate("digits", params)  # the check hook: no data loaded
+
+
+# ---------------------------------------------------------------- CIFAR-10 (python batches)
+
+
+def _cifar_params(root: Path, **more) -> dict:
+    return {"root": str(root), "n_val": 10, "verify": False, **more}
+
+
+def test_cifar10_reads_the_python_batches(tmp_path: Path) -> None:
+    written = _write_cifar(tmp_path)  # data_batch_2 with bytes keys, the rest with str keys
+    ds = load_dataset("cifar10", _cifar_params(tmp_path))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 10, N_CIFAR_TEST)
+    assert ds.input_shape == (3, 32, 32) and ds.train.x.dtype == torch.float32
+    assert (ds.mean, ds.std) == ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    # test split in file order; each row is 1024 red, then green, then blue values, row-major 32x32
+    expected = torch.from_numpy(written["test_x"]).float().view(-1, 3, 32, 32) / 255
+    assert torch.equal(ds.test.x, expected)
+    assert ds.test.x[3, 1, 0, 0] == written["test_x"][3, 1024] / 255  # green plane starts at 1024
+    assert ds.test.x[3, 0, 1, 0] == written["test_x"][3, 32] / 255  # second row of red
+    assert ds.test.y.tolist() == written["test_y"].tolist()
+    seen = []
+    for split in (ds.train, ds.val):
+        idx = (split.x[:, 0, 0, 0] * 255).round().long().numpy()
+        assert torch.equal(split.x, torch.from_numpy(written["train_x"][idx]).float().view(-1, 3, 32, 32) / 255)
+        assert split.y.tolist() == written["train_y"][idx].tolist()
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(5 * N_CIFAR_BATCH))
+    assert sorted(ds.val.y.tolist()) == list(range(10))
+
+
+def test_cifar10_verified_load_goes_through_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With checksums that match the files, verify: true (torchvision's reader) gives the same dataset."""
+    _write_cifar(tmp_path, bytes_keys=())  # torchvision's reader expects str keys, as in the originals
+    folder = tmp_path / CIFAR_FOLDER
+    md5 = {f: hashlib.md5((folder / f).read_bytes()).hexdigest() for f in CIFAR_FILES}
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f, md5[f]] for f in CIFAR_TRAIN])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5["batches.meta"]})
+    verified = load_dataset("cifar10", _cifar_params(tmp_path, verify=True))
+    assert verified.fingerprint() == load_dataset("cifar10", _cifar_params(tmp_path)).fingerprint()
+
+
+def test_cifar10_checksum_mismatch_explains_verify(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", {"root": str(tmp_path), "n_val": 10})  # verify: true by default
+    msg = str(info.value)
+    assert "\n" not in msg and str(tmp_path / CIFAR_FOLDER) in msg
+    assert "checksums" in msg and "verify: false" in msg
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_cifar10_missing_folder_raises_one_line_data_error(verify: bool, tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", {"root": str(tmp_path), "verify": verify})
+    msg = str(info.value)
+    assert "\n" not in msg and "'cifar10'" in msg and f"under {tmp_path / CIFAR_FOLDER};" in msg
+    assert all(f in msg for f in CIFAR_FILES[:-1]) and ("batches.meta" in msg) == verify
+    assert "download: true" in msg
+
+
+def test_cifar10_one_missing_batch_is_named(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    (tmp_path / CIFAR_FOLDER / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=r"\(missing data_batch_3\)"):
+        load_dataset("cifar10", _cifar_params(tmp_path))
+
+
+def test_cifar10_failed_download_raises_one_line_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", f"file://{tmp_path}/no-mirror/cifar-10-python.tar.gz")
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10", {"root": str(tmp_path / "data"), "download": True})
+    msg = str(info.value)
+    assert "\n" not in msg and "download to" in msg and "download: false" in msg
+
+
+class _Sneaky:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not a pickle", "not a CIFAR-10 python batch"),
+        (pickle.dumps({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}), r"'data' must be \(N, 3072\) uint8"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}), "'labels' must be 2 integers"),
+        (pickle.dumps({"data": np.zeros((2, 3072), np.uint8)}), "not a CIFAR-10 python batch"),
+        (pickle.dumps({"data": _Sneaky(), "labels": [0]}), "refusing to load posix.getcwd"),
+    ],
+)
+def test_cifar10_damaged_batches_raise_data_error(content: bytes, reason: str, tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    path = tmp_path / CIFAR_FOLDER / "data_batch_4"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=reason) as info:
+        load_dataset("cifar10", _cifar_params(tmp_path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cifar10_reads_numpy1_era_pickles(tmp_path: Path) -> None:
+    """The original batches name numpy.core.multiarray (numpy 1); they must load under numpy 2 too."""
+    _write_cifar(tmp_path)
+    path = tmp_path / CIFAR_FOLDER / "test_batch"
+    data = np.arange(3 * 3072).astype(np.uint8).reshape(3, 3072)
+    old = pickle.dumps({"data": data, "labels": [1, 2, 3]}, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+    assert b"numpy.core.multiarray" in old
+    path.write_bytes(old)
+    ds = load_dataset("cifar10", _cifar_params(tmp_path))
+    assert torch.equal(ds.test.x, torch.from_numpy(data).float().view(3, 3, 32, 32) / 255)
+    assert ds.test.y.tolist() == [1, 2, 3]
+
+
+def test_cifar10_n_val_is_checked_against_the_official_and_the_actual_size(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'cifar10': n_val=50000 .*49990 images available"):
+        DATASETS.validate("cifar10", {"n_val": 50000})
+    _write_cifar(tmp_path)
+    with pytest.raises(ConfigError, match=r"'cifar10': n_val=35 .*30 images available"):
+        load_dataset("cifar10", _cifar_params(tmp_path, n_val=35))

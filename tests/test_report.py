@@ -220,3 +220,71 @@ def test_unwritable_out_dir_raises_one_line(tmp_path, where):
         )
     message = str(info.value)
     assert "\n" not in message and str(out_dir) in message
+
+
+def test_robustness_flags_and_autoattack_are_reported(tmp_path):
+    records = [TrialRecord(r.trial_id, r.status, r.params, {**r.metrics, "test/autoattack_acc@0.1": 0.25}, r.error)
+               if r.trial_id in EXPECTED_FRONT else r for r in make_records()]
+    flags = {"teacher": [], "t01": ["PGD weaker than FGSM at eps=0.1: <b>0.5</b> > 0.4", "second violation"],
+             "t02": []}
+    written = write_report(
+        tmp_path, study_name="aa", records=records, objectives=OBJECTIVES, search_params=SEARCH_PARAMS,
+        teacher_metrics={**TEACHER, "test/autoattack_acc@0.1": 0.125}, meta={},
+        metric_columns=[*METRIC_COLUMNS, "test/autoattack_acc@0.1"], flags=flags,
+    )
+    assert read_csv(written["trials_csv"]).columns[-3] == "test/autoattack_acc@0.1"
+    md = written["report_md"].read_text(encoding="utf-8")
+    front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    assert "test/autoattack_acc@0.1" in front.splitlines()[2] and "| 0.25 |" in front
+    all_trials = md.split("## All trials", 1)[1].split("\n## ", 1)[0]
+    assert "AutoAttack acc ε=0.1 (test)" in all_trials and "| teacher |" in all_trials and "0.125" in all_trials
+    section = md.split("## Robustness sanity checks", 1)[1].split("\n## ", 1)[0]
+    assert "1 of 3 models flagged" in section
+    assert "| t01 | PGD weaker than FGSM at eps=0.1: <b>0.5</b> > 0.4 |" in section
+    assert "| t01 | second violation |" in section and "| teacher |" not in section
+    html = written["report_html"].read_text(encoding="utf-8")
+    assert "Robustness sanity checks" in html
+    assert "&lt;b&gt;0.5&lt;/b&gt; &gt; 0.4" in html and "<b>0.5</b>" not in html
+
+
+def test_robustness_section_only_when_checked(report, tmp_path):
+    out_dir, _, _ = report
+    assert "Robustness sanity checks" not in (out_dir / "report.md").read_text(encoding="utf-8")
+    written = write_report(
+        tmp_path, study_name="clean", records=make_records(), objectives=OBJECTIVES, search_params=SEARCH_PARAMS,
+        teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS, flags={"teacher": [], "t00": []},
+    )
+    md = written["report_md"].read_text(encoding="utf-8")
+    assert "None flagged: all 2 models pass." in md.split("## Robustness sanity checks", 1)[1]
+    assert list(read_csv(written["trials_csv"]).columns) == list(read_csv(out_dir / "trials.csv").columns)
+
+
+def test_source_comparison_shows_matching_trials_next_to_the_source(tmp_path):
+    from kdtune.records import Reference, ReferenceRow
+
+    records = [
+        TrialRecord("a", "COMPLETE", {"method.name": "hinton"}, {"val/acc": 0.9, "test/acc": 0.91}),
+        TrialRecord("b", "COMPLETE", {"method.name": "hinton"}, {"val/acc": 0.95, "test/acc": 0.93}),
+        TrialRecord("c", "COMPLETE", {"method.name": "ce"}, {"val/acc": 0.8, "test/acc": 0.82}),
+        TrialRecord("d", "FAILED", {"method.name": "tfkd_reg"}, error="boom"),
+    ]
+    reference = Reference("Paper, Table 1 (full MNIST there, 5k subset here)", [
+        ReferenceRow("teacher", {"test/acc": 0.99}, teacher=True),
+        ReferenceRow("KD", {"test/acc": 0.987}, {"method.name": "hinton"}),
+        ReferenceRow("no KD", {"test/acc": 0.98}, {"method.name": "ce"}),
+        ReferenceRow("Tf-KD", {"test/acc": 0.97}, {"method.name": "tfkd_reg"}),
+    ])
+    objectives = [Objective("val/acc", "max")]
+    write_report(tmp_path, study_name="ref", records=records, objectives=objectives,
+                 search_params=["method.name"], teacher_metrics={"test/acc": 0.985}, meta={},
+                 metric_columns=["val/acc", "test/acc"], reference=reference)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Against the source", 1)[1].split("\n## ", 1)[0]
+    assert "full MNIST there, 5k subset here" in section
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["teacher"][-2:] == ["0.985", "0.99"]
+    assert rows["KD"][1:] == ["b", "2", "0.93", "0.987"]  # the best of two matching trials by val/acc
+    assert rows["no KD"][1:] == ["c", "1", "0.82", "0.98"]
+    assert rows["Tf-KD"][1:] == ["–", "0", "–", "0.97"]  # failed trials never stand in for a result
+    assert "Against the source" in (tmp_path / "report.html").read_text(encoding="utf-8")

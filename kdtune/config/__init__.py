@@ -13,6 +13,7 @@ from kdtune.config._search import (
 from kdtune.config._specs import (
     AdversarySpec,
     AttackSpec,
+    AutoAttackSpec,
     Component,
     DatasetSpec,
     EvaluationSpec,
@@ -30,7 +31,7 @@ from kdtune.config._specs import (
 from kdtune.config._study import StudyConfig, format_validation_error, get_path, set_path
 
 __all__ = [
-    "AdversarySpec", "AttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
+    "AdversarySpec", "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
     "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "ModelSpec", "ObjectiveSpec",
     "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig", "TeacherSpec",
     "TrackingSpec", "TrainSpec", "format_validation_error", "get_path", "load_study", "registry_of", "set_path",

@@ -11,7 +11,6 @@ from pydantic import Field
 from kdtune.config._specs import PositiveInt, _Strict
 from kdtune.records import Objective
 
-
 Scalar = Union[bool, int, float, str, None]
 
 

@@ -129,7 +129,7 @@ class AutoAttackSpec(_Strict):
     the teacher and the Pareto-front members (``members: all``: every complete trial)."""
 
     enabled: bool = False
-    eps: list[NonNegFloat] = [0.1]
+    eps: list[PositiveFloat] = [0.1]  # ART rejects eps = 0
     n_samples: PositiveInt = 200
     members: Literal["front", "all"] = "front"
 

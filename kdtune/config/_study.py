@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import pydantic
 from pydantic import BaseModel, Field
@@ -24,8 +24,35 @@ from kdtune.config._specs import (
     registry_of,
 )
 from kdtune.errors import ConfigError
-from kdtune.records import Objective
+from kdtune.records import Objective, Reference, ReferenceRow
 from kdtune.registry import did_you_mean
+
+
+class ReferenceRowSpec(_Strict):
+    """A result the source reports: ``match`` picks kdtune's trial by searched values (or ``teacher: true``)."""
+
+    label: str
+    match: dict[str, Union[bool, int, float, str, None]] = Field(default_factory=dict)
+    teacher: bool = False
+    metrics: Annotated[dict[str, float], Field(min_length=1)]
+
+    def record(self) -> ReferenceRow:
+        return ReferenceRow(self.label, dict(self.metrics), dict(self.match), self.teacher)
+
+
+class ReferenceSpec(_Strict):
+    """The source document's own numbers, shown next to kdtune's; ``source`` cites it and states
+    how its data differ (e.g. full MNIST there, the 5,000-image subset here)."""
+
+    source: str
+    rows: Annotated[list[ReferenceRowSpec], Field(min_length=1)]
+
+    def record(self) -> Reference:
+        return Reference(self.source, [r.record() for r in self.rows])
+
+
+class ReportSpec(_Strict):
+    reference: ReferenceSpec | None = None
 
 
 class StudyConfig(_Strict):
@@ -43,6 +70,7 @@ class StudyConfig(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     output: OutputSpec = OutputSpec()
+    report: ReportSpec = ReportSpec()
 
     @pydantic.field_validator("penalties", mode="before")
     @classmethod
@@ -77,6 +105,22 @@ class StudyConfig(_Strict):
                     f"search.objectives[{i}]: unknown metric '{obj.metric}'"
                     f"{did_you_mean(obj.metric, known)}; known: {', '.join(known)}"
                 )
+        from kdtune.robustness import autoattack_metric_names
+
+        reported = known + autoattack_metric_names(self.evaluation)  # measured after the sweep: not objectives
+        for i, row in enumerate(self.report.reference.rows if self.report.reference else []):
+            where = f"report.reference.rows[{i}]"
+            for metric in row.metrics:
+                if metric not in reported:
+                    raise ValueError(f"{where}.metrics: unknown metric '{metric}'{did_you_mean(metric, reported)}")
+            for path in row.match:
+                if path not in self.search.space:
+                    raise ValueError(
+                        f"{where}.match: '{path}' is not searched{did_you_mean(path, list(self.search.space))}; "
+                        "match on search.space paths"
+                    )
+            if row.teacher == bool(row.match):
+                raise ValueError(f"{where}: give either match: {{...}} or teacher: true")
         return self
 
 

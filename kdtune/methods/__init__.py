@@ -3,7 +3,12 @@
 Importing this package registers every family.
 """
 
-from kdtune.methods import _logit  # noqa: F401 - registers hinton, ce
+from kdtune.methods import (
+    _datafree,  # noqa: F401 - registers noise, adversarial_noise, lopes_*
+    _feature,  # noqa: F401 - registers cosine, fitnets
+    _logit,  # noqa: F401 - registers hinton, ce
+    _teacher_free,  # noqa: F401 - registers tfkd_reg, tfkd_self, reversed
+)
 from kdtune.methods._base import METHODS, Distiller, MethodContext, build_method
 
 __all__ = ["METHODS", "Distiller", "MethodContext", "build_method"]

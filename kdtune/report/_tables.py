@@ -125,6 +125,12 @@ def failed_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["trial", "error"])
 
 
+def flags_table(flags: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per robustness sanity-check violation: the model (teacher or trial) and the check it failed."""
+    rows = [[model, violation] for model, found in flags.items() for violation in found]
+    return pd.DataFrame(rows, columns=["model", "violation"])
+
+
 def unscored_trials(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[str]:
     """Complete trials left off the front because an objective is missing or not finite."""
     notes = []
@@ -187,7 +193,7 @@ def _available_metrics(
 
 
 def _results_columns(available: list[str], objectives: Sequence[Objective]) -> list[tuple[str, str]]:
-    """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc per eps."""
+    """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc and AutoAttack acc per eps."""
     split = "test" if "test/acc" in available else "val"
     columns = [(f"{split}/acc", f"accuracy ({split})")]
     columns.append(("model/params", "params"))
@@ -195,6 +201,9 @@ def _results_columns(available: list[str], objectives: Sequence[Objective]) -> l
     columns.append(("jacobian/norm", "Jacobian norm"))
     robust = [m for m in available if m.startswith(f"{split}/robust_acc@")]
     columns += [(m, f"robust acc ε={m.split('@', 1)[1]} ({split})") for m in sorted(robust, key=_eps)]
+    autoattack = [m for m in available if "/autoattack_acc@" in m]  # measured on the test split only
+    columns += [(m, f"AutoAttack acc ε={m.split('@', 1)[1]} ({m.split('/', 1)[0]})")
+                for m in sorted(autoattack, key=_eps)]
     columns = [(m, header) for m, header in columns if m in available]
     shown = {m for m, _ in columns}
     extra = [(o.metric, o.metric) for o in objectives if o.metric not in shown and o.metric in available]

@@ -12,9 +12,10 @@ import pandas as pd
 
 from kdtune.errors import KdtuneError
 from kdtune.pareto import usable_scale
-from kdtune.records import Objective, TrialRecord
+from kdtune.records import Objective, Reference, TrialRecord
 from kdtune.report import _tables
 from kdtune.report._plots import front_plots
+from kdtune.report._reference import reference_table
 from kdtune.report._render import Block, Facts, Heading, Image, Table, Text, to_html, to_markdown
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,14 @@ def write_report(
     teacher_metrics: dict[str, float],
     meta: dict[str, str],
     metric_columns: list[str],
+    flags: dict[str, list[str]] | None = None,
+    reference: Reference | None = None,
 ) -> dict[str, Path]:
     """Write trials.csv, pareto.csv, one front plot per pair of objectives, report.md, report.html.
+
+    ``flags`` maps each checked model ("teacher" or a trial id) to its robustness sanity-check
+    violations (``kdtune.robustness.masking_checks``); the report lists them when given.
+    ``reference`` is the source document's own results, shown next to the matching trials.
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each plot by its file stem (``front_val-acc__latency-ms_b1``).
@@ -56,7 +63,7 @@ def write_report(
         blocks = _report_blocks(
             records, front, objectives, plots,
             search_params=search_params, teacher_metrics=teacher_metrics, meta=meta,
-            metric_columns=metric_columns,
+            metric_columns=metric_columns, flags=flags, reference=reference,
         )
         title = f"kdtune report: {study_name}"
         written["report_md"] = out_dir / "report.md"
@@ -88,6 +95,8 @@ def _report_blocks(
     teacher_metrics: dict[str, float],
     meta: dict[str, str],
     metric_columns: Sequence[str],
+    flags: dict[str, list[str]] | None = None,
+    reference: Reference | None = None,
 ) -> list[Block]:
     n_failed = sum(r.status != "COMPLETE" for r in records)
     counts = (f"{len(records)} trials: {len(records) - n_failed} complete, {n_failed} failed,"
@@ -104,6 +113,7 @@ def _report_blocks(
         Heading("Pareto front"),
         Table(_tables.front_table(records, front, objectives, search_params=search_params,
                                   metric_columns=metric_columns), "No trial is on the front."),
+        *_reference_blocks(reference, records, objectives, teacher_metrics),
         Heading("All trials"),
         Table(_tables.results_table(records, front, objectives, teacher_metrics=teacher_metrics,
                                     metric_columns=metric_columns, search_params=search_params)),
@@ -114,6 +124,8 @@ def _report_blocks(
     if unscored:
         blocks.append(Text("Complete but without finite objective values (not eligible for the "
                            "front): " + "; ".join(unscored) + "."))
+    if flags is not None:
+        blocks += _flags_blocks(flags)
     blocks.append(Heading("Front plots"))
     pairs = itertools.combinations(objectives, 2)  # the order front_plots wrote them in
     blocks += [Image(f"{y.metric} vs {x.metric}", path)
@@ -121,6 +133,32 @@ def _report_blocks(
     if not plots:
         blocks.append(Text("A single objective: no pairwise plots."))
     return blocks
+
+
+def _reference_blocks(
+    reference: Reference | None,
+    records: Sequence[TrialRecord],
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+) -> list[Block]:
+    if reference is None:
+        return []
+    table = reference_table(reference, records, objectives, teacher_metrics)
+    return [Heading("Against the source"), Text(f"Source: {reference.source}"), Table(table)]
+
+
+def _flags_blocks(flags: dict[str, list[str]]) -> list[Block]:
+    checks = (
+        "Gradient-masking sanity checks (arXiv:1902.06705) on the test split, each with a small tolerance:"
+        " accuracy under PGD, FGSM and AutoAttack does not rise with ε; PGD is no weaker than FGSM and"
+        " AutoAttack no weaker than PGD at the same ε; no robust accuracy exceeds clean accuracy."
+    )
+    n_flagged = sum(bool(found) for found in flags.values())
+    return [
+        Heading("Robustness sanity checks"),
+        Text(f"{checks} {n_flagged} of {len(flags)} models flagged."),
+        Table(_tables.flags_table(flags), f"None flagged: all {len(flags)} models pass."),
+    ]
 
 
 def _hypervolume_blocks(

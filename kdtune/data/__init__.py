@@ -1,0 +1,12 @@
+"""Datasets held in memory as tensors: the bundled 5k MNIST subset and scikit-learn's 8x8 digits
+(both offline), torchvision's MNIST / Fashion-MNIST and CIFAR-10. Pixels are float32 in [0, 1]; models
+normalize internally.
+
+    ds = load_dataset("mnist_5k", {"n_train": 3000})
+    for x, y in ds.train.batches(128, shuffle=True, generator=g): ...
+"""
+
+from kdtune.data import _cifar, _digits, _mnist  # noqa: F401 - registers the datasets
+from kdtune.data._core import DATASETS, DEFAULT_ROOT, MNIST_INFO, DataInfo, Dataset, Split, load_dataset
+
+__all__ = ["DATASETS", "DEFAULT_ROOT", "MNIST_INFO", "DataInfo", "Dataset", "Split", "load_dataset"]

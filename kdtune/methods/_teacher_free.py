@@ -1,0 +1,135 @@
+"""KD without a stronger teacher (Yuan et al. 2020, arXiv:1909.11723): KD as learned label smoothing.
+
+``tfkd_reg`` distils from a hand-made virtual teacher, ``tfkd_self`` from a CE-pretrained copy of the
+student, ``reversed`` (Re-KD) from a weaker model. The helper models are trained once and cached on disk
+like the study's teacher (key: their training spec, the data and the seed), so trials share them.
+Their logits are computed live per batch on the clean inputs: the study's cached ``teacher_logits``
+belong to the study's own teacher. Defaults are the authors' configs (github.com/yuanli2333/
+Teacher-free-Knowledge-Distillation); the KL is the batch mean, as in ``hinton_kd``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import torch
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+from torch import Tensor
+
+from kdtune.errors import ConfigError
+from kdtune.losses import hinton_kd
+from kdtune.methods._base import METHODS, Distiller, MethodContext
+from kdtune.models import MODELS
+from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
+
+log = logging.getLogger(__name__)
+
+Temperature = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+CorrectProb = Annotated[float, Field(ge=0.9, le=1)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def _valid_model(raw: dict[str, Any]) -> dict[str, Any]:
+    """``{name: ..., **params}`` checked against the models registry at load time, defaults filled in."""
+    params = dict(raw)
+    name = params.pop("name", None)
+    if not isinstance(name, str):
+        raise PydanticCustomError("model", "expected {name: <model>, ...}, e.g. {name: mlp, hidden: [32]}")
+    try:
+        return {"name": name, **MODELS.validate(name, params)}
+    except ConfigError as err:
+        raise PydanticCustomError("model", str(err)) from None
+
+
+ModelConfig = Annotated[dict[str, Any], AfterValidator(_valid_model)]
+
+
+def virtual_teacher(labels: Tensor, n_classes: int, *, a: float) -> Tensor:
+    """Tf-KD_reg's p^d: ``a`` on the correct class, (1-a)/(K-1) on each other; (B, K), rows sum to 1."""
+    p = torch.full((len(labels), n_classes), (1 - a) / (n_classes - 1), device=labels.device)  # (B, K)
+    return p.scatter_(1, labels.unsqueeze(1), a)
+
+
+class _VirtualTeacher(Distiller):
+    def __init__(self, ctx: MethodContext, a: float, temperature: float, alpha: float) -> None:
+        super().__init__(ctx)
+        self.a, self.temperature, self.alpha = a, temperature, alpha
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        p_virtual = virtual_teacher(y, logits.shape[1], a=self.a)  # (B, K), used as logits: softmax(p^d / T)
+        return {"task": hinton_kd(logits, p_virtual, y, temperature=self.temperature, alpha=self.alpha)}
+
+
+@METHODS.register("tfkd_reg")
+def tfkd_reg(
+    *,
+    ctx: MethodContext,
+    a: CorrectProb = 0.99,
+    temperature: Temperature = 20.0,
+    alpha: Fraction = 0.9,
+) -> Distiller:
+    """Tf-KD_reg (arXiv:1909.11723): (1-α)·CE + α·T²·KL(softmax(p^d/T) || softmax(s/T)), p^d = a on y.
+
+    No teacher. The authors' code compares p^d/T with the student at T=1; here both sides use T, as in KD.
+    """
+    return _VirtualTeacher(ctx, a, temperature, alpha)
+
+
+class _LiveTeacherKD(Distiller):
+    """Hinton KD from a helper model (not a submodule: it is frozen and never in the optimizer)."""
+
+    def __init__(self, ctx: MethodContext, helper: Teacher, temperature: float, alpha: float) -> None:
+        super().__init__(ctx)
+        frozen(helper.model, ctx.data.train.x.device)
+        self.helper, self.temperature, self.alpha = helper, temperature, alpha
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():  # targets from the clean inputs, as hinton's (x may be adversarial)
+            targets = self.helper.model(self.transfer_set().x[idx])  # (B, K)
+        return {"task": hinton_kd(logits, targets, y, temperature=self.temperature, alpha=self.alpha)}
+
+
+def _train_helper(ctx: MethodContext, spec: Any, what: str) -> Teacher:
+    root = ctx.cache if ctx.cache is not None else cache_dir(None)
+    helper = load_or_train_teacher(spec, ctx.data, seed=ctx.seed, root=root)
+    log.info("%s: %s helper model %s (%s)", what, "loaded" if helper.from_cache else "trained",
+             spec.model.name, helper.path)  # fmt: skip
+    return helper
+
+
+@METHODS.register("tfkd_self")
+def tfkd_self(
+    *,
+    ctx: MethodContext,
+    temperature: Temperature = 6.0,
+    alpha: Fraction = 0.95,
+) -> Distiller:
+    """Tf-KD_self (arXiv:1909.11723): Hinton KD from a CE-pretrained copy of the student (same spec, seed).
+
+    (1-α)·CE + α·T²·KL(p_self^T || p_s^T); T=6, α=0.95 as the authors' ResNet-18 self-teacher config.
+    """
+    return _LiveTeacherKD(ctx, _train_helper(ctx, ctx.student_spec, "tfkd_self"), temperature, alpha)
+
+
+@METHODS.register("reversed")
+def reversed_kd(
+    *,
+    ctx: MethodContext,
+    teacher_model: ModelConfig = {"name": "mlp", "hidden": [32]},  # noqa: B006 - validated copy, never mutated
+    teacher_epochs: PositiveInt = 5,
+    temperature: Temperature = 20.0,
+    alpha: Fraction = 0.6,
+) -> Distiller:
+    """Re-KD (arXiv:1909.11723): a weaker, CE-trained ``teacher_model`` teaches the student by Hinton KD.
+
+    The weak teacher trains for ``teacher_epochs`` with the student's optimizer settings; T=20, α=0.6 as
+    the authors' weak-teacher configs (MobileNetV2/ShuffleNetV2 -> ResNet-18).
+    """
+    from kdtune.config import TrainSpec  # lazy: the config package resolves registries, methods included
+
+    student = {k: v for k, v in ctx.student_spec.model_dump().items() if k in TrainSpec.model_fields}
+    spec = TrainSpec.model_validate({**student, "model": teacher_model, "epochs": teacher_epochs})
+    return _LiveTeacherKD(ctx, _train_helper(ctx, spec, "reversed"), temperature, alpha)

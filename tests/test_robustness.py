@@ -1,0 +1,181 @@
+"""Tests for kdtune.robustness: gradient-masking checks, AutoAttack accuracy (ART), their config and runner hooks."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from kdtune import attacks, runner
+from kdtune.config import AutoAttackSpec, EvaluationSpec, StudyConfig, TrainSpec, load_study
+from kdtune.errors import ConfigError
+from kdtune.evaluate import accuracy, metric_names, robust_accuracy
+from kdtune.models import build_model
+from kdtune.records import TrialRecord
+from kdtune.robustness import autoattack_accuracy, autoattack_metric, autoattack_metric_names, masking_checks
+from kdtune.teacher import Teacher
+from kdtune.train import fit_teacher
+from kdtune.trainable import STUDENT_FILE
+
+EPS = [0.05, 0.1, 0.2]
+CLEAN = {  # a plausible, unflagged model: accuracy falls with eps, PGD <= FGSM, AutoAttack <= PGD
+    "test/acc": 0.90,
+    "test/robust_acc@0.05": 0.60, "test/robust_acc@0.1": 0.40, "test/robust_acc@0.2": 0.10,
+    "test/fgsm_acc@0.05": 0.65, "test/fgsm_acc@0.1": 0.50, "test/fgsm_acc@0.2": 0.30,
+    "test/autoattack_acc@0.1": 0.35,
+    "val/robust_acc@0.2": 0.99,  # another split: not checked
+}
+
+
+def test_plausible_metrics_pass():
+    assert masking_checks(CLEAN, EPS) == []
+
+
+def test_missing_and_nan_metrics_are_skipped():
+    assert masking_checks({}, EPS) == []
+    assert masking_checks({**CLEAN, "test/robust_acc@0.2": float("nan"), "test/acc": float("nan")}, EPS) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expect"),
+    [
+        ({"test/robust_acc@0.2": 0.45}, "PGD accuracy rises with eps: test/robust_acc@0.2=0.4500 > test/robust"),
+        ({"test/fgsm_acc@0.1": 0.70}, "FGSM accuracy rises with eps: test/fgsm_acc@0.1=0.7000 > test/fgsm_acc@0.05"),
+        ({"test/robust_acc@0.1": 0.52}, "PGD weaker than FGSM at eps=0.1: test/robust_acc@0.1=0.5200 > test/fgsm"),
+        ({"test/autoattack_acc@0.1": 0.45}, "AutoAttack weaker than PGD at eps=0.1"),
+        ({"test/acc": 0.55}, "PGD accuracy above clean accuracy: test/robust_acc@0.05=0.6000 > test/acc=0.5500"),
+    ],
+)
+def test_each_violation_is_reported_in_one_line(change, expect):
+    found = masking_checks({**CLEAN, **change}, EPS)
+    assert any(expect in line for line in found), found
+    assert all("\n" not in line for line in found)
+
+
+def test_monotonicity_skips_eps_without_a_value():
+    metrics = {"test/autoattack_acc@0.05": 0.3, "test/autoattack_acc@0.2": 0.5}  # nothing at 0.1
+    assert masking_checks(metrics, EPS) == [
+        "AutoAttack accuracy rises with eps: test/autoattack_acc@0.2=0.5000 > test/autoattack_acc@0.05=0.3000"
+    ]
+
+
+@pytest.mark.parametrize(("excess", "flagged"), [(0.0, False), (0.01, False), (0.0101, True)])
+@pytest.mark.parametrize(
+    ("lower", "higher"),  # the second may exceed the first by at most tol
+    [
+        ("test/robust_acc@0.1", "test/robust_acc@0.2"),
+        ("test/fgsm_acc@0.1", "test/robust_acc@0.1"),
+        ("test/robust_acc@0.1", "test/autoattack_acc@0.1"),
+        ("test/acc", "test/fgsm_acc@0.1"),
+    ],
+)
+def test_tolerance_edge(lower, higher, excess, flagged):
+    metrics = {lower: 0.40, higher: 0.40 + excess}  # exactly tol apart passes (float round-off forgiven)
+    assert bool(masking_checks(metrics, EPS)) is flagged
+    assert masking_checks(metrics, EPS, tol=0.02) == []
+
+
+def test_split_selects_the_metrics():
+    metrics = {"val/acc": 0.5, "val/robust_acc@0.1": 0.6}
+    assert masking_checks(metrics, [0.1]) == []
+    assert masking_checks(metrics, [0.1], split="val") == [
+        "PGD accuracy above clean accuracy: val/robust_acc@0.1=0.6000 > val/acc=0.5000"
+    ]
+
+
+# ---------------------------------------------------------------- AutoAttack through ART
+
+
+@pytest.fixture(scope="module")
+def trained(small_data):
+    torch.manual_seed(0)
+    model = build_model("mlp", {"hidden": [32]}, small_data.info)
+    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 3}), seed=0)
+    return model
+
+
+@pytest.fixture
+def _art_home(tmp_path, monkeypatch):
+    """ART writes ~/.art/config.json when first imported: keep it out of the user's home."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.mark.usefixtures("_art_home")
+def test_autoattack_is_at_least_as_strong_as_pgd(small_data, trained):
+    x, y = small_data.test.x[:64], small_data.test.y[:64]
+    clean = accuracy(trained, x, y)
+    pgd = functools.partial(attacks.pgd, eps=0.1, steps=20, generator=torch.Generator().manual_seed(0))
+    pgd_acc = robust_accuracy(trained, x, y, pgd)
+    trained.train()
+    aa = autoattack_accuracy(trained, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)
+    assert trained.training  # the model's mode is restored
+    assert clean > 0.6
+    assert 0.0 <= aa <= clean
+    assert aa <= pgd_acc + 0.05
+    assert aa == autoattack_accuracy(trained, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)  # seeded
+
+
+# ---------------------------------------------------------------- config and runner integration
+
+MINI = """\
+name: mini
+teacher: {model: {name: mlp}}
+student: {model: {name: mlp, hidden: [16]}}
+search:
+  space:
+    method.temperature: {type: float, low: 1.0, high: 8.0}
+  objectives: [{metric: val/acc, mode: max}]
+  budget: 2
+"""
+
+
+def _study(tmp_path, text: str) -> StudyConfig:
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_study(path)
+
+
+def test_autoattack_config_validates_and_names_its_metrics(tmp_path):
+    enabled = "evaluation: {autoattack: {enabled: true, eps: [0.1, 0.2], n_samples: 64, members: all}}\n"
+    cfg = _study(tmp_path, MINI + enabled)
+    assert cfg.evaluation.autoattack == AutoAttackSpec(enabled=True, eps=[0.1, 0.2], n_samples=64, members="all")
+    assert autoattack_metric_names(cfg.evaluation) == ["test/autoattack_acc@0.1", "test/autoattack_acc@0.2"]
+    assert autoattack_metric(0.05) == "test/autoattack_acc@0.05"
+
+
+@pytest.mark.parametrize("bad", ["{members: some}", "{eps: [0.0]}", "{n_samples: 0}", "{enable: true}"])
+def test_bad_autoattack_config_raises(tmp_path, bad):
+    with pytest.raises(ConfigError, match="autoattack"):
+        _study(tmp_path, MINI + f"evaluation: {{autoattack: {bad}}}\n")
+
+
+def test_disabled_autoattack_leaves_metric_columns_unchanged(tmp_path):
+    spec = _study(tmp_path, MINI).evaluation
+    assert spec.autoattack.enabled is False
+    assert autoattack_metric_names(spec) == []
+    assert autoattack_metric_names(EvaluationSpec(autoattack={"eps": [0.3]})) == []
+    assert metric_names(spec) + autoattack_metric_names(spec) == metric_names(spec)
+
+
+@pytest.mark.usefixtures("_art_home")
+def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_data):
+    cfg = _study(tmp_path, MINI + "evaluation: {eps: [0.1], autoattack: {enabled: true, n_samples: 16}}\n")
+    records = []
+    for i, acc in enumerate([0.9, 0.5]):  # t0 is the front (one objective: val/acc)
+        student = build_model("mlp", {"hidden": [16]}, small_data.info)
+        (tmp_path / f"t{i}").mkdir()
+        torch.save(student.state_dict(), tmp_path / f"t{i}" / STUDENT_FILE)
+        metrics = {"val/acc": acc, "test/acc": 0.1, "test/robust_acc@0.1": 0.3}  # t0, t1: PGD above clean
+        records.append(TrialRecord(f"t{i}", "COMPLETE", {}, metrics, checkpoint=str(tmp_path / f"t{i}")))
+    records.append(TrialRecord("t2", "FAILED", error="boom"))
+    teacher = Teacher(build_model("mlp", {}, small_data.info), [], tmp_path, from_cache=False)
+    lines: list[str] = []
+    records, teacher_metrics = runner._autoattack(cfg, small_data, teacher, records, {"test/acc": 1.0}, lines.append)
+    name = "test/autoattack_acc@0.1"
+    assert 0.0 <= records[0].metrics[name] <= 1.0 and 0.0 <= teacher_metrics[name] <= 1.0
+    assert name not in records[1].metrics and not records[2].metrics
+    flags = runner._masking_flags(cfg, records, teacher_metrics, lines.append)
+    assert set(flags) == {"teacher", "t0", "t1"} and flags["teacher"] == []
+    assert flags["t1"] == ["PGD accuracy above clean accuracy: test/robust_acc@0.1=0.3000 > test/acc=0.1000"]
+    assert lines[-1] == "robustness sanity checks: 2 of 3 models flagged (t0, t1)"
