@@ -42,6 +42,7 @@ class StudentRun:
     student: nn.Module
     history: list[dict[str, float]]
     metrics: dict[str, float]
+    provenance: dict[str, str]  # what the student learned from (method, transfer set, real data used)
 
 
 def run_student(cfg: StudyConfig, ctx: MethodContext, *, on_epoch: EpochCallback | None = None) -> StudentRun:
@@ -55,4 +56,5 @@ def run_student(cfg: StudyConfig, ctx: MethodContext, *, on_epoch: EpochCallback
         adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch,
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
-    return StudentRun(student, history, metrics)
+    provenance = {"method": cfg.method.name, **stack.distiller.provenance}
+    return StudentRun(student, history, metrics, {k: str(v) for k, v in provenance.items() if k != "cache"})

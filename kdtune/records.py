@@ -33,6 +33,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     checkpoint: str | None = None
+    provenance: dict[str, str] = field(default_factory=dict)  # what the student learned from
 
     def objective_values(self, objectives: list[Objective]) -> list[float] | None:
         """The objectives' values, or None if the trial failed or any value is missing/non-finite."""

@@ -83,22 +83,14 @@ def run_study(
             cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
             storage=workdir / cfg.output.ray, run_name=run_name, callbacks=callbacks,
         )
-        records, teacher_metrics = _serial_latency(cfg, data, teacher, records, teacher_metrics)
-        records, teacher_metrics = _autoattack(cfg, data, teacher, records, teacher_metrics, echo)
-        flags = _masking_flags(cfg, records, teacher_metrics, echo)
-        robust_names = autoattack_metric_names(cfg.evaluation)  # [] unless AutoAttack is enabled
-        tracker.log_metrics(None, {f"teacher/{k}": teacher_metrics[k] for k in robust_names if k in teacher_metrics})
-        for r in records:
-            if r.status == "COMPLETE":
-                post_sweep = {k: v for k, v in r.metrics.items() if k.startswith("latency/") or k in robust_names}
-                tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
-                tracker.log_artifacts(r.trial_id, [Path(r.checkpoint) / STUDENT_FILE] if r.checkpoint else [])
+        records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
+        _log_after_sweep(tracker, cfg, records, teacher_metrics)
         out_dir = workdir / cfg.output.reports / cfg.name
         paths = write_report(
             out_dir, study_name=cfg.name, records=records, objectives=cfg.objectives,
             search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
             meta=_meta(cfg, data, run_name, time.monotonic() - start) | _autoattack_meta(cfg),
-            metric_columns=metric_names(cfg.evaluation) + robust_names, flags=flags,
+            metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
             reference=cfg.report.reference.record() if cfg.report.reference else None,
         )
         hv = hypervolume_of(records, cfg.objectives, teacher_metrics)
@@ -111,20 +103,43 @@ def run_study(
     return StudyOutcome(records, paths, hv, teacher_metrics, run_name)
 
 
+def _after_sweep(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], teacher_metrics: dict[str, float],
+    echo: Callable[[str], None],
+) -> tuple[list[TrialRecord], dict[str, float], dict[str, list[str]]]:
+    """Measurements made serially once the sweep is over: latency, AutoAttack, gradient-masking checks."""
+    students = {r.trial_id: _load_student(cfg, data, r) for r in records if r.status == "COMPLETE" and r.checkpoint}
+    records, teacher_metrics = _serial_latency(cfg, data, teacher, students, records, teacher_metrics)
+    records, teacher_metrics = _autoattack(cfg, data, teacher, students, records, teacher_metrics, echo)
+    return records, teacher_metrics, _masking_flags(cfg, records, teacher_metrics, echo)
+
+
+def _log_after_sweep(
+    tracker: Tracker, cfg: StudyConfig, records: list[TrialRecord], teacher_metrics: dict[str, float]
+) -> None:
+    """The post-sweep metrics (serial latency, AutoAttack) and each student's weights, into MLflow."""
+    robust_names = autoattack_metric_names(cfg.evaluation)  # [] unless AutoAttack is enabled
+    tracker.log_metrics(None, {f"teacher/{k}": teacher_metrics[k] for k in robust_names if k in teacher_metrics})
+    for r in records:
+        if r.status == "COMPLETE":
+            post_sweep = {k: v for k, v in r.metrics.items() if k.startswith("latency/") or k in robust_names}
+            tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
+            tracker.log_artifacts(r.trial_id, [Path(r.checkpoint) / STUDENT_FILE] if r.checkpoint else [])
+
+
+def _with_metrics(records: list[TrialRecord], extra: dict[str, dict[str, float]]) -> list[TrialRecord]:
+    """Records with ``extra[trial_id]`` merged into their metrics."""
+    return [dataclasses.replace(r, metrics={**r.metrics, **extra[r.trial_id]}) if r.trial_id in extra else r
+            for r in records]
+
+
 def _serial_latency(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], teacher_metrics: dict[str, float]
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, students: dict[str, nn.Module],
+    records: list[TrialRecord], teacher_metrics: dict[str, float],
 ) -> tuple[list[TrialRecord], dict[str, float]]:
     """Re-measure the latency of the teacher and every finished student side by side, one at a time."""
-    models = {"__teacher__": teacher.model.cpu()}
-    for r in records:
-        if r.status == "COMPLETE" and r.checkpoint:
-            models[r.trial_id] = _load_student(cfg, data, r)
-    latency = measure_latency(models, data.input_shape, cfg.evaluation.latency)
-    updated = [
-        dataclasses.replace(r, metrics={**r.metrics, **latency[r.trial_id]}) if r.trial_id in latency else r
-        for r in records
-    ]
-    return updated, {**teacher_metrics, **latency["__teacher__"]}
+    latency = measure_latency({"__teacher__": teacher.model.cpu(), **students}, data.input_shape, cfg.evaluation.latency)
+    return _with_metrics(records, latency), {**teacher_metrics, **latency["__teacher__"]}
 
 
 def _load_student(cfg: StudyConfig, data: Dataset, record: TrialRecord) -> nn.Module:
@@ -137,15 +152,15 @@ def _load_student(cfg: StudyConfig, data: Dataset, record: TrialRecord) -> nn.Mo
 
 
 def _autoattack(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], teacher_metrics: dict[str, float],
-    echo: Callable[[str], None],
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, students: dict[str, nn.Module],
+    records: list[TrialRecord], teacher_metrics: dict[str, float], echo: Callable[[str], None],
 ) -> tuple[list[TrialRecord], dict[str, float]]:
     """Add ``test/autoattack_acc@<eps>`` to the teacher and the front members (or all complete trials)."""
     spec = cfg.evaluation.autoattack
     if not spec.enabled or not spec.eps:
         return records, teacher_metrics
     on_front = front_mask(records, cfg.objectives) if spec.members == "front" else [True] * len(records)
-    chosen = {r.trial_id for r, f in zip(records, on_front) if f and r.status == "COMPLETE" and r.checkpoint}
+    chosen = [r.trial_id for r, f in zip(records, on_front) if f and r.trial_id in students]
     x, y = data.test.x[: spec.n_samples].cpu(), data.test.y[: spec.n_samples].cpu()
     echo(f"AutoAttack at eps {', '.join(map(str, spec.eps))} on the first {len(y)} test images: "
          f"the teacher and {len(chosen)} trial(s)")
@@ -156,12 +171,8 @@ def _autoattack(
             for e in spec.eps
         }
 
-    updated = [
-        dataclasses.replace(r, metrics={**r.metrics, **attacked(_load_student(cfg, data, r))})
-        if r.trial_id in chosen else r
-        for r in records
-    ]
-    return updated, {**teacher_metrics, **attacked(teacher.model.cpu())}
+    robust = {trial_id: attacked(students[trial_id]) for trial_id in chosen}
+    return _with_metrics(records, robust), {**teacher_metrics, **attacked(teacher.model.cpu())}
 
 
 def _masking_flags(

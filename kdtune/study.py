@@ -123,6 +123,9 @@ class TrackingCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         metrics = {k: v for k, v in result.items() if "/" in k}
         self.tracker.log_metrics(trial.trial_id, metrics, step=int(result.get("epoch", 0)))
+        provenance = _provenance(result)
+        if provenance:
+            self.tracker.set_tags(trial.trial_id, {f"provenance.{k}": v for k, v in provenance.items()})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_trial(trial.trial_id)
@@ -227,7 +230,16 @@ def _record(result: Any, known: set[str]) -> TrialRecord:
         metrics={} if failed else metrics,
         error=error_reason(result.error) if failed else None,
         checkpoint=result.checkpoint.path if (result.checkpoint and not failed) else None,
+        provenance=_provenance(result.metrics or {}),
     )
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, str]:
+    """The trial's provenance fields (Tune flattens the reported dict to ``provenance/<key>``)."""
+    nested = result.get("provenance")
+    if isinstance(nested, dict):
+        return {k: str(v) for k, v in nested.items()}
+    return {k.split("/", 1)[1]: str(v) for k, v in result.items() if k.startswith("provenance/")}
 
 
 def _trial_id(result: Any) -> str:

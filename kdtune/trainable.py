@@ -57,7 +57,7 @@ def run_trial(
     run = run_student(cfg, ctx, on_epoch=on_epoch)
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
-    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs}
+    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance}
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(run.student.state_dict(), Path(tmp) / STUDENT_FILE)
         (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True))

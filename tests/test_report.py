@@ -288,3 +288,19 @@ def test_source_comparison_shows_matching_trials_next_to_the_source(tmp_path):
     assert rows["no KD"][1:] == ["c", "1", "0.82", "0.98"]
     assert rows["Tf-KD"][1:] == ["–", "0", "–", "0.97"]  # failed trials never stand in for a result
     assert "Against the source" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_says_what_each_student_learned_from(tmp_path):
+    synthetic = {"method": "noise", "transfer_set": "synthetic", "n": "2000", "from_real_data": "nothing"}
+    real = {"method": "hinton", "transfer_set": "training split", "from_real_data": "training images"}
+    records = [
+        TrialRecord("a", "COMPLETE", {}, {"val/acc": 0.2}, provenance=synthetic),
+        TrialRecord("b", "COMPLETE", {}, {"val/acc": 0.9}, provenance=real),
+        TrialRecord("c", "COMPLETE", {}, {"val/acc": 0.3}, provenance=synthetic),
+    ]
+    write_report(tmp_path, study_name="p", records=records, objectives=[Objective("val/acc", "max")],
+                 search_params=[], teacher_metrics={}, meta={}, metric_columns=["val/acc"])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    section = md.split("## What each student learned from", 1)[1].split("\n## ", 1)[0]
+    assert "| noise | synthetic, 2000 examples | nothing | a, c |" in section
+    assert "| hinton | training split | training images | b |" in section

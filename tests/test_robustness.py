@@ -171,7 +171,10 @@ def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_
     records.append(TrialRecord("t2", "FAILED", error="boom"))
     teacher = Teacher(build_model("mlp", {}, small_data.info), [], tmp_path, from_cache=False)
     lines: list[str] = []
-    records, teacher_metrics = runner._autoattack(cfg, small_data, teacher, records, {"test/acc": 1.0}, lines.append)
+    students = {r.trial_id: runner._load_student(cfg, small_data, r) for r in records if r.checkpoint}
+    records, teacher_metrics = runner._autoattack(
+        cfg, small_data, teacher, students, records, {"test/acc": 1.0}, lines.append
+    )
     name = "test/autoattack_acc@0.1"
     assert 0.0 <= records[0].metrics[name] <= 1.0 and 0.0 <= teacher_metrics[name] <= 1.0
     assert name not in records[1].metrics and not records[2].metrics

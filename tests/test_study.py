@@ -86,6 +86,8 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
 
     # every trial finished and is reported once, with one progress line each
     assert [r.status for r in outcome.records] == ["COMPLETE"] * 4
+    assert all(r.provenance == {"method": "hinton", "transfer_set": "training split",
+                                "from_real_data": "training images"} for r in outcome.records)
     assert len({r.trial_id for r in outcome.records}) == 4
     assert sum("done" in line for line in lines) == 4
 
@@ -130,6 +132,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert [m.step for m in history] == [1, 2]
         assert "val/robust_acc_at_0.1" in child.data.metrics
         assert child.data.tags["pareto"] in ("true", "false")
+        assert child.data.tags["provenance.transfer_set"] == "training split"
         assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["student.pt"]
     report_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/trials.csv", "report/report.html"} <= report_files

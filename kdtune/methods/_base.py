@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -46,6 +46,8 @@ class Distiller(nn.Module):
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
         self.ctx = ctx
+        # What the student learned from; data-free methods replace this (the report shows it per trial).
+        self.provenance: dict[str, Any] = {"transfer_set": "training split", "from_real_data": "training images"}
 
     def attach(self, student: nn.Module) -> None:
         """Hook into the student before training (feature taps); nothing by default."""

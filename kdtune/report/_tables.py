@@ -220,3 +220,24 @@ def _eps(metric: str) -> float:
         return float(metric.split("@", 1)[1])
     except ValueError:
         return math.inf
+
+
+def provenance_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
+    """What the students learned from, one row per distinct method and transfer set, with the trials."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for r in records:
+        if r.status == "COMPLETE" and r.provenance:
+            p = r.provenance
+            key = (p.get("method", MISSING), _describe_set(p), p.get("from_real_data", MISSING))
+            groups.setdefault(key, []).append(r.trial_id)
+    rows = [[*key, ", ".join(ids)] for key, ids in sorted(groups.items())]
+    return pd.DataFrame(rows, columns=["method", "student trained on", "taken from the real training data", "trials"])
+
+
+def _describe_set(p: dict[str, str]) -> str:
+    parts = [p.get("transfer_set", MISSING)]
+    if "n" in p:
+        parts.append(f"{p['n']} examples")
+    if "objective" in p:
+        parts.append(f"objective {p['objective']}")
+    return ", ".join(parts)

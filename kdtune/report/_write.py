@@ -119,6 +119,10 @@ def _report_blocks(
                                     metric_columns=metric_columns, search_params=search_params)),
         Heading("Failed trials"),
         Table(_tables.failed_table(records), "None."),
+        Heading("What each student learned from"),
+        Text("Data-free methods train the student on a synthetic transfer set only; the last column says what, "
+             "if anything, was taken from the real training images to build it."),
+        Table(_tables.provenance_table(records), "No provenance recorded."),
     ]
     unscored = _tables.unscored_trials(records, objectives)
     if unscored:
