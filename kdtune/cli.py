@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from kdtune.errors import KdtuneError
@@ -38,6 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kdtune: interrupted; finished trials are kept under the study's Ray storage", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        where = _save_traceback()
+        first = str(err).splitlines()[0][:300] if str(err) else ""
+        print(f"kdtune: internal error: {type(err).__name__}: {first} (traceback saved to {where}; "
+              "please report it with the study file)", file=sys.stderr)
+        return 1
+
+
+def _save_traceback() -> Path:
+    from kdtune.teacher import cache_dir
+
+    path = cache_dir(None) / "last-error.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError:
+        path = Path("(unwritable)")
+    return path
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -100,6 +100,9 @@ def run_study(
         status = "FINISHED"
     finally:
         tracker.end_sweep(status)
+        if tracker.failures:
+            echo(f"MLflow: {len(tracker.failures)} write(s) failed, first: {tracker.failures[0]}; "
+                 "the report and Ray's records are complete")
     return StudyOutcome(records, paths, hv, teacher_metrics, run_name)
 
 

@@ -109,6 +109,10 @@ def build_searcher(cfg: StudyConfig) -> OptunaSearch:
     )
 
 
+# Study-level sections, the same for every trial (the sweep's parent run has them).
+NOT_TRIAL_PARAMS = ("search", "report", "tracking", "output", "description")
+
+
 class TrackingCallback(tune.Callback):
     """Mirrors each trial into MLflow from the driver: params at start, metrics per report, end state."""
 
@@ -116,7 +120,8 @@ class TrackingCallback(tune.Callback):
         self.tracker, self.cfg = tracker, cfg
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        params = _flatten(self.cfg.with_overrides(trial.config).to_raw())
+        raw = self.cfg.with_overrides(trial.config).to_raw()
+        params = _flatten({k: v for k, v in raw.items() if k not in NOT_TRIAL_PARAMS})
         tags = {"study": self.cfg.name, "method": cfg_method(self.cfg, trial.config)}
         self.tracker.start_trial(trial.trial_id, params, tags)
 

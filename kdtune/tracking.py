@@ -7,10 +7,12 @@ process, so a SQLite store never sees two writers creating its schema at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,31 @@ def default_uri(configured: str | None, workdir: Path) -> str:
 
 
 def metric_key(name: str) -> str:
-    """MLflow forbids '@' in metric names: ``val/robust_acc@0.1`` -> ``val/robust_acc_at_0.1``."""
-    return name.replace("@", "_at_")
+    """A name MLflow accepts: ``val/robust_acc@0.1`` -> ``val/robust_acc_at_0.1``; any other character
+    outside letters, digits and ``_ - . : / space`` becomes ``_``."""
+    return _UNSAFE.sub("_", name.replace("@", "_at_"))
+
+
+_UNSAFE = re.compile(r"[^\w\-. :/]")
+
+
+def guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """A write that must not stop the sweep: on failure, warn once per kind and remember it.
+
+    Training results are kept by Ray and the report whatever happens to the MLflow store.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the store's errors are many and none may stop training
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            if not self.failures:
+                log.warning("MLflow %s failed (%s); the sweep goes on, the report is unaffected", method.__name__, reason)
+            self.failures.append(f"{method.__name__}: {reason}")
+
+    return wrapper
 
 
 class Tracker:
@@ -54,6 +79,7 @@ class Tracker:
             ) from None
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
+        self.failures: list[str] = []  # writes that failed (see ``guarded``)
 
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
@@ -61,12 +87,15 @@ class Tracker:
         self._log_params(self.parent_id, params)
         return self.parent_id
 
+    @guarded
     def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
-        tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **tags}
+        own = {metric_key(k): v for k, v in tags.items()}
+        tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **own}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_id}", tags=tags)
         self.children[trial_id] = run.info.run_id
         self._log_params(run.info.run_id, params)
 
+    @guarded
     def log_metrics(self, trial_id: str | None, metrics: Mapping[str, float], *, step: int = 0) -> None:
         from mlflow.entities import Metric
 
@@ -78,6 +107,7 @@ class Tracker:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
+    @guarded
     def end_trial(self, trial_id: str, *, error: str | None = None) -> None:
         run_id = self.children.get(trial_id)
         if run_id is None:
@@ -86,6 +116,7 @@ class Tracker:
             self.client.set_tag(run_id, "error", error[:5000])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
 
+    @guarded
     def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:
         run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
         for path in paths if run_id else ():
@@ -94,11 +125,13 @@ class Tracker:
             elif path.exists():
                 self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
         run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
         for k, v in tags.items() if run_id else ():
-            self.client.set_tag(run_id, k, v)
+            self.client.set_tag(run_id, metric_key(k), v)
 
+    @guarded
     def end_sweep(self, status: str = "FINISHED") -> None:
         """End the parent; any child still RUNNING (e.g. after an interrupt) is marked KILLED."""
         for run_id in self.children.values():
@@ -110,7 +143,7 @@ class Tracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        items = [Param(metric_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 

@@ -109,3 +109,17 @@ def test_python_m_kdtune_validate_bad_file(clean_cwd):
     assert "Traceback" not in proc.stderr
     assert "did you mean 'temperature'?" in proc.stderr
     assert list(clean_cwd.iterdir()) == []
+
+
+def test_an_unexpected_error_is_one_line_with_the_traceback_saved(monkeypatch, capsys, tmp_path):
+    import kdtune.runner
+
+    def broken(cfg, **kwargs):
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setenv("KDTUNE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(kdtune.runner, "run_study", broken)
+    assert cli.main(["studies/smoke.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("kdtune: internal error: ZeroDivisionError: division by zero (")
+    assert "Traceback" in (tmp_path / "last-error.log").read_text()

@@ -43,6 +43,12 @@ BASE = {
         "budget": 4,
         "max_concurrent": 2,
     },
+    "report": {  # names with '@' must survive MLflow's key rules
+        "reference": {
+            "source": "a made-up source",
+            "rows": [{"label": "teacher", "teacher": True, "metrics": {"test/robust_acc@0.1": 0.5}}],
+        }
+    },
 }
 
 
@@ -117,6 +123,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     assert trials["pareto"].tolist() == independent
     assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
     assert 0 < outcome.hypervolume <= 1
+    assert "## Against the source" in (out / "report.md").read_text(encoding="utf-8")
 
     # MLflow: one parent, one child per trial, all ended, per-epoch metrics, weights, report artifacts
     client, runs = mlflow_runs(tmp_path, "tiny")

@@ -1,0 +1,47 @@
+"""The MLflow tracker: names MLflow accepts, and store failures that never stop a sweep."""
+
+import logging
+
+from mlflow.tracking import MlflowClient
+
+from kdtune.tracking import Tracker, metric_key
+
+
+def test_metric_keys_are_made_acceptable_to_mlflow():
+    assert metric_key("val/robust_acc@0.1") == "val/robust_acc_at_0.1"
+    assert metric_key("report.reference.rows.6.metrics.test/autoattack_acc@0.1") == (
+        "report.reference.rows.6.metrics.test/autoattack_acc_at_0.1"
+    )
+    assert metric_key("a|b*c") == "a_b_c"
+
+
+def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "odd", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {"report.rows.0.metrics.test/acc@0.1": 1}, {"study": "odd"})
+    tracker.start_trial("t1", {"x@y": 2}, {"tag@1": "v"})
+    tracker.log_metrics("t1", {"val/robust_acc@0.1": 0.5}, step=1)
+    tracker.end_trial("t1")
+    tracker.end_sweep()
+    assert tracker.failures == []
+    run = MlflowClient(uri).get_run(tracker.children["t1"])
+    assert run.data.params == {"x_at_y": "2"} and run.data.metrics == {"val/robust_acc_at_0.1": 0.5}
+    assert run.data.tags["tag_at_1"] == "v" and run.info.status == "FINISHED"
+
+
+def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    tracker.start_trial("t1", {}, {})
+
+    class Down:
+        def __getattr__(self, name):
+            raise ConnectionError("store unreachable")
+
+    tracker.client = Down()
+    with caplog.at_level(logging.WARNING):
+        tracker.log_metrics("t1", {"val/acc": 0.9})
+        tracker.end_trial("t1")
+        tracker.end_sweep()
+    assert len(tracker.failures) == 3 and "store unreachable" in tracker.failures[0]
+    assert caplog.text.count("the sweep goes on") == 1  # warned once, not per write
