@@ -17,10 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,16 +26,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from kdtune import datafree
+from kdtune.cache import cached
 from kdtune.data import Split
-from kdtune.errors import ConfigError, KdtuneError
+from kdtune.errors import ConfigError
 from kdtune.losses import hinton_kd
 from kdtune.methods._base import METHODS, Distiller, MethodContext
 from kdtune.train import logits_of
-
-try:  # POSIX; elsewhere concurrent trials may compute the same set twice (harmless, writes are atomic)
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -257,64 +250,5 @@ def _key(ctx: MethodContext, teacher: nn.Module, params: dict[str, Any]) -> str:
 
 
 def _cached(path: Path | None, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The payload at ``path`` if intact, else ``compute()`` written there; one process computes at a time."""
-    if path is None:
-        return compute()
-    with _locked(path):
-        payload = _load(path)
-        if payload is None:
-            payload = compute()
-            _save(path, payload)
-    return payload
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise KdtuneError(_unwritable(path, err)) from None
-    with open(path.with_suffix(".lock"), "a") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _checksum(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _load(path: Path) -> dict[str, Tensor] | None:
-    sums = path.with_suffix(".sha256")
-    if not path.exists() or not sums.exists():
-        return None
-    if sums.read_text().strip() != _checksum(path):
-        log.warning("data-free cache %s is corrupt (checksum mismatch); rebuilding it", path)
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt
-        log.warning("data-free cache %s is unreadable (%s); rebuilding it", path, err)
-        return None
-
-
-def _save(path: Path, payload: dict[str, Tensor]) -> None:
-    """Write atomically: a crash mid-write never leaves a half file under the final name."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save(payload, tmp)
-        os.replace(tmp.name, path)
-        path.with_suffix(".sha256").write_text(_checksum(path) + "\n")
-    except OSError as err:
-        raise KdtuneError(_unwritable(path, err)) from None
-
-
-def _unwritable(path: Path, err: OSError) -> str:
-    return (
-        f"cannot write the data-free cache under {path.parent} ({err.strerror}); "
-        "free disk space or set output.cache / KDTUNE_CACHE_DIR to a writable directory"
-    )
+    """The payload at ``path`` if intact, else ``compute()`` written there (see ``kdtune.cache``)."""
+    return compute() if path is None else cached(path, compute, what="data-free cache")[0]

@@ -94,7 +94,7 @@ class _LiveTeacherKD(Distiller):
 
 def _train_helper(ctx: MethodContext, spec: Any, what: str) -> Teacher:
     root = ctx.cache if ctx.cache is not None else cache_dir(None)
-    helper = load_or_train_teacher(spec, ctx.data, seed=ctx.seed, root=root)
+    helper = load_or_train_teacher(spec, ctx.data, seed=ctx.seed, root=root, role="student")
     log.info("%s: %s helper model %s (%s)", what, "loaded" if helper.from_cache else "trained",
              spec.model.name, helper.path)  # fmt: skip
     return helper
