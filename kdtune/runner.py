@@ -7,6 +7,7 @@ Nothing here imports ray or mlflow directly: those live in ``study`` and ``track
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import platform
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdtune.attacks import pgd
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
-from kdtune.evaluate import evaluate_model, measure_latency, metric_names
+from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
 from kdtune.report import hypervolume_of, write_report
@@ -38,6 +40,7 @@ from kdtune.train import logits_of
 from kdtune.trainable import STUDENT_FILE
 
 log = logging.getLogger(__name__)
+AA_SUBSET = "test_autoattack_images"  # metrics measured on the images AutoAttack attacks
 
 
 @dataclass(frozen=True)
@@ -169,10 +172,14 @@ def _autoattack(
          f"the teacher and {len(chosen)} trial(s)")
 
     def attacked(model: nn.Module) -> dict[str, float]:
-        return {
-            autoattack_metric(e): autoattack_accuracy(model, x, y, eps=e, n_classes=data.n_classes, seed=cfg.seed)
-            for e in spec.eps
-        }
+        # Clean and PGD accuracy on the same images, so AutoAttack is compared like with like.
+        out = {f"{AA_SUBSET}/acc": accuracy(model, x, y)}
+        for e in spec.eps:
+            pgd_e = functools.partial(pgd, eps=e, steps=cfg.evaluation.pgd_steps)
+            out[f"{AA_SUBSET}/robust_acc@{eps_name(e)}"] = robust_accuracy(model, x, y, pgd_e)
+            aa = autoattack_accuracy(model, x, y, eps=e, n_classes=data.n_classes, seed=cfg.seed)
+            out[autoattack_metric(e)] = out[f"{AA_SUBSET}/autoattack_acc@{eps_name(e)}"] = aa
+        return out
 
     robust = {trial_id: attacked(students[trial_id]) for trial_id in chosen}
     return _with_metrics(records, robust), {**teacher_metrics, **attacked(teacher.model.cpu())}
@@ -181,10 +188,20 @@ def _autoattack(
 def _masking_flags(
     cfg: StudyConfig, records: list[TrialRecord], teacher_metrics: dict[str, float], echo: Callable[[str], None]
 ) -> dict[str, list[str]]:
-    """Gradient-masking checks (``robustness.masking_checks``) on the teacher and every complete trial."""
-    eps = sorted({*cfg.evaluation.eps, *cfg.evaluation.autoattack.eps})
-    flags = {"teacher": masking_checks(teacher_metrics, eps)}
-    flags.update({r.trial_id: masking_checks(r.metrics, eps) for r in records if r.status == "COMPLETE"})
+    """Gradient-masking checks (``robustness.masking_checks``) on the teacher and every complete trial.
+
+    PGD and FGSM are checked on the whole test split; AutoAttack, which sees only its first
+    ``n_samples`` images, against clean and PGD accuracy on those same images.
+    """
+
+    def checks(metrics: dict[str, float]) -> list[str]:
+        full = {k: v for k, v in metrics.items() if "autoattack" not in k and not k.startswith(AA_SUBSET)}
+        subset = {"test/" + k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{AA_SUBSET}/")}
+        found = masking_checks(full, cfg.evaluation.eps)
+        return found + [f"{v} (AutoAttack images)" for v in masking_checks(subset, cfg.evaluation.autoattack.eps)]
+
+    flags = {"teacher": checks(teacher_metrics)}
+    flags.update({r.trial_id: checks(r.metrics) for r in records if r.status == "COMPLETE"})
     flagged = sorted(name for name, found in flags.items() if found)
     shown = f" ({', '.join(flagged)})" if flagged else ""
     echo(f"robustness sanity checks: {len(flagged)} of {len(flags)} models flagged{shown}")

@@ -182,3 +182,26 @@ def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_
     assert set(flags) == {"teacher", "t0", "t1"} and flags["teacher"] == []
     assert flags["t1"] == ["PGD accuracy above clean accuracy: test/robust_acc@0.1=0.3000 > test/acc=0.1000"]
     assert lines[-1] == "robustness sanity checks: 2 of 3 models flagged (t0, t1)"
+
+
+@pytest.mark.parametrize(
+    "subset_aa,flagged",
+    [(0.455, False), (0.60, True)],  # AutoAttack vs PGD on the same images; the full split is easier/harder
+)
+def test_autoattack_is_checked_against_pgd_on_its_own_images(tmp_path, subset_aa, flagged):
+    cfg = _study(tmp_path, MINI + "evaluation: {eps: [0.1], autoattack: {enabled: true, n_samples: 200}}\n")
+    metrics = {
+        "test/acc": 0.95, "test/robust_acc@0.1": 0.30, "test/fgsm_acc@0.1": 0.40,  # all 1,000 test images
+        "test/autoattack_acc@0.1": subset_aa,  # the first 200, which happen to be easier
+        f"{runner.AA_SUBSET}/acc": 0.99, f"{runner.AA_SUBSET}/robust_acc@0.1": 0.46,
+        f"{runner.AA_SUBSET}/autoattack_acc@0.1": subset_aa,
+    }
+    records = [TrialRecord("t0", "COMPLETE", {}, metrics)]
+    flags = runner._masking_flags(cfg, records, {"test/acc": 1.0}, lambda line: None)
+    if flagged:
+        assert flags["t0"] == [
+            "AutoAttack weaker than PGD at eps=0.1: test/autoattack_acc@0.1=0.6000 > test/robust_acc@0.1=0.4600"
+            " (AutoAttack images)"
+        ]
+    else:
+        assert flags["t0"] == []
