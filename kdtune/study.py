@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 from kdtune.config import get_path
 from kdtune.evaluate import metric_names
 from kdtune.records import TrialRecord
-from kdtune.trainable import make_trainable
+from kdtune.trainable import FAILED_KEY, make_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -89,6 +89,7 @@ class _Searcher(OptunaSearch):
     """
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        error = error or bool(result and FAILED_KEY in result)
         if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
             self._completed_trials.add(trial_id)
             try:
@@ -133,7 +134,7 @@ class TrackingCallback(tune.Callback):
             self.tracker.set_tags(trial.trial_id, {f"provenance.{k}": v for k, v in provenance.items()})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end_trial(trial.trial_id)
+        self.tracker.end_trial(trial.trial_id, error=(trial.last_result or {}).get(FAILED_KEY))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_trial(trial.trial_id, error=error_reason(trial))
@@ -161,7 +162,8 @@ class ProgressCallback(tune.Callback):
         self.echo(f"[{self.done}/{total}] trial {trial.trial_id} {status}  {objs}  (elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "done")
+        failed = (trial.last_result or {}).get(FAILED_KEY)
+        self._line(trial, f"FAILED: {failed}" if failed else "done")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trial, f"FAILED: {error_reason(trial)}")
@@ -214,7 +216,7 @@ def run_sweep(
             name=run_name,
             storage_path=str(storage.resolve()),
             callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
         ),
@@ -226,14 +228,15 @@ def run_sweep(
 
 def _record(result: Any, known: set[str]) -> TrialRecord:
     """Ray's result of one trial as a TrialRecord (failed trials keep no partial metrics)."""
-    failed = result.error is not None
+    reported = (result.metrics or {}).get(FAILED_KEY)
+    failed = result.error is not None or reported is not None
     metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k in known}
     return TrialRecord(
         trial_id=_trial_id(result),
         status="FAILED" if failed else "COMPLETE",
         params=dict(result.config or {}),
         metrics={} if failed else metrics,
-        error=error_reason(result.error) if failed else None,
+        error=(reported or error_reason(result.error)) if failed else None,
         checkpoint=result.checkpoint.path if (result.checkpoint and not failed) else None,
         provenance=_provenance(result.metrics or {}),
     )

@@ -12,6 +12,7 @@ import torch
 from ray import tune
 from torch import nn
 
+from kdtune.errors import KdtuneError
 from kdtune.evaluate import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.pipeline import run_student
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
+# A deterministic failure (NaN loss, a bad configuration): reported as the trial's final result so the
+# sweep records it at once; Ray's retries are kept for failures of the infrastructure (a dead worker).
+FAILED_KEY = "kdtune/error"
 
 
 def make_trainable(cfg: StudyConfig, data: Dataset, teacher: nn.Module, teacher_logits: torch.Tensor) -> Any:
@@ -54,7 +58,11 @@ def run_trial(
     def on_epoch(epoch: int, stats: dict[str, float]) -> None:
         tune.report({**stats, "epoch": epoch})
 
-    run = run_student(cfg, ctx, on_epoch=on_epoch)
+    try:
+        run = run_student(cfg, ctx, on_epoch=on_epoch)
+    except KdtuneError as err:
+        tune.report({FAILED_KEY: str(err)})
+        return
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
     final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance}

@@ -597,3 +597,11 @@ def test_cifar10_n_val_is_checked_against_the_official_and_the_actual_size(tmp_p
     _write_cifar(tmp_path)
     with pytest.raises(ConfigError, match=r"'cifar10': n_val=35 .*30 images available"):
         load_dataset("cifar10", _cifar_params(tmp_path, n_val=35))
+
+
+@pytest.mark.parametrize("name", ["mnist_5k", "digits"])
+def test_a_prefix_of_every_split_covers_the_classes(name: str) -> None:
+    """Sources may be ordered by class; prefixes (AutoAttack's images, the Jacobian norm's) must not be."""
+    ds = load_dataset(name)
+    for split in (ds.train, ds.val, ds.test):
+        assert len(set(split.y[:100].tolist())) == 10

@@ -22,6 +22,7 @@ from kdtune.config._specs import (
     ModelSpec,
     OutputSpec,
     PenaltySpec,
+    RaySpec,
     ResourcesSpec,
     TeacherSpec,
     TrackingSpec,
@@ -33,6 +34,6 @@ from kdtune.config._study import StudyConfig, format_validation_error, get_path,
 __all__ = [
     "AdversarySpec", "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
     "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "ModelSpec", "ObjectiveSpec",
-    "OutputSpec", "PenaltySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig", "TeacherSpec",
+    "OutputSpec", "PenaltySpec", "RaySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig", "TeacherSpec",
     "TrackingSpec", "TrainSpec", "format_validation_error", "get_path", "load_study", "registry_of", "set_path",
 ]

@@ -144,8 +144,19 @@ class EvaluationSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
+    """Per trial: CPUs (also its thread count), a GPU share (0.25 packs four trials on one GPU), and how
+    often a trial whose worker died is retried from its last checkpoint."""
+
     cpu: PositiveFloat = 1.0
     gpu: NonNegFloat = 0.0
+    max_failures: Annotated[int, Field(ge=0)] = 2
+
+
+class RaySpec(_Strict):
+    """Where trials run: ``address`` of a running Ray cluster (``auto``, ``ray://host:10001``, ...);
+    ``--address`` on the command line and $RAY_ADDRESS override it; none starts Ray locally."""
+
+    address: str | None = None
 
 
 class TrackingSpec(_Strict):
@@ -157,4 +168,7 @@ class OutputSpec(_Strict):
     reports: str = "reports"
     ray: str = ".kdtune/ray"
     cache: str | None = None  # default: $KDTUNE_CACHE_DIR, else ~/.cache/kdtune
+    # The study's record, where trials accumulate across runs: any SQLAlchemy URL (e.g. PostgreSQL
+    # for a cluster); default sqlite:///<working dir>/.kdtune/optuna.db.
+    optuna: str | None = None
 

@@ -16,6 +16,7 @@ from kdtune.config._specs import (
     MethodSpec,
     OutputSpec,
     PenaltySpec,
+    RaySpec,
     ResourcesSpec,
     TeacherSpec,
     TrackingSpec,
@@ -68,6 +69,7 @@ class StudyConfig(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     search: SearchSpec
     resources: ResourcesSpec = ResourcesSpec()
+    ray: RaySpec = RaySpec()
     tracking: TrackingSpec = TrackingSpec()
     output: OutputSpec = OutputSpec()
     report: ReportSpec = ReportSpec()

