@@ -91,7 +91,7 @@ def test_split_selects_the_metrics():
 def trained(small_data):
     torch.manual_seed(0)
     model = build_model("mlp", {"hidden": [32]}, small_data.info)
-    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 3}), seed=0)
+    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 8, "lr": 3.0e-3}), seed=0)
     return model
 
 
