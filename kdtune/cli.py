@@ -1,4 +1,4 @@
-"""Command line: ``kdtune STUDY``, ``kdtune run STUDY``, ``kdtune validate STUDY``, ``kdtune list``."""
+"""Command line: ``kdtune STUDY`` (= ``run``), ``kdtune report STUDY``, ``kdtune validate STUDY``, ``kdtune list``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kdtune.errors import KdtuneError
 
-COMMANDS = ("run", "validate", "list")
+COMMANDS = ("run", "report", "validate", "list")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a study file end to end (the default command)")
     run.add_argument("study", type=Path, help="a study file, e.g. studies/pareto_mnist.yaml")
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    rep = sub.add_parser("report", help="rebuild a study's report from what is stored, training nothing")
+    rep.add_argument("study", type=Path)
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study", type=Path)
     sub.add_parser("list", help="list every registered dataset, model, loss, penalty and attack")
@@ -71,9 +73,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     import os
 
-    from kdtune.runner import run_study
+    from kdtune.runner import rebuild_report, run_study
 
-    outcome = run_study(cfg, address=args.address or os.environ.get("RAY_ADDRESS"))
+    if args.command == "report":
+        outcome = rebuild_report(cfg)
+    else:
+        outcome = run_study(cfg, address=args.address or os.environ.get("RAY_ADDRESS"))
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
     print(f"report: {outcome.report['report_html']}")

@@ -14,7 +14,7 @@ from kdtune.evaluate import evaluate_model
 from kdtune.methods import Distiller, MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
-from kdtune.train import EpochCallback, Penalty, fit_student
+from kdtune.train import EpochCallback, FitState, Penalty, StateCallback, fit_student
 
 if TYPE_CHECKING:
     from kdtune.config import StudyConfig
@@ -45,15 +45,26 @@ class StudentRun:
     provenance: dict[str, str]  # what the student learned from (method, transfer set, real data used)
 
 
-def run_student(cfg: StudyConfig, ctx: MethodContext, *, on_epoch: EpochCallback | None = None) -> StudentRun:
-    """Train the student of ``cfg`` with its method, penalties and adversary, then evaluate it."""
+def run_student(
+    cfg: StudyConfig,
+    ctx: MethodContext,
+    *,
+    on_epoch: EpochCallback | None = None,
+    on_state: StateCallback | None = None,
+    resume: FitState | None = None,
+) -> StudentRun:
+    """Train the student of ``cfg`` with its method, penalties and adversary, then evaluate it.
+
+    ``on_state`` gets the training state (student, distiller, optimizer, RNGs) after every epoch;
+    ``resume``, one such state of the same ``cfg``, continues from it to the same result as one run.
+    """
     torch.manual_seed(cfg.seed)
     data = ctx.data
     student = build_model(cfg.student.model.name, cfg.student.model.params, data.info).to(data.train.x.device)
     stack = build_stack(cfg, ctx)
     history = fit_student(
         student, data, cfg.student, distiller=stack.distiller, penalties=stack.penalties,
-        adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch,
+        adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
     provenance = {"method": cfg.method.name, **stack.distiller.provenance}

@@ -32,7 +32,7 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # the student's weights file
     provenance: dict[str, str] = field(default_factory=dict)  # what the student learned from
 
     def objective_values(self, objectives: list[Objective]) -> list[float] | None:

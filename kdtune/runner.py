@@ -15,13 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from kdtune import store
 from kdtune.attacks import pgd
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
+from kdtune.errors import KdtuneError
 from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
@@ -59,54 +62,161 @@ def run_study(
     address: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> StudyOutcome:
-    """Run ``cfg`` end to end; every path is resolved against ``workdir`` (default: cwd)."""
-    from kdtune import study  # ray is imported only when a sweep actually runs
+    """Run ``cfg`` end to end; every path is resolved against ``workdir`` (default: cwd).
 
+    The study accumulates: a new run adds ``search.budget`` trials to those stored (a grid adds what is
+    left of it), and a run whose sweep was interrupted resumes that sweep instead.
+    """
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
-    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
-    echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    teacher = load_or_train_teacher(cfg.teacher, data, seed=cfg.seed, root=cache_dir(cfg.output.cache))
-    echo(f"teacher {'loaded from cache' if teacher.from_cache else 'trained and cached'}: {teacher.path}")
-    teacher_metrics = evaluate_model(teacher.model, data, cfg.evaluation, seed=cfg.seed)
-    echo(f"teacher val/acc={teacher_metrics['val/acc']:.4f} test/acc={teacher_metrics['test/acc']:.4f}")
-
-    run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data, teacher, teacher_metrics = _prepare(cfg, echo)
+    optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
+    store.save_teacher_metrics(optuna_study, teacher_metrics)
+    plan = _plan_sweep(cfg, optuna_study, workdir, echo)
     tracker = Tracker(
         default_uri(cfg.tracking.uri, workdir), cfg.tracking.experiment or cfg.name,
         artifact_root=workdir / "mlartifacts",
     )
-    tracker.start_sweep(run_name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
+    tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
     tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
     status = "FAILED"
     try:
-        study.init_ray(address)
-        callbacks = [study.TrackingCallback(tracker, cfg), study.ProgressCallback(cfg, echo)]
-        records = study.run_sweep(
-            cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
-            storage=workdir / cfg.output.ray, run_name=run_name, callbacks=callbacks,
-        )
+        ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, address, echo)
+        records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
+        store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
         _log_after_sweep(tracker, cfg, records, teacher_metrics)
-        out_dir = workdir / cfg.output.reports / cfg.name
-        paths = write_report(
-            out_dir, study_name=cfg.name, records=records, objectives=cfg.objectives,
-            search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
-            meta=_meta(cfg, data, run_name, time.monotonic() - start) | _autoattack_meta(cfg),
-            metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
-            reference=cfg.report.reference.record() if cfg.report.reference else None,
-        )
-        hv = hypervolume_of(records, cfg.objectives, teacher_metrics)
+        paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name)
         _tag_front(tracker, paths)
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
-        tracker.log_artifacts(None, [out_dir], artifact_path="report")
+        tracker.log_artifacts(None, [paths["report_md"].parent], artifact_path="report")
         status = "FINISHED"
     finally:
         tracker.end_sweep(status)
         if tracker.failures:
             echo(f"MLflow: {len(tracker.failures)} write(s) failed, first: {tracker.failures[0]}; "
-                 "the report and Ray's records are complete")
-    return StudyOutcome(records, paths, hv, teacher_metrics, run_name)
+                 "the report and the study's storage are complete")
+    return StudyOutcome(records, paths, hv, teacher_metrics, plan.name)
+
+
+def rebuild_report(cfg: StudyConfig, *, workdir: Path | None = None, echo: Callable[[str], None] = print) -> StudyOutcome:
+    """The report of every trial stored for ``cfg``, rebuilt without training anything (the teacher
+    must be in the cache; latency is re-measured, AutoAttack runs only where it is missing)."""
+    workdir = (workdir or Path.cwd()).resolve()
+    start = time.monotonic()
+    url = _storage(cfg, workdir)
+    optuna_study = store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.objectives], create=False)
+    records = store.read_records(optuna_study, _students_dir(cfg, workdir))
+    if not records:
+        raise KdtuneError(f"no trials are stored for study '{cfg.name}' in {store.redact(url)}; run the study first")
+    data, teacher, teacher_metrics = _prepare(cfg, echo, train_teacher=False)
+    records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
+    store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
+    name = (store.sweeps(optuna_study) or [{"name": "-"}])[-1]["name"]
+    paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, name)
+    return StudyOutcome(records, paths, hv, teacher_metrics, name)
+
+
+def _prepare(
+    cfg: StudyConfig, echo: Callable[[str], None], *, train_teacher: bool = True
+) -> tuple[Dataset, Teacher, dict[str, float]]:
+    data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    teacher = load_or_train_teacher(
+        cfg.teacher, data, seed=cfg.seed, root=cache_dir(cfg.output.cache), train=train_teacher
+    )
+    echo(f"teacher {'loaded from cache' if teacher.from_cache else 'trained and cached'}: {teacher.path}")
+    teacher_metrics = evaluate_model(teacher.model, data, cfg.evaluation, seed=cfg.seed)
+    echo(f"teacher val/acc={teacher_metrics['val/acc']:.4f} test/acc={teacher_metrics['test/acc']:.4f}")
+    return data, teacher, teacher_metrics
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    name: str  # sweep-001, sweep-002, ...
+    n_trials: int  # trials this sweep adds (0: nothing left to run, only the report)
+    resume: bool  # continue an interrupted sweep of that name
+
+
+def _plan_sweep(cfg: StudyConfig, optuna_study: Any, workdir: Path, echo: Callable[[str], None]) -> SweepPlan:
+    """Resume the last sweep if it was interrupted, else start the next one with the budget."""
+    log_ = store.sweeps(optuna_study)
+    if log_ and log_[-1]["status"] == "running":
+        name = log_[-1]["name"]
+        from kdtune import study  # ray is imported only when a sweep actually runs
+
+        if study.can_resume(_ray_dir(cfg, workdir), name):
+            echo(f"resuming the interrupted {name}: finished trials are kept, unfinished ones continue")
+            return SweepPlan(name, cfg.search.n_trials, resume=True)
+        echo(f"{name} was interrupted before Tune saved it; starting a new sweep")
+    name = f"sweep-{len(log_) + 1:03d}"
+    n_trials = cfg.search.n_trials
+    if cfg.search.sampler.name == "grid":  # the grid is shared by every sweep: run what is left of it
+        n_trials = max(0, cfg.search.n_trials - len(store.read_records(optuna_study, _students_dir(cfg, workdir))))
+    done = len(store.read_records(optuna_study, _students_dir(cfg, workdir)))
+    echo(f"{name}: {n_trials} new trial(s) on top of {done} stored" if done else f"{name}: {n_trials} trial(s)")
+    return SweepPlan(name, n_trials, resume=False)
+
+
+def _sweep(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, optuna_study: Any, plan: SweepPlan, tracker: Tracker,
+    workdir: Path, address: str | None, echo: Callable[[str], None],
+) -> dict[str, str]:
+    """Run the planned sweep through Ray (nothing if it has no trials); its log entry says if it finished."""
+    if plan.n_trials == 0:
+        echo("the grid is complete: nothing to run, rebuilding the report")
+        return {}
+    from kdtune import study  # ray is imported only when a sweep actually runs
+
+    store.set_sweep(optuna_study, plan.name, "running")
+    study.init_ray(address, configured=cfg.ray.address, echo=echo)
+    errors = study.run_sweep(
+        cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
+        storage=_ray_dir(cfg, workdir), run_name=plan.name, n_trials=plan.n_trials,
+        optuna_storage=_storage(cfg, workdir), students_dir=_students_dir(cfg, workdir),
+        callbacks=[study.TrackingCallback(tracker, cfg), study.ProgressCallback(cfg, echo)], resume=plan.resume,
+    )
+    store.set_sweep(optuna_study, plan.name, "finished")
+    return errors
+
+
+def _with_ray_error(record: TrialRecord, ray_errors: dict[str, str]) -> TrialRecord:
+    """A Ray-level failure's own reason (error.txt) in place of the generic one, where this run saw it."""
+    reason = next((why for folder, why in ray_errors.items() if f"_{record.trial_id}_" in folder), None)
+    return dataclasses.replace(record, error=reason) if reason and record.status == "FAILED" else record
+
+
+def _post_metrics(cfg: StudyConfig, metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics measured after the sweep, which the study's storage keeps per trial."""
+    post = set(autoattack_metric_names(cfg.evaluation))
+    return {k: v for k, v in metrics.items() if k.startswith(("latency/", AA_SUBSET)) or k in post}
+
+
+def _report(
+    cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
+    flags: dict[str, list[str]], seconds: float, run_name: str,
+) -> tuple[dict[str, Path], float]:
+    paths = write_report(
+        workdir / cfg.output.reports / cfg.name, study_name=cfg.name, records=records, objectives=cfg.objectives,
+        search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
+        meta=_meta(cfg, data, run_name, seconds) | _autoattack_meta(cfg),
+        metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
+        reference=cfg.report.reference.record() if cfg.report.reference else None,
+    )
+    return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
+
+
+def _storage(cfg: StudyConfig, workdir: Path) -> str:
+    return store.storage_url(cfg.output.optuna, workdir)
+
+
+def _ray_dir(cfg: StudyConfig, workdir: Path) -> Path:
+    return (workdir / cfg.output.ray / cfg.name).resolve()
+
+
+def _students_dir(cfg: StudyConfig, workdir: Path) -> Path:
+    """Where each finished trial's student weights are kept (``<trial id>.pt``), across sweeps."""
+    return _ray_dir(cfg, workdir) / "students"
 
 
 def _after_sweep(
@@ -130,7 +240,8 @@ def _log_after_sweep(
         if r.status == "COMPLETE":
             post_sweep = {k: v for k, v in r.metrics.items() if k.startswith("latency/") or k in robust_names}
             tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
-            tracker.log_artifacts(r.trial_id, [Path(r.checkpoint) / STUDENT_FILE] if r.checkpoint else [])
+            if r.checkpoint:
+                tracker.log_file_as(r.trial_id, Path(r.checkpoint), STUDENT_FILE)
 
 
 def _with_metrics(records: list[TrialRecord], extra: dict[str, dict[str, float]]) -> list[TrialRecord]:
@@ -149,10 +260,10 @@ def _serial_latency(
 
 
 def _load_student(cfg: StudyConfig, data: Dataset, record: TrialRecord) -> nn.Module:
-    """A finished trial's student, rebuilt from its config and loaded from its checkpoint (on the CPU)."""
+    """A finished trial's student, rebuilt from its config and loaded from its stored weights (on the CPU)."""
     spec = cfg.with_overrides(record.params).student.model
     student = build_model(spec.name, spec.params, data.info)
-    state = torch.load(Path(str(record.checkpoint)) / STUDENT_FILE, map_location="cpu", weights_only=True)
+    state = torch.load(str(record.checkpoint), map_location="cpu", weights_only=True)
     student.load_state_dict(state)
     return student
 
@@ -166,7 +277,8 @@ def _autoattack(
     if not spec.enabled or not spec.eps:
         return records, teacher_metrics
     on_front = front_mask(records, cfg.objectives) if spec.members == "front" else [True] * len(records)
-    chosen = [r.trial_id for r, f in zip(records, on_front) if f and r.trial_id in students]
+    done = autoattack_metric(spec.eps[-1])  # stored by an earlier run of the study: not attacked again
+    chosen = [r.trial_id for r, f in zip(records, on_front) if f and r.trial_id in students and done not in r.metrics]
     x, y = data.test.x[: spec.n_samples].cpu(), data.test.y[: spec.n_samples].cpu()
     echo(f"AutoAttack at eps {', '.join(map(str, spec.eps))} on the first {len(y)} test images: "
          f"the teacher and {len(chosen)} trial(s)")
@@ -238,7 +350,7 @@ def _meta(cfg: StudyConfig, data: Dataset, run_name: str, seconds: float) -> dic
         "run": run_name,
         "dataset": f"{data.name} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)",
         "objectives": ", ".join(f"{o.metric} ({o.mode})" for o in cfg.search.objectives) + " on the validation split",
-        "sampler": f"{cfg.search.sampler.name}, {cfg.search.n_trials} trials, seed {cfg.seed}",
+        "sampler": f"{cfg.search.sampler.name}, {cfg.search.n_trials} trials per sweep, seed {cfg.seed}",
         "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} torch threads available), "
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, {lat.warmup} warm-up "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,9 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from kdtune import store
 from kdtune.config import get_path
+from kdtune.errors import KdtuneError
 from kdtune.evaluate import metric_names
 from kdtune.records import TrialRecord
 from kdtune.trainable import FAILED_KEY, make_trainable
@@ -35,6 +38,9 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # kdtune prints one line per finished trial (ProgressCallback); silence Tune's own tables and warnings.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Snapshot the experiment at every step (its state is small): a driver killed with -9 loses at most the
+# step in flight, so a resumed sweep neither re-runs finished trials nor forgets started ones.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -82,31 +88,66 @@ class DefineByRun:
 
 
 class _Searcher(OptunaSearch):
-    """OptunaSearch that tells Optuna FAIL for errored trials.
+    """OptunaSearch that records each trial in the study's storage and tells Optuna FAIL for failures.
 
-    Upstream turns a multi-objective errored trial with partial metrics into a list of Nones that
-    Optuna rejects, leaving the Optuna trial RUNNING forever.
+    The record (metrics, error, provenance) is attached to the Optuna trial before its outcome is told,
+    so the storage alone rebuilds the report (``kdtune.store``). Upstream turns a multi-objective failed
+    trial with partial metrics into a list of Nones that Optuna rejects, leaving it RUNNING forever.
     """
 
+    def __init__(self, *args: Any, known: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known = set(known)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        error = error or bool(result and FAILED_KEY in result)
-        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._completed_trials.add(trial_id)
-            try:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
-            except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
-                log.debug("optuna tell: %s", err)
-            return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        ot_trial = self._ot_trials[trial_id]
+        record = _record(trial_id, ot_trial.params, result or {}, ray_error=error, known=self._known)
+        try:
+            store.write_record(ot_trial, record)
+        except Exception as err:  # noqa: BLE001 - e.g. a trial already finished before a restore
+            log.warning("could not record trial %s in the study storage: %s", trial_id, err)
+        if record.status == "COMPLETE":
+            return super().on_trial_complete(trial_id, result=result, error=False)
+        self._completed_trials.add(trial_id)
+        try:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
+            log.debug("optuna tell: %s", err)
 
 
-def build_searcher(cfg: StudyConfig) -> OptunaSearch:
+def _record(trial_id: str, params: dict[str, Any], result: dict[str, Any], *, ray_error: bool, known: set[str]) -> TrialRecord:
+    """A trial's final result as a TrialRecord (a failed trial keeps no partial metrics)."""
+    reported = result.get(FAILED_KEY)
+    metrics = {k: float(v) for k, v in result.items() if k in known}
+    if reported is None and not ray_error and len(metrics) == len(known):
+        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=_provenance(result))
+    reason = reported or (
+        "the trial's Ray worker failed (retried up to resources.max_failures times); see its error.txt "
+        "under the study's Ray storage" if ray_error else "the trial ended without its final metrics"
+    )
+    return TrialRecord(trial_id, "FAILED", dict(params), {}, error=reason, provenance=_provenance(result))
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, str]:
+    """The trial's provenance fields (Tune flattens the reported dict to ``provenance/<key>``)."""
+    nested = result.get("provenance")
+    if isinstance(nested, dict):
+        return {k: str(v) for k, v in nested.items()}
+    return {k.split("/", 1)[1]: str(v) for k, v in result.items() if k.startswith("provenance/")}
+
+
+def build_searcher(cfg: StudyConfig, optuna_storage: str) -> OptunaSearch:
     objectives = cfg.search.objectives
     return _Searcher(
         space=DefineByRun(cfg.search, cfg.to_raw()),
         metric=[o.metric for o in objectives],
         mode=[o.mode for o in objectives],
         sampler=build_sampler(cfg.search, cfg.seed),
+        storage=optuna.storages.RDBStorage(optuna_storage),
+        study_name=cfg.name,
+        known=metric_names(cfg.evaluation),
     )
 
 
@@ -181,15 +222,72 @@ def error_reason(trial_or_error: Any) -> str:
     return lines[-1][:500] if lines else "trial failed (no error message recorded)"
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (a running cluster) or start a local Ray bound to 127.0.0.1."""
+def resolve_address(flag: str | None, configured: str | None) -> tuple[str | None, str]:
+    """The Ray address a sweep uses and where it came from: ``--address`` > ``ray.address`` in the study
+    file > $RAY_ADDRESS > none (start a local Ray). ``local`` anywhere also means a local Ray."""
+    env = os.environ.get("RAY_ADDRESS")
+    for value, source in ((flag, "--address"), (configured, "ray.address"), (env, "$RAY_ADDRESS")):
+        if value:
+            return (None, source) if value == "local" else (value, source)
+    return None, "default"
+
+
+def init_ray(
+    address: str | None, num_cpus: int | None = None, *, configured: str | None = None,
+    echo: Callable[[str], None] = log.info,
+) -> None:
+    """Connect to the running cluster at the resolved address (``resolve_address``), or start a local
+    Ray on 127.0.0.1; a Ray already initialized in this process (tests) is reused as it is.
+
+    Ray 2.60 rewrites a 127.0.0.1 node address to the machine's IP and its GCS listens on every
+    interface: its token authentication, not the address, keeps a local Ray private (docs/cluster.md).
+    """
     if ray.is_initialized():
+        where = ray.get_runtime_context().gcs_address
+        echo(f"Ray: reusing the Ray already running in this process at {where} ({_cluster_summary()})")
         return
-    if address:
+    address, source = resolve_address(address, configured)
+    if address is None:
+        # address="local": $RAY_ADDRESS must not turn "start a local Ray" into "connect".
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+        echo(f"Ray: local on this machine ({_cluster_summary()}); pass --address to use a cluster")
+        return
+    _check_reachable(address, source)
+    try:  # an existing cluster decides its own CPUs and node IPs: no num_cpus / _node_ip_address here
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    except (ConnectionError, ValueError) as err:
+        raise KdtuneError(_no_cluster(address, source, str(err).strip().splitlines()[0][:200])) from err
+    echo(f"Ray: cluster at {address} (from {source}; {_cluster_summary()})")
+
+
+def _check_reachable(address: str, source: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds where Ray itself would retry for minutes: nothing listens at ``host:port``."""
+    if address.startswith(("http://", "https://")):
+        raise KdtuneError(
+            f"Ray address {address} (from {source}) is a dashboard URL, which `ray job submit` takes; kdtune "
+            "needs the cluster's own address: host:6379, ray://host:10001, or auto on a cluster node"
+        )
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # Ray resolves these itself and fails fast
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise KdtuneError(_no_cluster(address, source, err.strerror or str(err))) from err
+
+
+def _no_cluster(address: str, source: str, reason: str) -> str:
+    drop = {"--address": "drop --address", "ray.address": "remove ray.address from the study file"}
+    return (f"no Ray cluster reachable at {address} (from {source}: {reason}); start one there with "
+            f"`ray start --head`, or {drop.get(source, 'unset RAY_ADDRESS')} to run locally")
+
+
+def _cluster_summary() -> str:
+    """``3 node(s), 3 CPU(s), 0 GPU(s)``: what the connected Ray has right now."""
+    n_nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    res = ray.cluster_resources()
+    return f"{n_nodes} node(s), {res.get('CPU', 0):g} CPU(s), {res.get('GPU', 0):g} GPU(s)"
 
 
 def run_sweep(
@@ -200,71 +298,45 @@ def run_sweep(
     *,
     storage: Path,
     run_name: str,
+    n_trials: int,
+    optuna_storage: str,
+    students_dir: Path,
     callbacks: list[tune.Callback],
-) -> list[TrialRecord]:
-    """Run the Tune sweep and return one record per trial (Ray's record of it, not a log scrape)."""
-    tuner = tune.Tuner(
-        make_trainable(cfg, data, teacher, teacher_logits),
-        tune_config=tune.TuneConfig(
-            search_alg=build_searcher(cfg),  # metric/mode on the searcher only (multi-objective)
-            scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives
-            num_samples=cfg.search.n_trials,
-            max_concurrent_trials=cfg.search.max_concurrent,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=run_name,
-            storage_path=str(storage.resolve()),
-            callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-        ),
-    )
+    resume: bool = False,
+) -> dict[str, str]:
+    """Run (or, with ``resume``, continue) the Tune sweep ``run_name``; each trial records itself in the
+    study's storage. Returns ``{trial_id: reason}`` for the trials whose Ray worker failed."""
+    trainable = make_trainable(cfg, data, teacher, teacher_logits, students_dir=students_dir)
+    path = storage.resolve() / run_name
+    if resume:
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # the pickled ones hold stale state
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(cfg, optuna_storage),  # metric/mode on the searcher only
+                scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives
+                num_samples=n_trials,
+                max_concurrent_trials=cfg.search.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=run_name,
+                storage_path=str(storage.resolve()),
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
     results = tuner.fit()
-    known = set(metric_names(cfg.evaluation))
-    return sorted((_record(r, known) for r in results), key=lambda rec: _trial_order(rec, results))
+    return {Path(r.path).name: error_reason(r.error) for r in results if r.error is not None}
 
 
-def _record(result: Any, known: set[str]) -> TrialRecord:
-    """Ray's result of one trial as a TrialRecord (failed trials keep no partial metrics)."""
-    reported = (result.metrics or {}).get(FAILED_KEY)
-    failed = result.error is not None or reported is not None
-    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if k in known}
-    return TrialRecord(
-        trial_id=_trial_id(result),
-        status="FAILED" if failed else "COMPLETE",
-        params=dict(result.config or {}),
-        metrics={} if failed else metrics,
-        error=(reported or error_reason(result.error)) if failed else None,
-        checkpoint=result.checkpoint.path if (result.checkpoint and not failed) else None,
-        provenance=_provenance(result.metrics or {}),
-    )
-
-
-def _provenance(result: dict[str, Any]) -> dict[str, str]:
-    """The trial's provenance fields (Tune flattens the reported dict to ``provenance/<key>``)."""
-    nested = result.get("provenance")
-    if isinstance(nested, dict):
-        return {k: str(v) for k, v in nested.items()}
-    return {k.split("/", 1)[1]: str(v) for k, v in result.items() if k.startswith("provenance/")}
-
-
-def _trial_id(result: Any) -> str:
-    if result.metrics and "trial_id" in result.metrics:
-        return str(result.metrics["trial_id"])
-    return Path(result.path).name.split("_")[2]  # run_trial_<id>_<n>_<params>...
-
-
-def _trial_order(record: TrialRecord, results: Any) -> tuple[int, str]:
-    """Trials in the order Tune created them (the counter in each trial's directory name)."""
-    for r in results:
-        parts = Path(r.path).name.split("_")
-        if record.trial_id in parts:
-            i = parts.index(record.trial_id)
-            if i + 1 < len(parts) and parts[i + 1].isdigit():
-                return int(parts[i + 1]), record.trial_id
-    return 1 << 30, record.trial_id
+def can_resume(storage: Path, run_name: str) -> bool:
+    """Whether Tune left a restorable experiment for ``run_name`` (an interrupted sweep)."""
+    return tune.Tuner.can_restore(str(storage.resolve() / run_name))
 
 
 def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:

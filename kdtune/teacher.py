@@ -54,16 +54,21 @@ def teacher_key(spec: TrainSpec, data: Dataset, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Path, role: str = "teacher") -> Teacher:
+def load_or_train_teacher(
+    spec: TrainSpec, data: Dataset, *, seed: int, root: Path, role: str = "teacher", train: bool = True
+) -> Teacher:
     """The cached teacher for (spec, data, seed) if intact, else a freshly trained (and cached) one.
 
-    ``role`` is the study section whose settings ``spec`` holds (named in the error if training fails).
+    ``role`` is the study section whose settings ``spec`` holds (named in the error if training fails);
+    ``train=False`` refuses to train (``kdtune report``): a missing teacher is then an error.
     """
     path = root / "teachers" / f"{teacher_key(spec, data, seed)}.pt"
     torch.manual_seed(seed)  # the initialisation is part of what the key promises
     model = build_model(spec.model.name, spec.model.params, data.info).to(data.train.x.device)
 
-    def train() -> dict[str, Any]:
+    def fit() -> dict[str, Any]:
+        if not train:
+            raise KdtuneError(f"no intact {role} is cached at {path}; run the study to train it")
         adv = getattr(spec, "adversary", None)  # a TeacherSpec may ask for adversarial training
         adversary = ATTACKS.bind(adv.attack.name, adv.attack.params) if adv is not None and adv.enabled else None
         try:
@@ -75,7 +80,7 @@ def load_or_train_teacher(spec: TrainSpec, data: Dataset, *, seed: int, root: Pa
             ) from None
         return {"state_dict": model.state_dict(), "history": history}
 
-    payload, from_cache = cached(path, train, what="teacher cache")
+    payload, from_cache = cached(path, fit, what="teacher cache")
     if from_cache:
         model.load_state_dict(payload["state_dict"])
     return Teacher(model, payload["history"], path, from_cache=from_cache)

@@ -11,6 +11,8 @@ import functools
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -82,13 +84,29 @@ class Tracker:
         self.failures: list[str] = []  # writes that failed (see ``guarded``)
 
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags))
+        """The parent run of sweep ``name``: a new one, or, when the sweep is resumed, its existing run
+        (and its children), so every trial keeps exactly one run."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`kdtune.sweep` = '{name}'", max_results=1
+        )
+        if found:
+            self.parent_id = found[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+            children = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=10000
+            )
+            self.children = {r.data.tags["trial_id"]: r.info.run_id for r in children if "trial_id" in r.data.tags}
+            return self.parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "kdtune.sweep": name})
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
         return self.parent_id
 
     @guarded
     def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        if trial_id in self.children:  # a resumed or retried trial keeps its run
+            self.client.update_run(self.children[trial_id], status="RUNNING")
+            return
         own = {metric_key(k): v for k, v in tags.items()}
         tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **own}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_id}", tags=tags)
@@ -124,6 +142,16 @@ class Tracker:
                 self.client.log_artifacts(run_id, str(path), artifact_path)
             elif path.exists():
                 self.client.log_artifact(run_id, str(path), artifact_path)
+
+    @guarded
+    def log_file_as(self, trial_id: str | None, path: Path, name: str) -> None:
+        """Log the file ``path`` as the artifact ``name`` (e.g. a trial's weights as ``student.pt``)."""
+        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        if run_id is None or not path.exists():
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(path, Path(tmp) / name)
+            self.client.log_artifact(run_id, str(Path(tmp) / name))
 
     @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:

@@ -8,13 +8,15 @@ teacher's logits are computed once per study and never recomputed inside a trial
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from kdtune.methods import Distiller
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+StateCallback = Callable[["FitState"], None]
 # (x, y, idx) -> named loss terms; "loss" is the total to minimize
 StepFn = Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]]
 
@@ -48,6 +51,62 @@ def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.opt
     return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
+@dataclass(frozen=True)
+class FitState:
+    """Where ``fit`` stands after ``epoch``: enough to go on as if it had never stopped.
+
+    Tensors and plain Python only, so a saved state loads with ``torch.load(weights_only=True)``.
+    ``extra`` is the state of the module trained alongside the model (a distiller's regressor, ...);
+    ``generator`` is the batch-shuffling generator's state, ``rng`` torch's global CPU RNG state and
+    ``cuda_rng`` that of the training device when it is a GPU (random starts, dropout).
+    """
+
+    epoch: int
+    model: dict[str, Tensor]
+    extra: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    generator: Tensor
+    rng: Tensor
+    cuda_rng: Tensor | None
+    history: list[dict[str, float]]
+
+    @classmethod
+    def capture(cls, epoch: int, model: nn.Module, extra: nn.Module | None, opt: torch.optim.Optimizer,
+                gen: torch.Generator, history: list[dict[str, float]], device: torch.device) -> FitState:
+        """A snapshot (copies, not views of the live tensors) of the training state after ``epoch``."""
+        return cls(
+            epoch=epoch, model=_copy_state(model), extra=_copy_state(extra),
+            optimizer=copy.deepcopy(opt.state_dict()), generator=gen.get_state(), rng=torch.get_rng_state(),
+            cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            history=[dict(h) for h in history],
+        )  # fmt: skip
+
+    def restore(self, model: nn.Module, extra: nn.Module | None, opt: torch.optim.Optimizer,
+                gen: torch.Generator, device: torch.device) -> list[dict[str, float]]:
+        """Load this state into freshly built training objects; returns the history so far."""
+        model.load_state_dict(self.model)
+        if extra is not None:
+            extra.load_state_dict(self.extra)
+        opt.load_state_dict(self.optimizer)
+        gen.set_state(self.generator)
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(self.cuda_rng, device)
+        return [dict(h) for h in self.history]
+
+    def save(self, path: Path) -> None:
+        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> FitState:
+        """A state written by ``save``, on the CPU (``load_state_dict`` moves it to the model's device)."""
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _copy_state(module: nn.Module | None) -> dict[str, Tensor]:
+    return {} if module is None else {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -56,34 +115,54 @@ def fit(
     *,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_state: StateCallback | None = None,
+    resume: FitState | None = None,
     train: Split | None = None,
-    extra: Iterable[nn.Parameter] = (),
+    extra: nn.Module | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` (and ``extra`` parameters) for ``spec.epochs`` with ``step`` over ``train``
-    (default: the training split); returns per-epoch means of the terms + val/acc."""
+    """Train ``model`` (and the ``extra`` module's parameters) for ``spec.epochs`` with ``step`` over
+    ``train`` (default: the training split); returns per-epoch means of the terms + val/acc.
+
+    ``on_state`` gets a ``FitState`` after every epoch; ``resume`` (one such state, for the same
+    configuration) continues after its epoch and ends with what an uninterrupted run would have.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = make_optimizer(itertools.chain(model.parameters(), extra), spec)
-    train, history = train if train is not None else data.train, []
-    for epoch in range(1, spec.epochs + 1):
-        start, sums, n_batches = time.perf_counter(), defaultdict(float), 0
-        model.train()
-        for idx in train.index_batches(spec.batch_size, generator=gen):
-            terms = step(train.x[idx], train.y[idx], idx)
-            _check_finite(terms, epoch, n_batches)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            for k, v in terms.items():
-                sums[k] += float(v.detach())
-            n_batches += 1
-        stats = {f"train/{k}": v / n_batches for k, v in sums.items()}
+    params = itertools.chain(model.parameters(), extra.parameters() if extra is not None else ())
+    opt, train = make_optimizer(params, spec), train if train is not None else data.train
+    device, history, done = train.x.device, [], 0
+    if resume is not None:
+        if resume.epoch > spec.epochs:
+            raise ValueError(f"cannot resume after epoch {resume.epoch} of a {spec.epochs}-epoch run")
+        history, done = resume.restore(model, extra, opt, gen, device), resume.epoch
+    for epoch in range(done + 1, spec.epochs + 1):
+        start = time.perf_counter()
+        stats = _train_epoch(model, train, spec, step, opt, gen, epoch)
         stats["val/acc"] = accuracy(model, data.val.x, data.val.y)
         stats["time/epoch_s"] = time.perf_counter() - start
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch, stats)
+        if on_state is not None:
+            on_state(FitState.capture(epoch, model, extra, opt, gen, history, device))
     return history
+
+
+def _train_epoch(model: nn.Module, train: Split, spec: TrainSpec, step: StepFn, opt: torch.optim.Optimizer,
+                 gen: torch.Generator, epoch: int) -> dict[str, float]:
+    """One pass over ``train`` in the order ``gen`` draws; the means of the step's terms."""
+    sums, n_batches = defaultdict(float), 0
+    model.train()
+    for idx in train.index_batches(spec.batch_size, generator=gen):
+        terms = step(train.x[idx], train.y[idx], idx)
+        _check_finite(terms, epoch, n_batches)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        for k, v in terms.items():
+            sums[k] += float(v.detach())
+        n_batches += 1
+    return {f"train/{k}": v / n_batches for k, v in sums.items()}
 
 
 def _check_finite(terms: dict[str, Tensor], epoch: int, batch: int) -> None:
@@ -105,6 +184,8 @@ def fit_teacher(
     seed: int,
     adversary: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     on_epoch: EpochCallback | None = None,
+    on_state: StateCallback | None = None,
+    resume: FitState | None = None,
 ) -> list[dict[str, float]]:
     """Cross-entropy training of a teacher (on ``adversary(model, x, y)`` when given: Madry-style AT)."""
 
@@ -113,7 +194,7 @@ def fit_teacher(
             x = adversary(model, x, y)
         return {"loss": F.cross_entropy(model(x), y)}
 
-    return fit(model, data, spec, step, seed=seed, on_epoch=on_epoch)
+    return fit(model, data, spec, step, seed=seed, on_epoch=on_epoch, on_state=on_state, resume=resume)
 
 
 def fit_student(
@@ -126,11 +207,14 @@ def fit_student(
     adversary: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    on_state: StateCallback | None = None,
+    resume: FitState | None = None,
 ) -> list[dict[str, float]]:
     """Distil into ``student``: the method's task loss on student(x') + sum_w w * penalty(x').
 
     The student trains on ``distiller.transfer_set()``; ``x'`` is ``adversary(student, x, y)`` when
-    adversarial training is on, else ``x``.
+    adversarial training is on, else ``x``. The distiller's state (e.g. a FitNets regressor, created
+    by ``attach``) is part of every ``FitState``: ``resume`` restores it after ``attach``.
     """
     active = [p for p in penalties if p.weight > 0]
     distiller.attach(student)
@@ -150,8 +234,8 @@ def fit_student(
         return terms
 
     return fit(
-        student, data, spec, step, seed=seed, on_epoch=on_epoch,
-        train=distiller.transfer_set(), extra=distiller.parameters(),
+        student, data, spec, step, seed=seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
+        train=distiller.transfer_set(), extra=distiller,
     )
 
 

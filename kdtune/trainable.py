@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from kdtune.evaluate import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.pipeline import run_student
 from kdtune.teacher import cache_dir, frozen
+from kdtune.train import FitState
 
 if TYPE_CHECKING:
     from kdtune.config import StudyConfig
@@ -24,15 +26,29 @@ if TYPE_CHECKING:
 
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
+# Every epoch's checkpoint: the FitState (student, distiller, optimizer, RNGs, history) a retried
+# trial resumes from, so a worker that died costs at most one epoch, not the whole trial.
+STATE_FILE = "fit_state.pt"
 # A deterministic failure (NaN loss, a bad configuration): reported as the trial's final result so the
 # sweep records it at once; Ray's retries are kept for failures of the infrastructure (a dead worker).
 FAILED_KEY = "kdtune/error"
 
 
-def make_trainable(cfg: StudyConfig, data: Dataset, teacher: nn.Module, teacher_logits: torch.Tensor) -> Any:
-    """The study's trainable with data, teacher and its logits shipped once through Ray's object store."""
+def make_trainable(
+    cfg: StudyConfig,
+    data: Dataset,
+    teacher: nn.Module,
+    teacher_logits: torch.Tensor,
+    *,
+    students_dir: Path | None = None,
+) -> Any:
+    """The study's trainable with data, teacher and its logits shipped once through Ray's object store.
+
+    Each finished trial also writes its student's weights to ``<students_dir>/<trial id>.pt`` (when given).
+    """
     trainable = tune.with_parameters(
-        run_trial, study=cfg, data=data, teacher=teacher.cpu(), teacher_logits=teacher_logits.cpu()
+        run_trial, study=cfg, data=data, teacher=teacher.cpu(), teacher_logits=teacher_logits.cpu(),
+        students_dir=students_dir.resolve() if students_dir is not None else None,  # trials run elsewhere
     )
     return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
 
@@ -43,9 +59,18 @@ def trial_device() -> torch.device:
 
 
 def run_trial(
-    config: dict[str, Any], *, study: StudyConfig, data: Dataset, teacher: nn.Module, teacher_logits: torch.Tensor
+    config: dict[str, Any],
+    *,
+    study: StudyConfig,
+    data: Dataset,
+    teacher: nn.Module,
+    teacher_logits: torch.Tensor,
+    students_dir: Path | None = None,
 ) -> None:
-    """One trial: ``config`` maps searched YAML paths to sampled values."""
+    """One trial: ``config`` maps searched YAML paths to sampled values.
+
+    A retried trial (its worker died) resumes from the latest epoch's checkpoint.
+    """
     cfg = study.with_overrides(config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()
@@ -54,19 +79,48 @@ def run_trial(
         data=data, teacher=frozen(teacher, device), teacher_logits=teacher_logits.to(device),
         student_spec=cfg.student, seed=cfg.seed, cache=cache_dir(cfg.output.cache),
     )
-
-    def on_epoch(epoch: int, stats: dict[str, float]) -> None:
-        tune.report({**stats, "epoch": epoch})
-
     try:
-        run = run_student(cfg, ctx, on_epoch=on_epoch)
+        run = run_student(cfg, ctx, on_state=report_epoch, resume=resume_state(tune.get_checkpoint()))
     except KdtuneError as err:
         tune.report({FAILED_KEY: str(err)})
         return
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
     final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance}
+    if students_dir is not None:  # before the final report: a COMPLETE trial always has its weights there
+        save_atomic(run.student.state_dict(), students_dir / f"{tune.get_context().get_trial_id()}.pt")
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(run.student.state_dict(), Path(tmp) / STUDENT_FILE)
         (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def report_epoch(state: FitState) -> None:
+    """Report an epoch's stats with a checkpoint of the training state (Tune persists it before returning)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state.save(Path(tmp) / STATE_FILE)
+        tune.report({**state.history[-1], "epoch": state.epoch}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def resume_state(checkpoint: tune.Checkpoint | None) -> FitState | None:
+    """The training state in a trial's latest checkpoint; None for a fresh trial, or when that
+    checkpoint is the final one (a worker lost after its final report: the trial is simply re-run)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        state_file = Path(path) / STATE_FILE
+        return FitState.load(state_file) if state_file.exists() else None
+
+
+def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as tmp:
+        try:
+            torch.save(state, tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+    os.replace(tmp.name, path)

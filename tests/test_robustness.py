@@ -167,7 +167,7 @@ def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_
         (tmp_path / f"t{i}").mkdir()
         torch.save(student.state_dict(), tmp_path / f"t{i}" / STUDENT_FILE)
         metrics = {"val/acc": acc, "test/acc": 0.1, "test/robust_acc@0.1": 0.3}  # t0, t1: PGD above clean
-        records.append(TrialRecord(f"t{i}", "COMPLETE", {}, metrics, checkpoint=str(tmp_path / f"t{i}")))
+        records.append(TrialRecord(f"t{i}", "COMPLETE", {}, metrics, checkpoint=str(tmp_path / f"t{i}" / STUDENT_FILE)))
     records.append(TrialRecord("t2", "FAILED", error="boom"))
     teacher = Teacher(build_model("mlp", {}, small_data.info), [], tmp_path, from_cache=False)
     lines: list[str] = []

@@ -1,0 +1,120 @@
+"""The study's record, kept in its Optuna storage (SQLite by default, any SQLAlchemy URL).
+
+Optuna's storage already holds every trial's sampled values and objectives for the sampler; kdtune adds
+what the report needs, so that ``kdtune report STUDY`` and a later run of the same study see every trial
+so far: each finished trial's record (a user attribute written before Optuna is told the outcome), the
+teacher's metrics, metrics measured after a sweep (serial latency, AutoAttack) and the log of sweeps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from kdtune.errors import KdtuneError
+from kdtune.records import TrialRecord
+
+RECORD = "kdtune.record"
+TEACHER = "kdtune.teacher"
+SWEEPS = "kdtune.sweeps"
+POST = "kdtune.post."  # + trial id
+
+
+def storage_url(configured: str | None, workdir: Path) -> str:
+    """The study file's ``output.optuna``, else ``sqlite:///<workdir>/.kdtune/optuna.db``."""
+    if configured:
+        return configured
+    path = (workdir / ".kdtune" / "optuna.db").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def open_study(url: str, name: str, directions: Sequence[str], *, create: bool = True) -> optuna.Study:
+    """The persistent Optuna study ``name`` (created on first use unless ``create`` is false); its
+    objectives must not change between runs."""
+    try:
+        storage = optuna.storages.RDBStorage(url)
+        if not create and name not in optuna.study.get_all_study_names(storage):
+            raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
+        study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
+    except KdtuneError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any storage failure is the user's to fix
+        raise KdtuneError(
+            f"cannot open the study storage {redact(url)} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "check output.optuna in the study file"
+        ) from None
+    stored = [d.name.lower().removesuffix("imize") for d in study.directions]
+    wanted = [d.removesuffix("imize") for d in directions]
+    if stored != wanted:
+        raise KdtuneError(
+            f"study '{name}' in {redact(url)} was run with objectives {stored}, the study file now asks for {wanted}; "
+            "rename the study (name:) to start a new one"
+        )
+    return study
+
+
+def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
+    """Attach ``record`` to its (still running) Optuna trial, before the outcome is told."""
+    trial.set_user_attr(RECORD, {
+        "trial_id": record.trial_id, "status": record.status, "params": record.params,
+        "metrics": {k: v for k, v in record.metrics.items() if math.isfinite(v)},
+        "error": record.error, "provenance": record.provenance,
+    })  # fmt: skip
+
+
+def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
+    """Every recorded trial of every sweep, in the order Optuna numbered them, with post-sweep metrics."""
+    post = {k.removeprefix(POST): v for k, v in study.user_attrs.items() if k.startswith(POST)}
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        raw = trial.user_attrs.get(RECORD)
+        if raw is None:
+            continue  # asked but never finished by kdtune (e.g. lost to a killed driver)
+        weights = students_dir / f"{raw['trial_id']}.pt"
+        records.append(TrialRecord(
+            trial_id=raw["trial_id"], status=raw["status"], params=raw["params"],
+            metrics={**raw["metrics"], **post.get(raw["trial_id"], {})} if raw["status"] == "COMPLETE" else {},
+            error=raw["error"], provenance=raw.get("provenance", {}),
+            checkpoint=str(weights) if raw["status"] == "COMPLETE" and weights.exists() else None,
+        ))  # fmt: skip
+    return records
+
+
+def save_post_metrics(study: optuna.Study, metrics: dict[str, dict[str, float]]) -> None:
+    """Metrics measured after a sweep (``{trial_id: {name: value}}``), merged into what is stored."""
+    for trial_id, values in metrics.items():
+        stored = study.user_attrs.get(POST + trial_id, {})
+        study.set_user_attr(POST + trial_id, {**stored, **{k: v for k, v in values.items() if math.isfinite(v)}})
+
+
+def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:
+    study.set_user_attr(TEACHER, {k: v for k, v in metrics.items() if math.isfinite(v)})
+
+
+def teacher_metrics(study: optuna.Study) -> dict[str, float]:
+    return dict(study.user_attrs.get(TEACHER, {}))
+
+
+def sweeps(study: optuna.Study) -> list[dict[str, Any]]:
+    """The log of sweeps: ``[{"name": "sweep-001", "status": "running" | "finished"}, ...]``."""
+    return list(study.user_attrs.get(SWEEPS, []))
+
+
+def set_sweep(study: optuna.Study, name: str, status: str) -> None:
+    log = [s for s in sweeps(study) if s["name"] != name]
+    study.set_user_attr(SWEEPS, [*log, {"name": name, "status": status}])
+
+
+def redact(url: str) -> str:
+    """``url`` without its password: ``postgresql://kd:***@db/kd``; anything else unchanged."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a database URL: nothing to hide
+        return url

@@ -1,0 +1,166 @@
+"""Studies accumulate across runs, resume after the driver is killed, and rebuild their report from storage."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import psutil
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from kdtune.config import load_study
+from kdtune.runner import rebuild_report, run_study
+
+pytestmark = pytest.mark.slow
+
+STUDY = {
+    "name": "acc",
+    "seed": 0,
+    "dataset": {"name": "mnist_5k", "n_train": 400, "n_val": 100, "n_test": 100},
+    "teacher": {"model": {"name": "mlp", "hidden": [32]}, "epochs": 1},
+    "student": {"model": {"name": "mlp", "hidden": [8]}, "epochs": 1},
+    "evaluation": {
+        "eps": [0.1], "pgd_steps": 2, "fgsm": False, "n_jacobian": 16,
+        "latency": {"batch_sizes": [1], "warmup": 2, "repeats": 2, "n_calls": 2},
+    },
+    "search": {
+        "space": {"method.temperature": {"type": "float", "low": 1.0, "high": 8.0}},
+        "objectives": [{"metric": "val/acc", "mode": "max"}, {"metric": "latency/ms_b1", "mode": "min"}],
+        "sampler": {"name": "tpe", "n_startup_trials": 2},
+        "budget": 2,
+        "max_concurrent": 1,
+    },
+}
+
+
+def write(tmp_path: Path, **changes) -> Path:
+    raw = {**yaml.safe_load(yaml.safe_dump(STUDY)), **changes}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def optuna_trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / '.kdtune' / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from kdtune.study import init_ray
+
+    init_ray(None)
+    yield
+    ray.shutdown()
+
+
+def test_running_a_study_again_adds_its_budget_informed_by_what_is_stored(tmp_path, ray_session, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_study(write(tmp_path))
+    first = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    second = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    assert (first.run_name, second.run_name) == ("sweep-001", "sweep-002")
+    ids = [r.trial_id for r in second.records]
+    assert len(ids) == 4 and len(set(ids)) == 4 and set(ids[:2]) == {r.trial_id for r in first.records}
+    trials = pd.read_csv(tmp_path / "reports" / "acc" / "trials.csv", dtype={"trial_id": str})
+    assert trials["trial_id"].tolist() == ids  # the report covers every trial so far
+    assert [t.state.name for t in optuna_trials(tmp_path, "acc")] == ["COMPLETE"] * 4  # one Optuna study
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("acc").experiment_id])
+    assert sorted(r.info.run_name for r in runs if "trial_id" not in r.data.tags) == ["sweep-001", "sweep-002"]
+    assert sorted(r.data.tags["trial_id"] for r in runs if "trial_id" in r.data.tags) == sorted(ids)
+
+
+def test_report_is_rebuilt_from_storage_without_training(tmp_path, ray_session, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_study(write(tmp_path, name="rebuild"))
+    outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    report_dir = tmp_path / "reports" / "rebuild"
+    for f in report_dir.iterdir():
+        f.unlink()
+
+    import kdtune.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("kdtune report must not train")
+
+    monkeypatch.setattr(kdtune.train, "fit", no_training)
+    rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)
+    assert [r.trial_id for r in rebuilt.records] == [r.trial_id for r in outcome.records]
+    for r_old, r_new in zip(outcome.records, rebuilt.records):
+        assert r_new.metrics["val/acc"] == r_old.metrics["val/acc"]
+    assert (report_dir / "trials.csv").exists() and (report_dir / "report.html").exists()
+
+
+def _study_processes(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            env = proc.info["environ"] or {}
+            if env.get("KDTUNE_TEST_MARKER") == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_a_driver_killed_mid_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
+    budget = 5
+    study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 3},
+                  search={**STUDY["search"], "budget": budget, "max_concurrent": 2})
+    marker = f"kill-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "kdtune", str(study)]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    deadline, done_before = time.monotonic() + 240, {}
+    while time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        try:
+            done_before = {t.user_attrs["kdtune.record"]["trial_id"]: t.values for t in optuna_trials(tmp_path, "killed")
+                           if t.state.name == "COMPLETE"}
+        except Exception:  # noqa: BLE001 - the storage may not exist yet
+            continue
+        if len(done_before) >= 2:
+            break
+    assert driver.poll() is None, driver.stdout.read()  # still running: we kill it mid-sweep
+    kill_time = time.time()
+    for proc in _study_processes(marker):  # the driver and every Ray process it started
+        proc.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert 2 <= len(done_before) < budget
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    for proc in _study_processes(marker):
+        proc.send_signal(signal.SIGKILL)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming the interrupted sweep-001" in again.stdout
+
+    trials = pd.read_csv(tmp_path / "reports" / "killed" / "trials.csv", dtype={"trial_id": str})
+    assert len(trials) == budget and trials["trial_id"].is_unique and (trials["status"] == "COMPLETE").all()
+    final = {t.user_attrs["kdtune.record"]["trial_id"]: t.values for t in optuna_trials(tmp_path, "killed")
+             if "kdtune.record" in t.user_attrs}
+    assert {k: final[k] for k in done_before} == done_before  # finished trials kept, with their results
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    children = [r for r in runs if "trial_id" in r.data.tags]
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials["trial_id"])  # one run per trial
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs) and not [r for r in runs if r.info.status == "RUNNING"]
+    for r in children:  # a trial finished before the kill was not run again
+        if r.data.tags["trial_id"] in done_before:
+            assert r.info.start_time / 1000 < kill_time and r.info.status == "FINISHED"
+    assert len([r for r in runs if "trial_id" not in r.data.tags]) == 1  # the resumed sweep kept its parent run
