@@ -18,7 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study file end to end (the default command)")
     run.add_argument("study", type=Path, help="a study file, e.g. studies/pareto_mnist.yaml")
-    run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    run.add_argument(
+        "--address", default=None,
+        help="Ray cluster address; overrides ray.address in the study file and $RAY_ADDRESS (default: local Ray)",
+    )
     rep = sub.add_parser("report", help="rebuild a study's report from what is stored, training nothing")
     rep.add_argument("study", type=Path)
     val = sub.add_parser("validate", help="check a study file without running it")
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdtune: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("kdtune: interrupted; finished trials are kept under the study's Ray storage", file=sys.stderr)
+        print("kdtune: interrupted; finished trials are stored: run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a file
         where = _save_traceback()
@@ -71,14 +74,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.study}: ok ({cfg.search.n_trials} trials over {', '.join(cfg.search.space)})")
         return 0
-    import os
-
     from kdtune.runner import rebuild_report, run_study
 
     if args.command == "report":
         outcome = rebuild_report(cfg)
     else:
-        outcome = run_study(cfg, address=args.address or os.environ.get("RAY_ADDRESS"))
+        outcome = run_study(cfg, address=args.address)  # the runner resolves ray.address and $RAY_ADDRESS
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
     print(f"report: {outcome.report['report_html']}")

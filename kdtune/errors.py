@@ -31,3 +31,9 @@ class DataError(KdtuneError):
 
 class TrainingError(KdtuneError):
     """Training that cannot go on, e.g. a loss that became NaN or infinite."""
+
+
+class SweepInterrupted(KdtuneError):
+    """A sweep stopped before all its trials ended (Ctrl-C); what finished is stored (exit code 130)."""
+
+    exit_code = 130

@@ -24,7 +24,7 @@ from kdtune import store
 from kdtune.attacks import pgd
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
@@ -67,8 +67,11 @@ def run_study(
     The study accumulates: a new run adds ``search.budget`` trials to those stored (a grid adds what is
     left of it), and a run whose sweep was interrupted resumes that sweep instead.
     """
+    from kdtune import study  # ray is imported only when a sweep actually runs
+
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
+    study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
     data, teacher, teacher_metrics = _prepare(cfg, echo)
     optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
     store.save_teacher_metrics(optuna_study, teacher_metrics)
@@ -81,7 +84,7 @@ def run_study(
     tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
     status = "FAILED"
     try:
-        ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, address, echo)
+        ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
@@ -91,6 +94,9 @@ def run_study(
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
         tracker.log_artifacts(None, [paths["report_md"].parent], artifact_path="report")
         status = "FINISHED"
+    except (SweepInterrupted, KeyboardInterrupt):
+        status = "KILLED"  # the sweep stays "running" in the study's log: the next run resumes it
+        raise
     finally:
         tracker.end_sweep(status)
         if tracker.failures:
@@ -160,7 +166,7 @@ def _plan_sweep(cfg: StudyConfig, optuna_study: Any, workdir: Path, echo: Callab
 
 def _sweep(
     cfg: StudyConfig, data: Dataset, teacher: Teacher, optuna_study: Any, plan: SweepPlan, tracker: Tracker,
-    workdir: Path, address: str | None, echo: Callable[[str], None],
+    workdir: Path, echo: Callable[[str], None],
 ) -> dict[str, str]:
     """Run the planned sweep through Ray (nothing if it has no trials); its log entry says if it finished."""
     if plan.n_trials == 0:
@@ -169,7 +175,6 @@ def _sweep(
     from kdtune import study  # ray is imported only when a sweep actually runs
 
     store.set_sweep(optuna_study, plan.name, "running")
-    study.init_ray(address, configured=cfg.ray.address, echo=echo)
     errors = study.run_sweep(
         cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
         storage=_ray_dir(cfg, workdir), run_name=plan.name, n_trials=plan.n_trials,
@@ -196,14 +201,24 @@ def _report(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
     flags: dict[str, list[str]], seconds: float, run_name: str,
 ) -> tuple[dict[str, Path], float]:
-    paths = write_report(
+    try:
+        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name)
+    except KdtuneError as err:
+        raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
+    return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
+
+
+def _write(
+    cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
+    flags: dict[str, list[str]], seconds: float, run_name: str,
+) -> dict[str, Path]:
+    return write_report(
         workdir / cfg.output.reports / cfg.name, study_name=cfg.name, records=records, objectives=cfg.objectives,
         search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
         meta=_meta(cfg, data, run_name, seconds) | _autoattack_meta(cfg),
         metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
         reference=cfg.report.reference.record() if cfg.report.reference else None,
     )
-    return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
 
 
 def _storage(cfg: StudyConfig, workdir: Path) -> str:
@@ -338,8 +353,11 @@ def _tag_front(tracker: Tracker, paths: dict[str, Path]) -> None:
 
 
 def _flatten_top(cfg: StudyConfig) -> dict[str, str]:
+    """The sweep's parent-run params: each top-level section, with passwords in URLs redacted."""
     raw = cfg.to_raw()
-    return {k: str(v) for k, v in raw.items() if k not in ("search",)} | {"search": str(raw["search"])}
+    raw["tracking"]["uri"] = store.redact(raw["tracking"]["uri"]) if raw["tracking"]["uri"] else None
+    raw["output"]["optuna"] = store.redact(raw["output"]["optuna"]) if raw["output"]["optuna"] else None
+    return {k: str(v) for k, v in raw.items()}
 
 
 def _meta(cfg: StudyConfig, data: Dataset, run_name: str, seconds: float) -> dict[str, str]:

@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from kdtune import store
 from kdtune.config import get_path
-from kdtune.errors import KdtuneError
+from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.evaluate import metric_names
 from kdtune.records import TrialRecord
 from kdtune.trainable import FAILED_KEY, make_trainable
@@ -256,8 +256,10 @@ def init_ray(
     _check_reachable(address, source)
     try:  # an existing cluster decides its own CPUs and node IPs: no num_cpus / _node_ip_address here
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError) as err:
+    except ConnectionError as err:
         raise KdtuneError(_no_cluster(address, source, str(err).strip().splitlines()[0][:200])) from err
+    except (ValueError, RuntimeError, ray.exceptions.AuthenticationError) as err:  # ray[client], versions, token
+        raise KdtuneError(f"cannot use the Ray cluster at {address} (from {source}): {str(err)[:400]}") from err
     echo(f"Ray: cluster at {address} (from {source}; {_cluster_summary()})")
 
 
@@ -331,6 +333,12 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
+    ended = results.num_terminated + results.num_errors
+    if ended < n_trials:  # Tune returns normally after Ctrl-C, with the sweep unfinished
+        raise SweepInterrupted(
+            f"interrupted: {ended} of {n_trials} trials of {run_name} ended and are stored; "
+            "run the same command again to resume"
+        )
     return {Path(r.path).name: error_reason(r.error) for r in results if r.error is not None}
 
 

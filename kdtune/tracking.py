@@ -75,8 +75,10 @@ class Tracker:
                 else self.client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
             )
         except Exception as err:  # noqa: BLE001 - any store problem is the user's to fix
+            from kdtune.store import redact
+
             raise KdtuneError(
-                f"cannot open the MLflow store {uri} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                f"cannot open the MLflow store {redact(uri)} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                 "check tracking.uri / MLFLOW_TRACKING_URI"
             ) from None
         self.parent_id: str | None = None

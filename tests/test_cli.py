@@ -84,11 +84,11 @@ def test_run_routing(argv, fake_run, capsys):
     assert "report: reports/smoke.html" in out
 
 
-def test_run_address_from_flag_and_env(fake_run, monkeypatch):
+def test_run_passes_only_the_flag_so_the_study_file_can_beat_the_environment(fake_run, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://env:10001")  # resolved later by init_ray, after ray.address
     assert cli.main(["run", str(SMOKE), "--address", "ray://head:10001"]) == 0
-    monkeypatch.setenv("RAY_ADDRESS", "ray://env:10001")
     assert cli.main([str(SMOKE)]) == 0
-    assert [c["address"] for c in fake_run] == ["ray://head:10001", "ray://env:10001"]
+    assert [c["address"] for c in fake_run] == ["ray://head:10001", None]
 
 
 def test_run_bad_study_never_reaches_the_runner(fake_run, capsys):

@@ -115,9 +115,10 @@ def _study_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_a_driver_killed_mid_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
-    budget = 5
-    study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 3},
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(tmp_path, how):
+    budget = 6  # long enough that trials are still running when the driver is stopped
+    study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 8},
                   search={**STUDY["search"], "budget": budget, "max_concurrent": 2})
     marker = f"kill-{os.getpid()}-{time.monotonic_ns()}"
     env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
@@ -138,9 +139,16 @@ def test_a_driver_killed_mid_sweep_resumes_without_losing_or_repeating_trials(tm
             break
     assert driver.poll() is None, driver.stdout.read()  # still running: we kill it mid-sweep
     kill_time = time.time()
-    for proc in _study_processes(marker):  # the driver and every Ray process it started
-        proc.send_signal(signal.SIGKILL)
-    driver.wait(timeout=30)
+    if how == "kill -9":
+        for proc in _study_processes(marker):  # the driver and every Ray process it started
+            proc.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    else:
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
+        assert driver.returncode == 130, out
+        assert out.strip().splitlines()[-1].startswith("kdtune: error: interrupted: "), out
+        assert "run the same command again to resume" in out
     assert 2 <= len(done_before) < budget
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
@@ -164,3 +172,19 @@ def test_a_driver_killed_mid_sweep_resumes_without_losing_or_repeating_trials(tm
         if r.data.tags["trial_id"] in done_before:
             assert r.info.start_time / 1000 < kill_time and r.info.status == "FINISHED"
     assert len([r for r in runs if "trial_id" not in r.data.tags]) == 1  # the resumed sweep kept its parent run
+
+
+def test_an_unwritable_report_directory_fails_clearly_and_loses_nothing(tmp_path, ray_session, monkeypatch):
+    from kdtune.errors import KdtuneError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_study(write(tmp_path, name="nowhere"))
+    (tmp_path / "reports").write_text("a file where the report directory should be")
+    with pytest.raises(KdtuneError) as err:
+        run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    message = str(err.value)
+    assert "cannot write the report" in message and "kdtune report" in message and "\n" not in message
+    (tmp_path / "reports").unlink()
+    rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)
+    assert [r.status for r in rebuilt.records] == ["COMPLETE", "COMPLETE"]  # the sweep's results were kept
+    assert (tmp_path / "reports" / "nowhere" / "trials.csv").exists()

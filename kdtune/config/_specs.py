@@ -153,8 +153,8 @@ class ResourcesSpec(_Strict):
 
 
 class RaySpec(_Strict):
-    """Where trials run: ``address`` of a running Ray cluster (``auto``, ``ray://host:10001``, ...);
-    ``--address`` on the command line and $RAY_ADDRESS override it; none starts Ray locally."""
+    """Where trials run: ``address`` of a running Ray cluster (``auto``, ``host:6379``, ``ray://host:10001``).
+    Precedence: ``--address`` on the command line, then this, then $RAY_ADDRESS; none starts Ray locally."""
 
     address: str | None = None
 
