@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +48,26 @@ def write(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def completed_while_running(workdir: Path) -> dict[str, list[float]]:
+    """{trial id: objective values} of recorded COMPLETE trials, read without touching the schema
+    (opening it through Optuna would race the driver creating its tables)."""
+    db = workdir / ".kdtune" / "optuna.db"
+    if not db.exists():
+        return {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+        rows = con.execute(
+            "SELECT a.trial_id, a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = a.trial_id "
+            "WHERE a.key = 'kdtune.record' AND t.state = 'COMPLETE'"
+        ).fetchall()
+        values = {}
+        for row_id, record in rows:
+            objective = con.execute(
+                "SELECT value FROM trial_values WHERE trial_id = ? ORDER BY objective", (row_id,)
+            ).fetchall()
+            values[json.loads(record)["trial_id"]] = [v for (v,) in objective]
+    return values
 
 
 def optuna_trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -131,9 +153,8 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
     while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
         try:
-            done_before = {t.user_attrs["kdtune.record"]["trial_id"]: t.values for t in optuna_trials(tmp_path, "killed")
-                           if t.state.name == "COMPLETE"}
-        except Exception:  # noqa: BLE001 - the storage may not exist yet
+            done_before = completed_while_running(tmp_path)
+        except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
             continue
         if len(done_before) >= 2:
             break
