@@ -1,4 +1,5 @@
-"""Command line: ``kdtune STUDY`` (= ``run``), ``kdtune report STUDY``, ``kdtune validate STUDY``, ``kdtune list``."""
+"""Command line: ``kdtune STUDY`` (= ``run``), ``kdtune report STUDY``, ``kdtune rerun STUDY TRIAL_ID``,
+``kdtune validate STUDY``, ``kdtune list``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from kdtune.errors import KdtuneError
 
-COMMANDS = ("run", "report", "validate", "list")
+COMMANDS = ("run", "report", "rerun", "validate", "list")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep = sub.add_parser("report", help="rebuild a study's report from what is stored, training nothing")
     rep.add_argument("study", type=Path)
+    again = sub.add_parser("rerun", help="retrain one stored trial and compare its metrics with the stored ones")
+    again.add_argument("study", type=Path)
+    again.add_argument("trial_id", help="a trial id from the report or trials.csv")
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study", type=Path)
     sub.add_parser("list", help="list every registered dataset, model, loss, penalty and attack")
@@ -74,8 +78,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.study}: ok ({cfg.search.n_trials} trials over {', '.join(cfg.search.space)})")
         return 0
-    from kdtune.runner import rebuild_report, run_study
+    from kdtune.runner import rebuild_report, rerun_trial, run_study
 
+    if args.command == "rerun":
+        stored, again = rerun_trial(cfg, args.trial_id)
+        _print_comparison(stored, again)
+        return 0
     if args.command == "report":
         outcome = rebuild_report(cfg)
     else:
@@ -84,6 +92,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
     print(f"report: {outcome.report['report_html']}")
     return 0
+
+
+def _print_comparison(stored: dict[str, float], again: dict[str, float]) -> None:
+    print(f"{'metric':<28} {'stored':>12} {'rerun':>12}")
+    for name in sorted(set(stored) | set(again)):
+        a, b = stored.get(name), again.get(name)
+        print(f"{name:<28} {'' if a is None else f'{a:.4g}':>12} {'' if b is None else f'{b:.4g}':>12}")
 
 
 def _print_registries() -> None:

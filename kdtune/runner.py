@@ -37,7 +37,7 @@ from kdtune.robustness import (
     autoattack_metric_names,
     masking_checks,
 )
-from kdtune.teacher import Teacher, cache_dir, load_or_train_teacher
+from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
 from kdtune.tracking import Tracker, default_uri
 from kdtune.train import logits_of
 from kdtune.trainable import STUDENT_FILE
@@ -121,6 +121,38 @@ def rebuild_report(cfg: StudyConfig, *, workdir: Path | None = None, echo: Calla
     name = (store.sweeps(optuna_study) or [{"name": "-"}])[-1]["name"]
     paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, name)
     return StudyOutcome(records, paths, hv, teacher_metrics, name)
+
+
+def rerun_trial(
+    cfg: StudyConfig, trial_id: str, *, workdir: Path | None = None, echo: Callable[[str], None] = print
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Retrain one stored trial from its recorded hyperparameters (no Ray) and evaluate it again.
+
+    Returns (stored metrics, metrics of the rerun). Training is seeded and uses the trial's thread
+    count, so accuracies reproduce; latency is re-measured and varies within noise.
+    """
+    from kdtune.methods import MethodContext
+    from kdtune.pipeline import run_student
+
+    workdir = (workdir or Path.cwd()).resolve()
+    url = _storage(cfg, workdir)
+    optuna_study = store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.objectives], create=False)
+    records = {r.trial_id: r for r in store.read_records(optuna_study, _students_dir(cfg, workdir))}
+    if trial_id not in records:
+        known = ", ".join(list(records)[:8]) + (" ..." if len(records) > 8 else "")
+        raise KdtuneError(f"no trial '{trial_id}' is stored for study '{cfg.name}'; stored: {known or 'none'}")
+    record = records[trial_id]
+    data, teacher, _ = _prepare(cfg, echo, train_teacher=False)
+    trial_cfg = cfg.with_overrides(record.params)
+    torch.set_num_threads(max(1, int(trial_cfg.resources.cpu)))  # as the trial ran: same arithmetic order
+    ctx = MethodContext(
+        data=data, teacher=frozen(teacher.model, "cpu"), teacher_logits=logits_of(teacher.model, data.train.x),
+        student_spec=trial_cfg.student, seed=trial_cfg.seed, cache=cache_dir(trial_cfg.output.cache),
+    )
+    echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
+    run = run_student(trial_cfg, ctx)
+    latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency)["student"]
+    return record.metrics, {**run.metrics, **latency}
 
 
 def _prepare(

@@ -209,3 +209,20 @@ def test_an_unwritable_report_directory_fails_clearly_and_loses_nothing(tmp_path
     rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)
     assert [r.status for r in rebuilt.records] == ["COMPLETE", "COMPLETE"]  # the sweep's results were kept
     assert (tmp_path / "reports" / "nowhere" / "trials.csv").exists()
+
+
+def test_rerun_retrains_a_stored_trial_and_reproduces_its_metrics(tmp_path, ray_session, monkeypatch):
+    from kdtune.runner import rerun_trial
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_study(write(tmp_path, name="again"))
+    outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    trial = outcome.records[1]
+    stored, again = rerun_trial(cfg, trial.trial_id, workdir=tmp_path, echo=lambda line: None)
+    for name in ("val/acc", "test/acc", "val/robust_acc@0.1", "model/params"):
+        assert again[name] == pytest.approx(stored[name], abs=1e-9), name  # seeded: the same student
+    assert again["latency/ms_b1"] > 0
+    from kdtune.errors import KdtuneError
+
+    with pytest.raises(KdtuneError, match="no trial 'nope'"):
+        rerun_trial(cfg, "nope", workdir=tmp_path, echo=lambda line: None)
