@@ -88,7 +88,7 @@ def run_study(
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
-        _log_after_sweep(tracker, cfg, records, teacher_metrics)
+        _log_after_sweep(tracker, cfg, data, records, teacher_metrics)
         paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name)
         _tag_front(tracker, paths)
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
@@ -278,9 +278,10 @@ def _after_sweep(
 
 
 def _log_after_sweep(
-    tracker: Tracker, cfg: StudyConfig, records: list[TrialRecord], teacher_metrics: dict[str, float]
+    tracker: Tracker, cfg: StudyConfig, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float]
 ) -> None:
-    """The post-sweep metrics (serial latency, AutoAttack) and each student's weights, into MLflow."""
+    """The post-sweep metrics (serial latency, AutoAttack) and each student's weights into MLflow; the
+    Pareto-front members of this sweep also as loadable PyTorch models with an input signature."""
     robust_names = autoattack_metric_names(cfg.evaluation)  # [] unless AutoAttack is enabled
     tracker.log_metrics(None, {f"teacher/{k}": teacher_metrics[k] for k in robust_names if k in teacher_metrics})
     for r in records:
@@ -289,6 +290,10 @@ def _log_after_sweep(
             tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
             if r.checkpoint:
                 tracker.log_file_as(r.trial_id, Path(r.checkpoint), STUDENT_FILE)
+    example = data.val.x[:2].cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
+    for r, on_front in zip(records, front_mask(records, cfg.objectives)):
+        if on_front and r.checkpoint and r.trial_id in tracker.children:
+            tracker.log_model(r.trial_id, _load_student(cfg, data, r).eval(), example)
 
 
 def _with_metrics(records: list[TrialRecord], extra: dict[str, dict[str, float]]) -> list[TrialRecord]:

@@ -191,6 +191,7 @@ class ProgressCallback(tune.Callback):
 
     def __init__(self, cfg: StudyConfig, echo: Callable[[str], None]) -> None:
         self.cfg, self.echo, self.done, self.start = cfg, echo, 0, time.monotonic()
+        self.best: float | None = None  # of the first objective
 
     def _line(self, trial: Any, status: str) -> None:
         self.done += 1
@@ -200,7 +201,14 @@ class ProgressCallback(tune.Callback):
         objs = "  ".join(
             f"{o.metric}={result[o.metric]:.4g}" for o in self.cfg.search.objectives if o.metric in result
         )
-        self.echo(f"[{self.done}/{total}] trial {trial.trial_id} {status}  {objs}  (elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
+        first = self.cfg.search.objectives[0]
+        if first.metric in result and FAILED_KEY not in result:
+            value = float(result[first.metric])
+            better = self.best is None or (value > self.best if first.mode == "max" else value < self.best)
+            self.best = value if better else self.best
+        best = f"  best {first.metric} {self.best:.4g}" if self.best is not None else ""
+        self.echo(f"[{self.done}/{total}] trial {trial.trial_id} {status}  {objs}{best}"
+                  f"  (elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         failed = (trial.last_result or {}).get(FAILED_KEY)

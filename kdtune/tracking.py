@@ -156,6 +156,28 @@ class Tracker:
             self.client.log_artifact(run_id, str(Path(tmp) / name))
 
     @guarded
+    def log_model(self, trial_id: str, model: Any, example: Any) -> None:
+        """Log a trial's student as an MLflow PyTorch model (``student``) with the input signature of
+        ``example`` (a float32 array shaped like a batch of inputs) and the logits it produces."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            return
+        with torch.no_grad():
+            logits = model(torch.from_numpy(example)).numpy()
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.pytorch.log_model(
+                model, name="student", signature=infer_signature(example, logits), input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
         run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
         for k, v in tags.items() if run_id else ():

@@ -140,7 +140,20 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert "val/robust_acc_at_0.1" in child.data.metrics
         assert child.data.tags["pareto"] in ("true", "false")
         assert child.data.tags["provenance.transfer_set"] == "training split"
-        assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["student.pt"]
+        artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
+        assert "student.pt" in artifacts
+        if child.data.tags["pareto"] == "true":  # front members: a loadable model with an input signature
+            import mlflow.pytorch
+            from mlflow.models import get_model_info
+
+            uri = f"runs:/{child.info.run_id}/student"
+            mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+            info = get_model_info(uri)
+            assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
+            model = mlflow.pytorch.load_model(uri)
+            import torch
+
+            assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     report_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/trials.csv", "report/report.html"} <= report_files
     assert parents[0].data.metrics["pareto/hypervolume"] == pytest.approx(outcome.hypervolume)
