@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +46,7 @@ from kdtune.trainable import STUDENT_FILE
 
 log = logging.getLogger(__name__)
 AA_SUBSET = "test_autoattack_images"  # metrics measured on the images AutoAttack attacks
+SEEDS_DONE = "seeds/n"  # how many seeds a front member was evaluated over (evaluation.seeds)
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,6 @@ def rerun_trial(
     Returns (stored metrics, metrics of the rerun). Training is seeded and uses the trial's thread
     count, so accuracies reproduce; latency is re-measured and varies within noise.
     """
-    from kdtune.methods import MethodContext
-    from kdtune.pipeline import run_student
 
     workdir = (workdir or Path.cwd()).resolve()
     url = _storage(cfg, workdir)
@@ -143,16 +144,58 @@ def rerun_trial(
         raise KdtuneError(f"no trial '{trial_id}' is stored for study '{cfg.name}'; stored: {known or 'none'}")
     record = records[trial_id]
     data, teacher, _ = _prepare(cfg, echo, train_teacher=False)
-    trial_cfg = cfg.with_overrides(record.params)
+    echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
+    return record.metrics, _retrain(cfg, data, teacher, record, seed=None)
+
+
+def _retrain(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, record: TrialRecord, *, seed: int | None
+) -> dict[str, float]:
+    """One stored trial trained again without Ray (its own seed unless ``seed`` is given) and evaluated."""
+    from kdtune.methods import MethodContext
+    from kdtune.pipeline import run_student
+
+    overrides = record.params if seed is None else {**record.params, "seed": seed}
+    trial_cfg = cfg.with_overrides(overrides)
     torch.set_num_threads(max(1, int(trial_cfg.resources.cpu)))  # as the trial ran: same arithmetic order
     ctx = MethodContext(
         data=data, teacher=frozen(teacher.model, "cpu"), teacher_logits=logits_of(teacher.model, data.train.x),
         student_spec=trial_cfg.student, seed=trial_cfg.seed, cache=cache_dir(trial_cfg.output.cache),
     )
-    echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
     run = run_student(trial_cfg, ctx)
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency)["student"]
-    return record.metrics, {**run.metrics, **latency}
+    return {**run.metrics, **latency}
+
+
+def _seed_repeats(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], echo: Callable[[str], None]
+) -> list[TrialRecord]:
+    """With ``evaluation.seeds`` = k > 1, each front member retrained with seeds seed+1..seed+k-1 (serially);
+    adds ``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% t-interval over the k runs)."""
+    k = cfg.evaluation.seeds
+    on_front = front_mask(records, cfg.objectives)
+    todo = [r for r, f in zip(records, on_front) if f and r.status == "COMPLETE" and SEEDS_DONE not in r.metrics]
+    if k <= 1 or not todo:
+        return records
+    echo(f"repeating {len(todo)} front member(s) over {k} seeds")
+    extra = {}
+    for r in todo:
+        runs = [r.metrics] + [_retrain(cfg, data, teacher, r, seed=cfg.seed + i) for i in range(1, k)]
+        extra[r.trial_id] = {SEEDS_DONE: float(k), **seed_summary(runs)}
+    return _with_metrics(records, extra)
+
+
+def seed_summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """``<metric>/mean`` and ``<metric>/ci95`` over runs for every metric they all have."""
+    from scipy import stats
+
+    out = {}
+    for name in set.intersection(*(set(r) for r in runs)):
+        values = [r[name] for r in runs]
+        mean, sd = statistics.fmean(values), statistics.stdev(values)
+        out[f"{name}/mean"] = mean
+        out[f"{name}/ci95"] = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return out
 
 
 def _prepare(
@@ -225,8 +268,9 @@ def _with_ray_error(record: TrialRecord, ray_errors: dict[str, str]) -> TrialRec
 
 def _post_metrics(cfg: StudyConfig, metrics: dict[str, float]) -> dict[str, float]:
     """The metrics measured after the sweep, which the study's storage keeps per trial."""
-    post = set(autoattack_metric_names(cfg.evaluation))
-    return {k: v for k, v in metrics.items() if k.startswith(("latency/", AA_SUBSET)) or k in post}
+    post = set(autoattack_metric_names(cfg.evaluation)) | {SEEDS_DONE}
+    repeated = ("/mean", "/ci95")
+    return {k: v for k, v in metrics.items() if k.startswith(("latency/", AA_SUBSET)) or k in post or k.endswith(repeated)}
 
 
 def _report(
@@ -274,6 +318,7 @@ def _after_sweep(
     students = {r.trial_id: _load_student(cfg, data, r) for r in records if r.status == "COMPLETE" and r.checkpoint}
     records, teacher_metrics = _serial_latency(cfg, data, teacher, students, records, teacher_metrics)
     records, teacher_metrics = _autoattack(cfg, data, teacher, students, records, teacher_metrics, echo)
+    records = _seed_repeats(cfg, data, teacher, records, echo)
     return records, teacher_metrics, _masking_flags(cfg, records, teacher_metrics, echo)
 
 

@@ -226,3 +226,28 @@ def test_rerun_retrains_a_stored_trial_and_reproduces_its_metrics(tmp_path, ray_
 
     with pytest.raises(KdtuneError, match="no trial 'nope'"):
         rerun_trial(cfg, "nope", workdir=tmp_path, echo=lambda line: None)
+
+
+def test_seed_summary_is_the_t_interval():
+    from kdtune.runner import seed_summary
+
+    runs = [{"val/acc": 0.90, "x": 1.0}, {"val/acc": 0.92, "x": 2.0}, {"val/acc": 0.94}]
+    out = seed_summary(runs)
+    assert set(out) == {"val/acc/mean", "val/acc/ci95"}  # only metrics every run has
+    assert out["val/acc/mean"] == pytest.approx(0.92)
+    assert out["val/acc/ci95"] == pytest.approx(4.302652729911275 * 0.02 / 3**0.5)  # t(0.975, 2) * sd / sqrt(n)
+
+
+def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_study(write(tmp_path, name="seeds", evaluation={**STUDY["evaluation"], "seeds": 3}))
+    outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    repeated = [r for r in outcome.records if "seeds/n" in r.metrics]
+    assert repeated, "no front member was repeated"
+    for r in repeated:
+        assert r.metrics["seeds/n"] == 3 and r.metrics["val/acc/ci95"] >= 0
+        assert 0 <= r.metrics["val/acc/mean"] <= 1
+    rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)  # stored: not retrained
+    assert {r.trial_id: r.metrics["val/acc/mean"] for r in rebuilt.records if "seeds/n" in r.metrics} == {
+        r.trial_id: r.metrics["val/acc/mean"] for r in repeated
+    }

@@ -135,6 +135,10 @@ class AutoAttackSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
+    """``seeds`` > 1: after the sweep, each Pareto-front member is retrained with that many seeds in all
+    and reported as mean ± 95% interval (the front is then drawn with error bars)."""
+
+    seeds: Annotated[int, Field(ge=1, le=20)] = 1
     eps: list[NonNegFloat] = [0.05, 0.1, 0.2]
     pgd_steps: PositiveInt = 20
     fgsm: bool = True
