@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from kdtune.losses import hinton_kd
 from kdtune.registry import Registry
 
 if TYPE_CHECKING:
@@ -58,6 +59,23 @@ class Distiller(nn.Module):
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+class SoftTargetKD(Distiller):
+    """Hinton's loss, (1-a)·CE + a·T²·KL(softmax(t/T) || softmax(s/T)), against per-batch soft targets
+    ``t``; each family says only where its targets come from (``targets``)."""
+
+    def __init__(self, ctx: MethodContext, *, temperature: float, alpha: float) -> None:
+        super().__init__(ctx)
+        self.temperature, self.alpha = temperature, alpha
+
+    def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        """The teacher's logits (or a stand-in) for this batch, shape (B, K)."""
+        raise NotImplementedError
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        t = self.targets(x, y, idx)
+        return {"task": hinton_kd(logits, t, y, temperature=self.temperature, alpha=self.alpha)}
 
 
 def build_method(name: str, params: dict, ctx: MethodContext) -> Distiller:

@@ -29,8 +29,7 @@ from kdtune import datafree
 from kdtune.cache import cached
 from kdtune.data import Split
 from kdtune.errors import ConfigError
-from kdtune.losses import hinton_kd
-from kdtune.methods._base import METHODS, Distiller, MethodContext
+from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
 from kdtune.train import logits_of
 
 log = logging.getLogger(__name__)
@@ -47,24 +46,22 @@ NAMES = (
 )  # fmt: skip
 
 
-class _Synthetic(Distiller):
+class _Synthetic(SoftTargetKD):
     """Hinton KD on a synthetic transfer set whose teacher logits were computed once."""
 
     def __init__(
         self, ctx: MethodContext, transfer: Split, logits: Tensor, provenance: dict[str, Any],
         *, temperature: float, alpha: float,
     ) -> None:  # fmt: skip
-        super().__init__(ctx)
+        super().__init__(ctx, temperature=temperature, alpha=alpha)
         self._transfer, self._logits = transfer, logits  # (N, C, H, W) + (N,), and (N, K)
-        self.temperature, self.alpha = temperature, alpha
         self.provenance = provenance
 
     def transfer_set(self) -> Split:
         return self._transfer
 
-    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        targets = self._logits[idx]  # (B, K), the teacher on the synthetic x
-        return {"task": hinton_kd(logits, targets, y, temperature=self.temperature, alpha=self.alpha)}
+    def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        return self._logits[idx]  # (B, K), the teacher on the synthetic x, computed once
 
 
 # ---------------------------------------------------------------- registered methods

@@ -8,21 +8,19 @@ from pydantic import Field
 from torch import Tensor
 
 from kdtune.errors import ConfigError
-from kdtune.losses import cross_entropy, hinton_kd
-from kdtune.methods._base import METHODS, Distiller, MethodContext
+from kdtune.losses import cross_entropy
+from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
 
 
-class _Hinton(Distiller):
+class _Hinton(SoftTargetKD):
     def __init__(self, ctx: MethodContext, temperature: float, alpha: float) -> None:
-        super().__init__(ctx)
+        super().__init__(ctx, temperature=temperature, alpha=alpha)
         if ctx.teacher_logits is None:
             raise ConfigError("method 'hinton' needs a teacher; add a teacher section to the study")
-        self.temperature, self.alpha = temperature, alpha
 
-    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        # Targets are the teacher's logits on the clean inputs, even when x is adversarial (ARD).
-        targets = self.ctx.teacher_logits[idx]  # (B, K)
-        return {"task": hinton_kd(logits, targets, y, temperature=self.temperature, alpha=self.alpha)}
+    def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        # The teacher's logits on the clean inputs, even when x is adversarial (ARD): cached per study.
+        return self.ctx.teacher_logits[idx]  # (B, K)
 
 
 @METHODS.register("hinton")

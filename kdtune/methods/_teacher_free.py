@@ -19,8 +19,7 @@ from pydantic_core import PydanticCustomError
 from torch import Tensor
 
 from kdtune.errors import ConfigError
-from kdtune.losses import hinton_kd
-from kdtune.methods._base import METHODS, Distiller, MethodContext
+from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
 from kdtune.models import MODELS
 from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
 
@@ -53,14 +52,13 @@ def virtual_teacher(labels: Tensor, n_classes: int, *, a: float) -> Tensor:
     return p.scatter_(1, labels.unsqueeze(1), a)
 
 
-class _VirtualTeacher(Distiller):
+class _VirtualTeacher(SoftTargetKD):
     def __init__(self, ctx: MethodContext, a: float, temperature: float, alpha: float) -> None:
-        super().__init__(ctx)
-        self.a, self.temperature, self.alpha = a, temperature, alpha
+        super().__init__(ctx, temperature=temperature, alpha=alpha)
+        self.a = a
 
-    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        p_virtual = virtual_teacher(y, logits.shape[1], a=self.a)  # (B, K), used as logits: softmax(p^d / T)
-        return {"task": hinton_kd(logits, p_virtual, y, temperature=self.temperature, alpha=self.alpha)}
+    def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        return virtual_teacher(y, self.ctx.data.n_classes, a=self.a)  # (B, K), used as logits: softmax(p^d / T)
 
 
 @METHODS.register("tfkd_reg")
@@ -78,18 +76,17 @@ def tfkd_reg(
     return _VirtualTeacher(ctx, a, temperature, alpha)
 
 
-class _LiveTeacherKD(Distiller):
+class _LiveTeacherKD(SoftTargetKD):
     """Hinton KD from a helper model (not a submodule: it is frozen and never in the optimizer)."""
 
     def __init__(self, ctx: MethodContext, helper: Teacher, temperature: float, alpha: float) -> None:
-        super().__init__(ctx)
+        super().__init__(ctx, temperature=temperature, alpha=alpha)
         frozen(helper.model, ctx.data.train.x.device)
-        self.helper, self.temperature, self.alpha = helper, temperature, alpha
+        self.helper = helper
 
-    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        with torch.no_grad():  # targets from the clean inputs, as hinton's (x may be adversarial)
-            targets = self.helper.model(self.transfer_set().x[idx])  # (B, K)
-        return {"task": hinton_kd(logits, targets, y, temperature=self.temperature, alpha=self.alpha)}
+    def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        with torch.no_grad():  # from the clean inputs, as hinton's (x may be adversarial)
+            return self.helper.model(self.transfer_set().x[idx])  # (B, K)
 
 
 def _train_helper(ctx: MethodContext, spec: Any, what: str) -> Teacher:
