@@ -85,9 +85,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         _print_comparison(stored, again)
         return 0
     if args.command == "report":
-        outcome = rebuild_report(cfg)
-    else:
-        outcome = run_study(cfg, address=args.address)  # the runner resolves ray.address and $RAY_ADDRESS
+        outcome = rebuild_report(cfg, study_path=str(args.study))
+    else:  # the runner resolves ray.address and $RAY_ADDRESS after --address
+        outcome = run_study(cfg, address=args.address, study_path=str(args.study))
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
     print(f"report: {outcome.report['report_html']}")

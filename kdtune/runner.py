@@ -64,8 +64,10 @@ def run_study(
     workdir: Path | None = None,
     address: str | None = None,
     echo: Callable[[str], None] = print,
+    study_path: str | None = None,
 ) -> StudyOutcome:
-    """Run ``cfg`` end to end; every path is resolved against ``workdir`` (default: cwd).
+    """Run ``cfg`` end to end; every path is resolved against ``workdir`` (default: cwd). ``study_path``
+    (the file as the user named it) goes into the report's ``kdtune rerun`` commands.
 
     The study accumulates: a new run adds ``search.budget`` trials to those stored (a grid adds what is
     left of it), and a run whose sweep was interrupted resumes that sweep instead.
@@ -92,7 +94,8 @@ def run_study(
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
         _log_after_sweep(tracker, cfg, data, records, teacher_metrics)
-        paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name)
+        paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name,
+                            study_path)
         _tag_front(tracker, paths)
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
         tracker.log_artifacts(None, [paths["report_md"].parent], artifact_path="report")
@@ -108,7 +111,9 @@ def run_study(
     return StudyOutcome(records, paths, hv, teacher_metrics, plan.name)
 
 
-def rebuild_report(cfg: StudyConfig, *, workdir: Path | None = None, echo: Callable[[str], None] = print) -> StudyOutcome:
+def rebuild_report(
+    cfg: StudyConfig, *, workdir: Path | None = None, echo: Callable[[str], None] = print, study_path: str | None = None
+) -> StudyOutcome:
     """The report of every trial stored for ``cfg``, rebuilt without training anything (the teacher
     must be in the cache; latency is re-measured, AutoAttack runs only where it is missing)."""
     workdir = (workdir or Path.cwd()).resolve()
@@ -122,7 +127,7 @@ def rebuild_report(cfg: StudyConfig, *, workdir: Path | None = None, echo: Calla
     records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
     store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
     name = (store.sweeps(optuna_study) or [{"name": "-"}])[-1]["name"]
-    paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, name)
+    paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, name, study_path)
     return StudyOutcome(records, paths, hv, teacher_metrics, name)
 
 
@@ -275,10 +280,10 @@ def _post_metrics(cfg: StudyConfig, metrics: dict[str, float]) -> dict[str, floa
 
 def _report(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
-    flags: dict[str, list[str]], seconds: float, run_name: str,
+    flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None = None,
 ) -> tuple[dict[str, Path], float]:
     try:
-        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name)
+        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name, study_path)
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
     return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
@@ -286,14 +291,14 @@ def _report(
 
 def _write(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
-    flags: dict[str, list[str]], seconds: float, run_name: str,
+    flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None,
 ) -> dict[str, Path]:
     return write_report(
         workdir / cfg.output.reports / cfg.name, study_name=cfg.name, records=records, objectives=cfg.objectives,
         search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
         meta=_meta(cfg, data, run_name, seconds) | _autoattack_meta(cfg),
         metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
-        reference=cfg.report.reference.record() if cfg.report.reference else None,
+        reference=cfg.report.reference.record() if cfg.report.reference else None, study_path=study_path,
     )
 
 

@@ -336,7 +336,8 @@ def run_sweep(
                 storage_path=str(storage.resolve()),
                 callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # two: a kill -9 while the newest is being written leaves the previous one intact
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=0,
             ),
         )

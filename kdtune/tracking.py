@@ -157,9 +157,9 @@ class Tracker:
 
     @guarded
     def log_model(self, trial_id: str, model: Any, example: Any) -> None:
-        """Log a trial's student as an MLflow PyTorch model (``student``) with the input signature of
-        ``example`` (a float32 array shaped like a batch of inputs) and the logits it produces."""
-        import mlflow
+        """Log a trial's student as an MLflow PyTorch model (artifact ``student``, loadable from
+        ``runs:/<run id>/student``) with the input signature of ``example`` (a float32 batch of inputs)
+        and the logits it produces. Saved, then logged through the client: no global MLflow state."""
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
@@ -169,13 +169,12 @@ class Tracker:
             return
         with torch.no_grad():
             logits = model(torch.from_numpy(example)).numpy()
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
-                model, name="student", signature=infer_signature(example, logits), input_example=example,
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.pytorch.save_model(
+                model, Path(tmp) / "student", signature=infer_signature(example, logits), input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
-        self.client.set_terminated(run_id, status="FINISHED")
+            self.client.log_artifacts(run_id, str(Path(tmp) / "student"), "student")
 
     @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:

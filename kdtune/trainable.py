@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from kdtune.config import StudyConfig
     from kdtune.data import Dataset
 
+log = logging.getLogger(__name__)
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
 # Every epoch's checkpoint: the FitState (student, distiller, optimizer, RNGs, history) a retried
@@ -107,9 +109,13 @@ def resume_state(checkpoint: tune.Checkpoint | None) -> FitState | None:
     checkpoint is the final one (a worker lost after its final report: the trial is simply re-run)."""
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as path:
-        state_file = Path(path) / STATE_FILE
-        return FitState.load(state_file) if state_file.exists() else None
+    try:
+        with checkpoint.as_directory() as path:
+            state_file = Path(path) / STATE_FILE
+            return FitState.load(state_file) if state_file.exists() else None
+    except Exception as err:  # noqa: BLE001 - e.g. cut short by a kill -9: training is seeded, start over
+        log.warning("checkpoint %s is unreadable (%s); the trial restarts from scratch", checkpoint.path, err)
+        return None
 
 
 def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:

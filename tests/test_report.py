@@ -1,4 +1,5 @@
-"""Tests for kdtune.report: CSVs, pareto flags, plots, Markdown and self-contained HTML."""
+"""Tests for kdtune.report: CSVs, pareto flags, plots, knee point, importances, Markdown and self-contained
+interactive HTML (tests/test_report_browser.py opens it in a real browser)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from matplotlib.image import imread
 from kdtune.errors import KdtuneError
 from kdtune.records import Objective, TrialRecord
 from kdtune.report import HYPERVOLUME_FORMAT, hypervolume_of, write_report
+from kdtune.report._analysis import Space, hypervolume_by_trial, knee_index, param_importances
+from kdtune.report._tables import front_mask
 
 OBJECTIVES = [
     Objective("val/acc", "max"),
@@ -45,6 +48,8 @@ OBJECTIVE_VALUES = [
     ("t09", math.nan, 0.1, 5_000),  # NaN objective: never on the front
 ]
 EXPECTED_FRONT = {"t00", "t01", "t02", "t03", "t07", "t08"}
+FIGURES = {"front_val-acc__latency-ms_b1", "front_val-acc__model-params", "front_latency-ms_b1__model-params",
+           "front_3d", "robust_acc_vs_eps", "hypervolume_by_trial", "importance"}
 
 
 def make_records() -> list[TrialRecord]:
@@ -86,7 +91,7 @@ def report(tmp_path_factory):
         out_dir, study_name="demo <study>", records=records, objectives=OBJECTIVES,
         search_params=SEARCH_PARAMS, teacher_metrics=TEACHER,
         meta={"machine": "test box <cpu>", "command": "kdtune run studies/demo.yaml | tee log"},
-        metric_columns=METRIC_COLUMNS,
+        metric_columns=METRIC_COLUMNS, study_path="studies/my demo.yaml",
     )
     return out_dir, records, written
 
@@ -101,9 +106,7 @@ def test_brute_force_agrees_with_the_hand_labels():
 
 def test_returns_everything_written(report):
     out_dir, _, written = report
-    plot_names = {"front_val-acc__latency-ms_b1", "front_val-acc__model-params",
-                  "front_latency-ms_b1__model-params"}
-    assert set(written) == {"trials_csv", "pareto_csv", "report_md", "report_html"} | plot_names
+    assert set(written) == {"trials_csv", "pareto_csv", "report_md", "report_html"} | FIGURES
     assert written["trials_csv"] == out_dir / "trials.csv"
     assert all(path.parent == out_dir and path.is_file() for path in written.values())
 
@@ -149,8 +152,8 @@ def test_pareto_csv_is_the_front(report):
 
 def test_plots_are_real_pngs(report):
     _, _, written = report
-    plots = {name: path for name, path in written.items() if name.startswith("front_")}
-    assert len(plots) == 3  # one per pair of objectives
+    plots = {name: path for name, path in written.items() if name in FIGURES}
+    assert len([name for name in plots if name.startswith("front_") and name != "front_3d"]) == 3  # one per pair
     for path in plots.values():
         assert path.suffix == ".png" and path.stat().st_size > 5_000
         image = imread(path)
@@ -168,8 +171,8 @@ def test_report_md(report):
     assert md.startswith("# kdtune report: demo <study>")
     assert "test box <cpu>" in md
     for name, path in written.items():
-        if name.startswith("front_"):
-            assert f"]({path.name})" in md  # relative links
+        if name in FIGURES:
+            assert f"]({path.name})" in md  # relative links (the PNG fallbacks of the HTML's figures)
     assert str(out_dir) not in md
     assert "CUDA out of memory, tried to allocate 2 GiB" in md and "loss became NaN at epoch 2" in md
     assert "t09 (" in md  # the NaN-objective trial is called out
@@ -184,17 +187,58 @@ def test_report_md(report):
     assert len(table_rows) == 1 + 1 + 10
 
 
+def _outside_scripts(html: str) -> str:
+    return re.sub(r"<script\b[^>]*>.*?</script>", "<script></script>", html, flags=re.DOTALL)
+
+
 def test_report_html_is_self_contained_and_escaped(report):
-    out_dir, _, written = report
+    out_dir, _, _ = report
     html = (out_dir / "report.html").read_text(encoding="utf-8")
-    assert not re.search(r'(src|href)\s*=\s*"\s*(https?:)?//', html)
-    assert "<script" not in html and "<link" not in html
-    assert html.count('src="data:image/png;base64,') == 3
-    assert "demo &lt;study&gt;" in html and "demo <study>" not in html
+    markup = _outside_scripts(html)
+    assert not re.search(r'(src|href)\s*=\s*"?\s*(https?:)?//', markup)
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html) and "<link" not in markup and "<iframe" not in markup
+    assert html.count("* plotly.js v") == 1  # the bundle, embedded once in the head
+    assert html.index("* plotly.js v") < html.index("</head>")
+    assert 'src="data:image/png;base64,' not in markup  # figures are interactive, not PNGs
+    assert "demo &lt;study&gt;" in markup and "demo <study>" not in markup
     assert "test box &lt;cpu&gt;" in html
     assert "loss became NaN at epoch 2" in html
     hv = hypervolume_of(make_records(), OBJECTIVES, TEACHER)
     assert HYPERVOLUME_FORMAT.format(hv) in html
+
+
+def test_report_html_has_one_plot_div_per_figure(report):
+    _, _, written = report
+    html = written["report_html"].read_text(encoding="utf-8")
+    ids = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', html)
+    assert sorted(ids) == sorted(f"plot-{name}" for name in FIGURES)
+    assert len(re.findall(r'Plotly\.newPlot\(\s*"plot-', html)) == len(FIGURES)
+
+
+def _plotly_data(html: str, div_id: str) -> list[dict]:
+    """The traces passed to Plotly.newPlot for one div."""
+    import json
+
+    call = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', html)
+    data, _ = json.JSONDecoder().raw_decode(html, call.end())
+    return data
+
+
+def test_hover_shows_trial_hyperparameters_and_objectives(report):
+    _, _, written = report
+    html = written["report_html"].read_text(encoding="utf-8")
+    traces = {t.get("name"): t for t in _plotly_data(html, "plot-front_val-acc__latency-ms_b1")}
+    front = traces["Pareto front"]
+    assert len(front["hovertext"]) == len(EXPECTED_FRONT) and front["hoverinfo"] == "text"
+    t01 = next(text for text in front["hovertext"] if "trial t01" in text)
+    assert "method.temperature = 2" in t01 and "penalties.jacobian.weight = 0.1" in t01
+    assert "student.model.hidden.0 = 32" in t01
+    assert "val/acc</i> = 0.85" in t01 and "latency/ms_b1</i> = 1" in t01 and "model/params</i> = 30,000" in t01
+    assert traces["teacher"]["x"] == [TEACHER["latency/ms_b1"]]
+    assert len(traces["trials"]["hovertext"]) == 3  # t04, t05, t06; t09 has no val/acc
+    for div_id in ("plot-front_3d", "plot-hypervolume_by_trial", "plot-robust_acc_vs_eps"):
+        hovers = [text for t in _plotly_data(html, div_id) for text in t.get("hovertext") or []]
+        assert any("penalties.jacobian.weight = " in text for text in hovers), div_id
 
 
 def test_single_objective_writes_no_plots(tmp_path):
@@ -203,6 +247,7 @@ def test_single_objective_writes_no_plots(tmp_path):
         search_params=SEARCH_PARAMS, teacher_metrics={}, meta={}, metric_columns=METRIC_COLUMNS,
     )
     assert not [name for name in written if name.startswith("front_")]
+    assert "A single objective: no pairwise plots." in written["report_md"].read_text(encoding="utf-8")
     trials = read_csv(written["trials_csv"])
     assert trials.loc[trials["pareto"] == "True", "trial_id"].tolist() == ["t00"]
 
@@ -235,7 +280,8 @@ def test_robustness_flags_and_autoattack_are_reported(tmp_path):
     assert read_csv(written["trials_csv"]).columns[-3] == "test/autoattack_acc@0.1"
     md = written["report_md"].read_text(encoding="utf-8")
     front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
-    assert "test/autoattack_acc@0.1" in front.splitlines()[2] and "| 0.25 |" in front
+    header = next(line for line in front.splitlines() if line.startswith("| trial |"))
+    assert "test/autoattack_acc@0.1" in header and "| 0.25 |" in front
     all_trials = md.split("## All trials", 1)[1].split("\n## ", 1)[0]
     assert "AutoAttack acc ε=0.1 (test)" in all_trials and "| teacher |" in all_trials and "0.125" in all_trials
     section = md.split("## Robustness sanity checks", 1)[1].split("\n## ", 1)[0]
@@ -304,3 +350,152 @@ def test_report_says_what_each_student_learned_from(tmp_path):
     section = md.split("## What each student learned from", 1)[1].split("\n## ", 1)[0]
     assert "| noise | synthetic, 2000 examples | nothing | a, c |" in section
     assert "| hinton | training split | training images | b |" in section
+
+
+ACC_LATENCY = [Objective("val/acc", "max"), Objective("latency/ms_b1", "min")]
+
+
+def _front_records(points: list[tuple[str, float, float]]) -> list[TrialRecord]:
+    return [TrialRecord(t, "COMPLETE", {"lr": 0.1 * (i + 1)}, {"val/acc": acc, "latency/ms_b1": ms})
+            for i, (t, acc, ms) in enumerate(points)]
+
+
+def test_knee_is_the_front_member_closest_to_the_ideal_point():
+    # Teacher latency 10 ms: normalized (acc, ms / 10); ideal (1, 0).
+    records = _front_records([
+        ("accurate", 0.99, 9.0),  # gaps (0.01, 0.9): distance 0.90
+        ("knee", 0.90, 2.0),  # gaps (0.1, 0.2): 0.224
+        ("fast", 0.50, 0.5),  # gaps (0.5, 0.05): 0.502
+        ("dominated", 0.85, 3.0),  # dominated by "knee": never the pick
+    ])
+    space = Space.of(records, ACC_LATENCY, {"latency/ms_b1": 10.0})
+    front = front_mask(records, ACC_LATENCY)
+    assert front.tolist() == [True, True, True, False]
+    assert records[knee_index(space, front)].trial_id == "knee"
+    assert space.distances()[1] == pytest.approx(math.hypot(0.1, 0.2))
+
+
+def test_knee_ties_go_to_the_better_first_objective():
+    records = _front_records([("second", 0.6, 3.0), ("first", 0.7, 4.0)])  # both at distance 0.5
+    space = Space.of(records, ACC_LATENCY, {"latency/ms_b1": 10.0})
+    assert records[knee_index(space, front_mask(records, ACC_LATENCY))].trial_id == "first"
+
+
+def test_no_knee_without_a_front():
+    records = [TrialRecord("x", "FAILED", error="boom")]
+    space = Space.of(records, ACC_LATENCY, {"latency/ms_b1": 10.0})
+    assert knee_index(space, front_mask(records, ACC_LATENCY)) is None
+
+
+def test_suggested_pick_is_named_at_the_top_and_in_its_section(report):
+    _, records, written = report
+    md = written["report_md"].read_text(encoding="utf-8")
+    space = Space.of(records, OBJECTIVES, TEACHER)
+    knee = records[knee_index(space, front_mask(records, OBJECTIVES))].trial_id
+    assert knee == "t02"  # normalized distances: t02 0.328, t03 0.332, t01 0.473, ...
+    top = md.split("## ", 1)[0]
+    assert "Suggested pick: trial t02 — " in top and "python -m kdtune rerun 'studies/my demo.yaml' t02" in top
+    section = md.split("## Suggested pick", 1)[1].split("\n## ", 1)[0]
+    assert "closest (Euclidean distance) to the ideal point" in section  # the definition
+    assert "Closest to the ideal point: t02 (0.328), t03 (0.332)" in section
+    front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    t02 = next(line for line in front.splitlines() if line.startswith("| t02 |"))
+    assert "(suggested pick)" in t02
+
+
+def test_front_rows_keep_shares_of_the_teacher_and_a_rerun_command(report, tmp_path):
+    _, _, written = report
+    md = written["report_md"].read_text(encoding="utf-8")
+    front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    header = [c.strip() for c in next(l for l in front.splitlines() if l.startswith("| trial |")).split("|")[1:-1]]
+    rows = {line.split("|")[1].strip(): dict(zip(header, (c.strip() for c in line.split("|")[1:-1])))
+            for line in front.splitlines() if line.startswith("| t0")}
+    assert set(rows) == EXPECTED_FRONT
+    t01 = rows["t01"]
+    assert [t01[p] for p in SEARCH_PARAMS] == ["2", "0.1", "32"]
+    assert t01["val/acc"] == "0.85" and t01["test/acc"] == "0.49" and t01["model/params"] == "30,000"
+    assert t01["latency/ms_b256"] == "10"
+    assert t01["% of teacher test/acc"] == "52.1%"  # 0.49 / 0.94
+    assert t01["% of teacher test/robust_acc@0.05"] == "70.0%"  # 0.49 / 0.7: no robust objective, smallest eps
+    assert t01["rerun"] == "`python -m kdtune rerun 'studies/my demo.yaml' t01`"
+    html = written["report_html"].read_text(encoding="utf-8")
+    assert "<code>python -m kdtune rerun &#39;studies/my demo.yaml&#39; t01</code>" in html
+    plain = write_report(tmp_path, study_name="demo", records=make_records(), objectives=OBJECTIVES,
+                         search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={},
+                         metric_columns=METRIC_COLUMNS, interactive=False)
+    assert "`python -m kdtune rerun demo t01`" in plain["report_md"].read_text(encoding="utf-8")
+
+
+def test_robust_share_follows_a_robust_objective(tmp_path):
+    objectives = [Objective("val/acc", "max"), Objective("val/robust_acc@0.1", "max")]
+    records = [TrialRecord("a", "COMPLETE", {}, {"val/acc": 0.9, "val/robust_acc@0.1": 0.4, "test/acc": 0.9,
+                                                  "test/robust_acc@0.05": 0.6, "test/robust_acc@0.1": 0.3})]
+    written = write_report(tmp_path, study_name="r", records=records, objectives=objectives, search_params=[],
+                           teacher_metrics={"test/acc": 0.9, "test/robust_acc@0.1": 0.6}, meta={},
+                           metric_columns=["val/acc", "test/acc", "test/robust_acc@0.05", "test/robust_acc@0.1"])
+    md = written["report_md"].read_text(encoding="utf-8")
+    assert "| % of teacher test/acc | % of teacher test/robust_acc@0.1 |" in md
+    assert "| 100.0% | 50.0% |" in md
+
+
+def test_hypervolume_by_trial_grows_to_the_reported_value(report):
+    _, records, written = report
+    history = hypervolume_by_trial(Space.of(records, OBJECTIVES, TEACHER), len(records))
+    assert len(history) == len(records)
+    assert (np.diff(history) >= 0).all()
+    assert history[-1] == pytest.approx(hypervolume_of(records, OBJECTIVES, TEACHER))
+    assert history[-1] == history[-2] == history[-3]  # t10 and t11 failed: no gain
+    assert history[0] == pytest.approx(hypervolume_of(records[:1], OBJECTIVES, TEACHER))
+    md = written["report_md"].read_text(encoding="utf-8")
+    assert "last grew at trial #9 of 12 (t08)" in md and "](hypervolume_by_trial.png)" in md
+
+
+def test_importances_for_each_objective(report):
+    _, records, written = report
+    found = param_importances(records, OBJECTIVES, SEARCH_PARAMS)
+    assert set(found.values) == {o.metric for o in OBJECTIVES}
+    for importances in found.values.values():
+        assert set(importances) == set(SEARCH_PARAMS)
+        assert sum(importances.values()) == pytest.approx(1.0)
+        assert all(v >= 0 for v in importances.values())
+    assert found == param_importances(records, OBJECTIVES, SEARCH_PARAMS)  # seeded: reproducible
+    md = written["report_md"].read_text(encoding="utf-8")
+    section = md.split("## Hyperparameter importance", 1)[1].split("\n## ", 1)[0]
+    assert "fANOVA" in section and "](importance.png)" in section
+
+
+def test_importance_distributions_are_inferred():
+    records = [TrialRecord(f"t{i}", "COMPLETE",
+                           {"lr": 10.0 ** -i, "width": 8 * (i + 1), "method": ["kd", "ce"][i % 2],
+                            "adv": i % 2 == 0, "fixed": 3, **({"temperature": 1.0 + i} if i % 2 else {})},
+                           {"val/acc": 0.5 + 0.1 * i - 0.05 * (i % 2), "latency/ms_b1": 1.0 + (i % 3)})
+               for i in range(6)]
+    found = param_importances(records, ACC_LATENCY, ["lr", "width", "method", "adv", "fixed", "temperature"])
+    assert set(found.values["val/acc"]) == {"lr", "width", "method", "adv"}
+    assert "conditional): temperature" in found.note and "single value: fixed" in found.note
+
+
+@pytest.mark.parametrize("case", ["too_few_trials", "one_value"])
+def test_importance_is_skipped_with_a_note(tmp_path, case):
+    n = 3 if case == "too_few_trials" else 6
+    records = [TrialRecord(f"t{i}", "COMPLETE", {"lr": 0.1 if case == "one_value" else 0.1 * i},
+                           {"val/acc": 0.5 + 0.05 * i, "latency/ms_b1": 1.0 + i}) for i in range(n)]
+    written = write_report(tmp_path, study_name="few", records=records, objectives=ACC_LATENCY,
+                           search_params=["lr"], teacher_metrics={"latency/ms_b1": 10.0}, meta={},
+                           metric_columns=["val/acc", "latency/ms_b1"])
+    assert "importance" not in written
+    md = written["report_md"].read_text(encoding="utf-8")
+    section = md.split("## Hyperparameter importance", 1)[1].split("\n## ", 1)[0]
+    expected = "3 complete trials with finite objectives (at least 4 needed)" if n == 3 else "single value: lr"
+    assert "Not estimated" in section and expected in section
+    assert "No test robust accuracies" in md  # no robust metrics: no curves, said so
+    assert 'id="plot-importance"' not in written["report_html"].read_text(encoding="utf-8")
+
+
+def test_html_without_plotly_uses_the_pngs(tmp_path):
+    written = write_report(tmp_path, study_name="static", records=make_records(), objectives=OBJECTIVES,
+                           search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={},
+                           metric_columns=METRIC_COLUMNS, interactive=False)
+    html = written["report_html"].read_text(encoding="utf-8")
+    assert "<script" not in html and "plotly-graph-div" not in html
+    assert html.count('src="data:image/png;base64,') == len(FIGURES)

@@ -179,7 +179,8 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
     assert "resuming the interrupted sweep-001" in again.stdout
 
     trials = pd.read_csv(tmp_path / "reports" / "killed" / "trials.csv", dtype={"trial_id": str})
-    assert len(trials) == budget and trials["trial_id"].is_unique and (trials["status"] == "COMPLETE").all()
+    assert len(trials) == budget and trials["trial_id"].is_unique
+    assert (trials["status"] == "COMPLETE").all(), trials[["trial_id", "status", "error"]].to_string()
     final = {t.user_attrs["kdtune.record"]["trial_id"]: t.values for t in optuna_trials(tmp_path, "killed")
              if "kdtune.record" in t.user_attrs}
     assert {k: final[k] for k in done_before} == done_before  # finished trials kept, with their results

@@ -45,3 +45,19 @@ def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
         tracker.end_sweep()
     assert len(tracker.failures) == 3 and "store unreachable" in tracker.failures[0]
     assert caplog.text.count("the sweep goes on") == 1  # warned once, not per write
+
+
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+
+    from kdtune.models import build_model
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "models", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    tracker.start_trial("t1", {}, {})
+    tracker.log_model("t1", build_model("mlp", {"hidden": [4]}).eval(), np.zeros((2, 1, 28, 28), np.float32))
+    assert tracker.failures == [] and "MLFLOW_TRACKING_URI" not in os.environ  # a later study keeps its own store
+    assert "student/MLmodel" in {a.path for a in MlflowClient(tracker.uri).list_artifacts(tracker.children["t1"], "student")}

@@ -309,3 +309,12 @@ def test_a_killed_worker_resumes_from_its_checkpoint_to_the_uninterrupted_result
     for name, value in final.items():
         torch.testing.assert_close(weights[name], value, rtol=0, atol=0)
     assert not list(students_dir.glob("*.tmp"))  # the atomic write left nothing behind
+
+
+def test_an_unreadable_checkpoint_restarts_the_trial_instead_of_failing_it(tmp_path):
+    from ray import tune
+
+    from kdtune.trainable import STATE_FILE, resume_state
+
+    (tmp_path / STATE_FILE).write_bytes(b"cut short by kill -9")
+    assert resume_state(tune.Checkpoint.from_directory(str(tmp_path))) is None

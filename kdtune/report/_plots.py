@@ -1,4 +1,5 @@
-"""Pairwise Pareto-front plots as PNG files (matplotlib's Agg canvas; pyplot is never touched)."""
+"""Pareto-front plots as PNG files, one per pair of objectives and one in 3-D (matplotlib's Agg canvas;
+pyplot is never touched). The knee point (the suggested pick) is ringed in each."""
 
 from __future__ import annotations
 
@@ -25,13 +26,18 @@ def front_plots(
     front: np.ndarray,
     objectives: Sequence[Objective],
     teacher_metrics: dict[str, float],
+    knee: int | None = None,
 ) -> dict[str, Path]:
-    """One PNG per pair of objectives; returns {file stem: path}, e.g. ``front_val-acc__latency-ms_b1``."""
+    """One PNG per pair of objectives; returns {file stem: path}, e.g. ``front_val-acc__latency-ms_b1``.
+
+    ``knee`` is the position in ``records`` of the suggested pick, ringed in every plot.
+    """
     complete = [
         (r, bool(f), r.objective_values(list(objectives)) is not None)
         for r, f in zip(records, front)
         if r.status == "COMPLETE"
     ]
+    picked = records[knee] if knee is not None else None
     written: dict[str, Path] = {}
     for first, second in itertools.combinations(objectives, 2):
         stem = f"front_{safe_name(first.metric)}__{safe_name(second.metric)}"
@@ -39,7 +45,7 @@ def front_plots(
             stem += "_"
         path = out_dir / f"{stem}.png"
         _plot_pair(path, complete, x=second, y=first, teacher_metrics=teacher_metrics,
-                   n_objectives=len(objectives))
+                   n_objectives=len(objectives), knee=picked)
         written[stem] = path
     return written
 
@@ -52,6 +58,7 @@ def _plot_pair(
     y: Objective,
     teacher_metrics: dict[str, float],
     n_objectives: int,
+    knee: TrialRecord | None = None,
 ) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -70,6 +77,9 @@ def _plot_pair(
     members = points[points[:, 2] == 1.0]
     ax.scatter(members[:, 0], members[:, 1], s=40, color="tab:blue", edgecolor="black",
                label="Pareto front", zorder=3)
+    if knee is not None:
+        ax.scatter(_value(knee, x.metric), _value(knee, y.metric), s=200, facecolor="none", edgecolor="tab:orange",
+                   linewidth=2.5, label=f"suggested pick ({knee.trial_id})", zorder=5)
     teacher = (teacher_metrics.get(x.metric), teacher_metrics.get(y.metric))
     if all(v is not None and math.isfinite(v) for v in teacher):
         ax.scatter(*teacher, s=220, marker="*", color="tab:red", edgecolor="black",
@@ -92,21 +102,79 @@ def _draw_staircase(ax, xy: np.ndarray, *, x: Objective, y: Objective, exact: bo
     """
     if len(xy) == 0:
         return
-    stairs = xy[pareto_mask(xy, [x.mode, y.mode])]
-    stairs = stairs[np.lexsort((stairs[:, 1], stairs[:, 0]))]  # by x, ties by y
-    # Moving right along x: a "min" x keeps the previous y until the next point, a "max" x jumps first.
-    where = "post" if x.mode == "min" else "pre"
+    stairs, where = staircase(xy, x=x, y=y)
     ax.step(stairs[:, 0], stairs[:, 1], where=where, color="tab:blue",
             linestyle="-" if exact else "--", linewidth=1.2, zorder=2,
             label=None if exact else "front of this pair")
 
 
-def _maybe_log_scale(ax, values: np.ndarray, teacher: float | None, *, axis: str) -> None:
-    """Use a log axis when positive values span more than two orders of magnitude (e.g. params)."""
-    all_values = np.append(values, teacher if teacher is not None else np.nan)
+def staircase(xy: np.ndarray, *, x: Objective, y: Objective) -> tuple[np.ndarray, str]:
+    """The non-dominated rows of ``xy`` (k, 2) sorted by x, and the step style joining them.
+
+    Moving right along x: a "min" x keeps the previous y until the next point ("post"), a "max" x
+    jumps first ("pre").
+    """
+    stairs = xy[pareto_mask(xy, [x.mode, y.mode])]
+    stairs = stairs[np.lexsort((stairs[:, 1], stairs[:, 0]))]  # by x, ties by y
+    return stairs, "post" if x.mode == "min" else "pre"
+
+
+def use_log(values: np.ndarray, teacher: float | None) -> bool:
+    """A log axis when positive values span more than two orders of magnitude (e.g. params)."""
+    all_values = np.append(np.asarray(values, dtype=float), teacher if teacher is not None else np.nan)
     all_values = all_values[np.isfinite(all_values)]
-    if len(all_values) > 1 and all_values.min() > 0 and all_values.max() / all_values.min() > 100:
+    return bool(len(all_values) > 1 and all_values.min() > 0 and all_values.max() / all_values.min() > 100)
+
+
+def _maybe_log_scale(ax, values: np.ndarray, teacher: float | None, *, axis: str) -> None:
+    if use_log(values, teacher):
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def front_3d_plot(
+    path: Path,
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    teacher_metrics: dict[str, float],
+    knee: int | None = None,
+) -> Path:
+    """The three objectives in one 3-D scatter (log axes drawn as log10 values); returns ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.2, 6.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(projection="3d")
+    rows = [(i, r.objective_values(list(objectives))) for i, r in enumerate(records)]
+    points = np.array([v for _, v in rows if v is not None], dtype=float).reshape(-1, 3)  # (k, 3)
+    on_front = np.array([bool(front[i]) for i, v in rows if v is not None], dtype=bool)
+    teacher = np.array([teacher_metrics.get(o.metric, math.nan) for o in objectives], dtype=float)
+    logs = [use_log(points[:, j], teacher[j]) for j in range(3)]
+    scaled = _log_columns(points, logs)
+    ax.scatter(*scaled[~on_front].T, s=12, color="0.7", label="trials")
+    ax.scatter(*scaled[on_front].T, s=36, color="tab:blue", edgecolor="black", label="Pareto front", depthshade=False)
+    if knee is not None and (value := records[knee].objective_values(list(objectives))) is not None:
+        ax.scatter(*_log_columns(np.array([value]), logs).T, s=220, facecolor="none", edgecolor="tab:orange",
+                   linewidth=2.5, label=f"suggested pick ({records[knee].trial_id})", depthshade=False)
+    if np.isfinite(teacher).all():
+        ax.scatter(*_log_columns(teacher[None, :], logs).T, s=220, marker="*", color="tab:red",
+                   edgecolor="black", label="teacher", depthshade=False)
+    setters = (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)
+    for set_label, objective, log in zip(setters, objectives, logs):
+        set_label(("log10 " if log else "") + _axis_label(objective), fontsize="small")
+    ax.set_title("Trials in the space of all three objectives")
+    ax.legend(loc="upper left", fontsize="small")
+    fig.savefig(path, format="png")
+    return path
+
+
+def _log_columns(points: np.ndarray, logs: Sequence[bool]) -> np.ndarray:
+    out = np.array(points, dtype=float)
+    for j, log in enumerate(logs):
+        if log:
+            out[:, j] = np.log10(out[:, j])
+    return out
 
 
 def _axis_label(objective: Objective) -> str:

@@ -1,6 +1,8 @@
 """One report, two renderings: Markdown (relative image links) and self-contained HTML.
 
 The report is a list of blocks; both renderers walk the same list, so they show the same content.
+A figure is a PNG (Markdown, and HTML's fallback) and optionally an interactive HTML fragment; the
+HTML page then embeds the plotly.js bundle once, so it still opens from disk with no network.
 """
 
 from __future__ import annotations
@@ -34,18 +36,20 @@ class Facts:
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """A table of display strings."""
+    """A table of display strings; ``code_columns`` are shown as code (e.g. a command to copy)."""
 
     frame: pd.DataFrame
     empty_text: str = "None."
+    code_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Image:
-    """A PNG written next to the report."""
+    """A PNG written next to the report; ``html`` is its interactive version for report.html (a plotly div)."""
 
     title: str
     path: Path
+    html: str | None = None
 
 
 Block = Heading | Text | Facts | Table | Image
@@ -62,7 +66,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Facts):
             parts.append("\n".join(f"- **{_one_line(k)}**: {_one_line(v)}" for k, v in block.items))
         elif isinstance(block, Table):
-            parts.append(markdown_table(block.frame) if len(block.frame) else block.empty_text)
+            parts.append(markdown_table(_as_code(block.frame, block.code_columns)) if len(block.frame)
+                         else block.empty_text)
         elif isinstance(block, Image):
             parts.append(f"![{_one_line(block.title)}]({block.path.name})")
     return "\n\n".join(parts) + "\n"
@@ -76,12 +81,34 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def to_html(title: str, blocks: Sequence[Block]) -> str:
-    """The report as one HTML file that opens from disk: inline CSS, PNGs as data URIs, no JS."""
+def _as_code(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = [f"`{v}`" if str(v) else "" for v in frame[c]]
+    return frame
+
+
+def to_html(title: str, blocks: Sequence[Block], *, plotly_js: str | None = None) -> str:
+    """The report as one HTML file that opens from disk: inline CSS, figures as plotly divs (``plotly_js``
+    inlined once in the head) or, without an interactive version, PNGs as data URIs."""
     import jinja2
 
     env = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(_TEMPLATE).render(title=title, blocks=[_html_block(b) for b in blocks])
+    rendered = [_html_block(b) for b in blocks]
+    interactive = any(b["kind"] == "plot" for b in rendered)
+    return env.from_string(_TEMPLATE).render(
+        title=title, blocks=rendered, plotly_js=_inline_js(plotly_js) if interactive and plotly_js else None)
+
+
+def _inline_js(source: str):
+    """plotly.js as template-safe markup; a ``</script`` inside it would end the tag early, so refuse."""
+    import markupsafe
+
+    if "</script" in source.lower():
+        raise ValueError("the plotly.js bundle contains '</script' and cannot be inlined")
+    return markupsafe.Markup(source)
 
 
 def _html_block(block: Block) -> dict[str, Any]:
@@ -92,9 +119,14 @@ def _html_block(block: Block) -> dict[str, Any]:
     if isinstance(block, Facts):
         return {"kind": "facts", "items": list(block.items)}
     if isinstance(block, Table):
-        rows = [[str(v) for v in row] for row in block.frame.itertuples(index=False)]
+        code = [str(c) in block.code_columns for c in block.frame.columns]
+        rows = [[(str(v), is_code) for v, is_code in zip(row, code)] for row in block.frame.itertuples(index=False)]
         return {"kind": "table", "header": [str(c) for c in block.frame.columns], "rows": rows,
                 "empty_text": block.empty_text}
+    if block.html is not None:
+        import markupsafe
+
+        return {"kind": "plot", "title": block.title, "html": markupsafe.Markup(block.html)}
     encoded = base64.b64encode(block.path.read_bytes()).decode("ascii")
     return {"kind": "image", "title": block.title, "src": f"data:image/png;base64,{encoded}"}
 
@@ -118,13 +150,21 @@ body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; 
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; }
-td:first-child, th:first-child { text-align: left; }
+td:first-child, th:first-child { text-align: left; position: sticky; left: 0; background: #fff; }
+th:first-child { background: #f3f3f3; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.15rem 1rem; }
 dl.facts dt { font-weight: 600; }
 dl.facts dd { margin: 0; font-family: ui-monospace, monospace; white-space: pre-wrap; }
 figure { margin: 1rem 0; }
 img { max-width: 100%; border: 1px solid #ddd; }
+div.scroll { overflow-x: auto; }
+div.plot { border: 1px solid #ddd; }
+figcaption { font-size: 0.9rem; color: #555; }
+code { font-family: ui-monospace, monospace; font-size: 0.85rem; white-space: nowrap; }
 </style>
+{% if plotly_js %}
+<script type="text/javascript">{{ plotly_js }}</script>
+{% endif %}
 </head>
 <body>
 <h1>{{ title }}</h1>
@@ -141,17 +181,19 @@ img { max-width: 100%; border: 1px solid #ddd; }
 </dl>
 {% elif block.kind == "table" %}
 {% if block.rows %}
-<table>
+<div class="scroll"><table>
 <thead><tr>{% for h in block.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for row in block.rows %}
-<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+<tr>{% for v, is_code in row %}<td>{% if is_code and v %}<code>{{ v }}</code>{% else %}{{ v }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% else %}
 <p>{{ block.empty_text }}</p>
 {% endif %}
+{% elif block.kind == "plot" %}
+<figure><div class="plot">{{ block.html }}</div><figcaption>{{ block.title }}</figcaption></figure>
 {% elif block.kind == "image" %}
 <figure><img src="{{ block.src }}" alt="{{ block.title }}"><figcaption>{{ block.title }}</figcaption></figure>
 {% endif %}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,19 +81,47 @@ def front_table(
     *,
     search_params: Sequence[str],
     metric_columns: Sequence[str],
+    teacher_metrics: dict[str, float] | None = None,
+    shares: Sequence[str | None] = (),
+    distances: dict[int, float] | None = None,
+    knee: int | None = None,
+    rerun: str | None = None,
 ) -> pd.DataFrame:
-    """Front members, best first objective first: search params, objective and test metrics."""
+    """Front members, best first objective first: search params, objective, val and test metrics, size and
+    latency, then (when given) the share of each ``shares`` metric the teacher reaches, the distance to the
+    ideal point (``knee`` marked) and the command that retrains the trial (``rerun`` + trial id)."""
     objective_metrics = [o.metric for o in objectives]
-    test_metrics = [m for m in metric_columns if m.startswith("test/")]
-    metrics = objective_metrics + [m for m in test_metrics if m not in objective_metrics]
-    members = _sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
-    rows = [
-        [r.trial_id]
-        + [format_param(r.params.get(p)) for p in search_params]
-        + [format_metric(m, r.metrics.get(m)) for m in metrics]
-        for r in members
-    ]
-    return pd.DataFrame(rows, columns=["trial", *search_params, *metrics])
+    val_test = [m for m in metric_columns if m == "val/acc" or m.startswith("test/")]
+    cost = [m for m in metric_columns if m == "model/params" or m.startswith("latency/")]
+    metrics = list(dict.fromkeys([*objective_metrics, *val_test, *cost]))
+    positions = {id(r): i for i, r in enumerate(records)}
+    members = sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
+    teacher = teacher_metrics or {}
+    shares = [m for m in shares if m is not None]
+    rows = []
+    for r in members:
+        row = [r.trial_id]
+        row += [format_param(r.params.get(p)) for p in search_params]
+        row += [format_metric(m, r.metrics.get(m)) for m in metrics]
+        row += [format_share(r.metrics.get(m), teacher.get(m)) for m in shares]
+        if distances is not None:
+            i = positions[id(r)]
+            row.append(format_metric("", distances.get(i)) + (" (suggested pick)" if i == knee else ""))
+        if rerun is not None:
+            row.append(f"{rerun} {shlex.quote(r.trial_id)}")
+        rows.append(row)
+    headers = ["trial", *search_params, *metrics, *(f"% of teacher {m}" for m in shares)]
+    headers += ["distance to ideal"] if distances is not None else []
+    headers += ["rerun"] if rerun is not None else []
+    return pd.DataFrame(rows, columns=headers)
+
+
+def format_share(value: float | None, teacher: float | None) -> str:
+    """``value`` as a percentage of the teacher's, e.g. ``97.1%``; ``–`` when either is missing or 0."""
+    value, teacher = _as_float(value), _as_float(teacher)
+    if not (math.isfinite(value) and math.isfinite(teacher)) or teacher == 0:
+        return MISSING
+    return f"{100 * value / teacher:.1f}%"
 
 
 def results_table(
@@ -111,7 +140,7 @@ def results_table(
     available = _available_metrics(complete, objectives, teacher_metrics, metric_columns)
     columns = _results_columns(available, objectives)
     rows = [["teacher", ""] + [""] * len(search_params) + [format_metric(m, teacher_metrics.get(m)) for m, _ in columns]]
-    for r in _sorted_by_first_objective(complete, objectives):
+    for r in sorted_by_first_objective(complete, objectives):
         front_flag = "yes" if id(r) in on_front else ""
         params = [format_param(r.params.get(p)) for p in search_params]
         rows.append([r.trial_id, front_flag, *params] + [format_metric(m, r.metrics.get(m)) for m, _ in columns])
@@ -167,7 +196,7 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
-def _sorted_by_first_objective(
+def sorted_by_first_objective(
     records: Sequence[TrialRecord], objectives: Sequence[Objective]
 ) -> list[TrialRecord]:
     """Best first on the first objective; trials without a finite value go last."""

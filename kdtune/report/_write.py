@@ -1,10 +1,11 @@
-"""``write_report``: a study's trials -> CSVs, front plots, report.md and report.html."""
+"""``write_report``: a study's trials -> CSVs, figures, report.md and report.html (interactive)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
+import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,17 @@ import pandas as pd
 from kdtune.errors import KdtuneError
 from kdtune.pareto import usable_scale
 from kdtune.records import Objective, Reference, TrialRecord
-from kdtune.report import _tables
-from kdtune.report._plots import front_plots
+from kdtune.report import _interactive, _tables
+from kdtune.report._analysis import (
+    KNEE_DEFINITION,
+    Importances,
+    Space,
+    hypervolume_by_trial,
+    knee_index,
+    param_importances,
+    share_metrics,
+)
+from kdtune.report._figures import Figures, make_figures
 from kdtune.report._reference import reference_table
 from kdtune.report._render import Block, Facts, Heading, Image, Table, Text, to_html, to_markdown
 
@@ -35,15 +45,21 @@ def write_report(
     metric_columns: list[str],
     flags: dict[str, list[str]] | None = None,
     reference: Reference | None = None,
+    study_path: str | None = None,
+    interactive: bool = True,
 ) -> dict[str, Path]:
-    """Write trials.csv, pareto.csv, one front plot per pair of objectives, report.md, report.html.
+    """Write trials.csv, pareto.csv, the PNG figures, report.md and report.html.
 
-    ``flags`` maps each checked model ("teacher" or a trial id) to its robustness sanity-check
-    violations (``kdtune.robustness.masking_checks``); the report lists them when given.
-    ``reference`` is the source document's own results, shown next to the matching trials.
+    ``records`` are in trial order (the hypervolume-by-trial figure relies on it). ``flags`` maps each
+    checked model ("teacher" or a trial id) to its robustness sanity-check violations
+    (``kdtune.robustness.masking_checks``); the report lists them when given. ``reference`` is the source
+    document's own results, shown next to the matching trials. ``study_path`` is the study file the
+    front table's ``kdtune rerun`` commands name (default: ``study_name``). ``interactive=False`` leaves
+    plotly out of report.html (PNGs instead).
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
-    ``report_html`` and each plot by its file stem (``front_val-acc__latency-ms_b1``).
+    ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
+    ``robust_acc_vs_eps``, ``hypervolume_by_trial``, ``importance``).
     Raises KdtuneError (one line) if ``out_dir`` cannot be created or written.
     """
     if not objectives:
@@ -53,23 +69,31 @@ def write_report(
     trials = _tables.trials_frame(
         records, front, search_params=search_params, metric_columns=metric_columns
     )
+    space = Space.of(records, objectives, teacher_metrics)
+    knee = knee_index(space, front)
+    importances = param_importances(records, objectives, search_params)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {
             "trials_csv": _write_csv(trials, out_dir / "trials.csv"),
             "pareto_csv": _write_csv(trials[trials["pareto"]], out_dir / "pareto.csv"),
         }
-        plots = front_plots(out_dir, records, front, objectives, teacher_metrics)
-        blocks = _report_blocks(
-            records, front, objectives, plots,
-            search_params=search_params, teacher_metrics=teacher_metrics, meta=meta,
-            metric_columns=metric_columns, flags=flags, reference=reference,
+        history = hypervolume_by_trial(space, len(records))
+        figures = make_figures(
+            out_dir, records, front, objectives, knee=knee, history=history,
+            importances=importances, search_params=search_params, teacher_metrics=teacher_metrics,
+            interactive=interactive,
         )
+        context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
+                           teacher_metrics=teacher_metrics, metric_columns=metric_columns,
+                           rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}")
+        blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference)
         title = f"kdtune report: {study_name}"
         written["report_md"] = out_dir / "report.md"
         written["report_md"].write_text(to_markdown(title, blocks), encoding="utf-8")
         written["report_html"] = out_dir / "report.html"
-        written["report_html"].write_text(to_html(title, blocks), encoding="utf-8")
+        plotly_js = _interactive.plotly_js() if any(isinstance(b, Image) and b.html for b in blocks) else None
+        written["report_html"].write_text(to_html(title, blocks, plotly_js=plotly_js), encoding="utf-8")
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise KdtuneError(
@@ -77,7 +101,7 @@ def write_report(
             " pass an output directory you can create and write to"
         ) from err
     logger.info("wrote the report of %r to %s", study_name, out_dir)
-    return {**written, **plots}
+    return {**written, **figures.paths}
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -85,58 +109,125 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True, eq=False)
+class _Context:
+    """What every section of the report reads."""
+
+    records: Sequence[TrialRecord]
+    front: np.ndarray
+    objectives: Sequence[Objective]
+    space: Space
+    knee: int | None
+    history: np.ndarray  # (n,): the hypervolume of the first k trials
+    search_params: Sequence[str]
+    teacher_metrics: dict[str, float]
+    metric_columns: Sequence[str]
+    rerun: str
+
+
 def _report_blocks(
-    records: Sequence[TrialRecord],
-    front: np.ndarray,
-    objectives: Sequence[Objective],
-    plots: dict[str, Path],
+    c: _Context,
+    figures: Figures,
+    importances: Importances,
     *,
-    search_params: Sequence[str],
-    teacher_metrics: dict[str, float],
     meta: dict[str, str],
-    metric_columns: Sequence[str],
     flags: dict[str, list[str]] | None = None,
     reference: Reference | None = None,
 ) -> list[Block]:
-    n_failed = sum(r.status != "COMPLETE" for r in records)
-    counts = (f"{len(records)} trials: {len(records) - n_failed} complete, {n_failed} failed,"
-              f" {int(front.sum())} on the Pareto front.")
-    goals = ", ".join(f"{o.metric} ({o.mode})" for o in objectives)
+    n_failed = sum(r.status != "COMPLETE" for r in c.records)
+    counts = (f"{len(c.records)} trials: {len(c.records) - n_failed} complete, {n_failed} failed,"
+              f" {int(c.front.sum())} on the Pareto front.")
+    goals = ", ".join(f"{o.metric} ({o.mode})" for o in c.objectives)
     blocks: list[Block] = [
         Facts(tuple((str(k), str(v)) for k, v in meta.items())),
         Text(counts),
         Text(f"Objectives: {goals}."),
+        *([Text(_pick_line(c))] if c.knee is not None else []),
         Heading("Hypervolume"),
-        *_hypervolume_blocks(records, objectives, teacher_metrics),
+        *_hypervolume_blocks(c, figures),
         Heading("Teacher"),
-        Table(_tables.teacher_table(teacher_metrics, metric_columns), "No teacher metrics recorded."),
-        Heading("Pareto front"),
-        Table(_tables.front_table(records, front, objectives, search_params=search_params,
-                                  metric_columns=metric_columns), "No trial is on the front."),
-        *_reference_blocks(reference, records, objectives, teacher_metrics),
+        Table(_tables.teacher_table(c.teacher_metrics, c.metric_columns), "No teacher metrics recorded."),
+        *_front_blocks(c),
+        Heading("Front plots"),
+        *figures.fronts,
+        *([] if figures.fronts else [Text("A single objective: no pairwise plots.")]),
+        Heading("Robust accuracy against ε"),
+        *_robust_blocks(figures),
+        Heading("Hyperparameter importance"),
+        Text(importances.note),
+        *([figures.importance] if figures.importance else []),
+        *_reference_blocks(reference, c.records, c.objectives, c.teacher_metrics),
         Heading("All trials"),
-        Table(_tables.results_table(records, front, objectives, teacher_metrics=teacher_metrics,
-                                    metric_columns=metric_columns, search_params=search_params)),
+        Table(_tables.results_table(c.records, c.front, c.objectives, teacher_metrics=c.teacher_metrics,
+                                    metric_columns=c.metric_columns, search_params=c.search_params)),
         Heading("Failed trials"),
-        Table(_tables.failed_table(records), "None."),
+        Table(_tables.failed_table(c.records), "None."),
         Heading("What each student learned from"),
         Text("Data-free methods train the student on a synthetic transfer set only; the last column says what, "
              "if anything, was taken from the real training images to build it."),
-        Table(_tables.provenance_table(records), "No provenance recorded."),
+        Table(_tables.provenance_table(c.records), "No provenance recorded."),
     ]
-    unscored = _tables.unscored_trials(records, objectives)
+    if flags is not None:
+        blocks += _flags_blocks(flags)
+    return blocks
+
+
+def _pick_line(c: _Context) -> str:
+    """"Suggested pick: trial X — why", for the top of the report."""
+    r = c.records[c.knee]
+    values = ", ".join(f"{o.metric} {_tables.format_metric(o.metric, r.metrics.get(o.metric))}" for o in c.objectives)
+    ranked = _ranked_front(c)
+    runner_up = f", runner-up {ranked[1][0]} at {ranked[1][1]:.3f}" if len(ranked) > 1 else ""
+    return (f"Suggested pick: trial {r.trial_id} — of the {int(c.front.sum())} Pareto-front members it is the"
+            f" closest to the ideal point (distance {ranked[0][1]:.3f}{runner_up}; see 'Suggested pick'): {values}."
+            f" Retrain it with: {c.rerun} {shlex.quote(r.trial_id)}")
+
+
+def _ranked_front(c: _Context) -> list[tuple[str, float]]:
+    """(trial id, distance to the ideal point) of the front members, the pick first, then closest first."""
+    distances = c.space.distances()
+    members = [int(i) for i in np.flatnonzero(c.front) if int(i) in distances]
+    members.sort(key=lambda i: (i != c.knee, distances[i]))
+    return [(c.records[i].trial_id, distances[i]) for i in members]
+
+
+def _ranking_text(c: _Context) -> str:
+    ranked = _ranked_front(c)
+    closest = ", ".join(f"{trial} ({distance:.3f})" for trial, distance in ranked[:3])
+    text = f"Closest to the ideal point: {closest}."
+    if len(ranked) > 1 and ranked[1][1] - ranked[0][1] < 0.01:
+        text += (" The first two are within 0.01 of each other, nearly a tie: weigh what the objectives leave"
+                 " out (size, test metrics, robustness at other ε) in the front table above.")
+    return text
+
+
+def _front_blocks(c: _Context) -> list[Block]:
+    shares = share_metrics(c.objectives, c.metric_columns)
+    table = _tables.front_table(
+        c.records, c.front, c.objectives, search_params=c.search_params, metric_columns=c.metric_columns,
+        teacher_metrics=c.teacher_metrics, shares=shares if c.teacher_metrics else (),
+        distances=c.space.distances(), knee=c.knee, rerun=c.rerun,
+    )
+    explained = ("Each front member with its searched hyperparameters, validation and test metrics, size and"
+                 " latency; '% of teacher' is the share of the teacher's value it keeps (above 100%: better than"
+                 " the teacher); 'distance to ideal' ranks the members for the suggested pick; 'rerun' retrains"
+                 " the trial and compares its metrics with the stored ones.")
+    blocks: list[Block] = [Heading("Pareto front"), Text(explained),
+                           Table(table, "No trial is on the front.", code_columns=("rerun",))]
+    unscored = _tables.unscored_trials(c.records, c.objectives)
     if unscored:
         blocks.append(Text("Complete but without finite objective values (not eligible for the "
                            "front): " + "; ".join(unscored) + "."))
-    if flags is not None:
-        blocks += _flags_blocks(flags)
-    blocks.append(Heading("Front plots"))
-    pairs = itertools.combinations(objectives, 2)  # the order front_plots wrote them in
-    blocks += [Image(f"{y.metric} vs {x.metric}", path)
-               for (y, x), path in zip(pairs, plots.values(), strict=True)]
-    if not plots:
-        blocks.append(Text("A single objective: no pairwise plots."))
+    blocks += [Heading("Suggested pick"), Text(KNEE_DEFINITION)]
+    blocks.append(Text(_ranking_text(c) if c.knee is not None else "No suggestion: no trial is on the front."))
     return blocks
+
+
+def _robust_blocks(figures: Figures) -> list[Block]:
+    if figures.robust is None:
+        return [Text("No test robust accuracies (test/robust_acc@<eps>) measured on the front: no curves.")]
+    return [Text("Test accuracy under attack as ε grows, for each front member and the teacher; ε = 0 is the"
+                 " clean test accuracy. The suggested pick is drawn thick."), figures.robust]
 
 
 def _reference_blocks(
@@ -165,19 +256,35 @@ def _flags_blocks(flags: dict[str, list[str]]) -> list[Block]:
     ]
 
 
-def _hypervolume_blocks(
-    records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float]
-) -> list[Block]:
-    value = _tables.hypervolume_of(records, objectives, teacher_metrics)
+def _hypervolume_blocks(c: _Context, figures: Figures) -> list[Block]:
+    value = c.space.hypervolume()
     convention = (
         "Computed on normalized objectives: 'max' objectives (accuracies) as is with reference 0,"
         " 'min' objectives divided by the teacher's value with reference 1, so the ideal box has"
         " volume 1 and a student adds volume only where it is faster/smaller than the teacher."
     )
     blocks: list[Block] = [Text(f"Hypervolume: {HYPERVOLUME_FORMAT.format(value)}. {convention}")]
-    fallback = [o.metric for o in objectives
-                if o.mode == "min" and not usable_scale(teacher_metrics.get(o.metric))]
+    fallback = [o.metric for o in c.objectives
+                if o.mode == "min" and not usable_scale(c.teacher_metrics.get(o.metric))]
     if fallback:
         blocks.append(Text("The teacher has no usable value for " + ", ".join(fallback)
                            + "; normalized by the max over trials instead."))
+    if figures.hypervolume is not None:
+        blocks += [Text(_progress(c.history, c.records)), figures.hypervolume]
     return blocks
+
+
+def _progress(history: np.ndarray, records: Sequence[TrialRecord]) -> str:
+    """Whether the search still improves: when the hypervolume last grew, and what the last quarter added."""
+    gains = np.diff(np.concatenate([[0.0], history]))
+    grew = np.flatnonzero(gains > 1e-12)
+    if not len(grew):
+        return "No trial adds hypervolume: none improves on the reference in every objective."
+    n, final, last = len(history), float(history[-1]), int(grew[-1])
+    window = max(1, n // 4)
+    recent = final - (float(history[n - window - 1]) if n > window else 0.0)
+    verdict = ("still improving: more trials may move the front" if recent > 0.01 * final
+               else "levelling off: more trials of this search space are unlikely to move the front much")
+    return (f"The hypervolume of the first k trials, for each k: it last grew at trial #{last + 1} of {n}"
+            f" ({records[last].trial_id}); the last {window} trials added {recent:.4f}"
+            f" ({100 * recent / final:.1f}% of the final value). The search is {verdict}.")

@@ -1,0 +1,79 @@
+"""Every figure of the report, as ``Image`` blocks: a PNG for report.md plus, when plotly is installed, the
+interactive version report.html shows instead."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdtune.records import Objective, TrialRecord
+from kdtune.report import _charts, _interactive
+from kdtune.report._analysis import Importances, robust_curve
+from kdtune.report._plots import front_3d_plot, front_plots
+from kdtune.report._render import Image
+from kdtune.report._tables import sorted_by_first_objective
+
+
+@dataclass
+class Figures:
+    """The report's figures by section, and every PNG written ({file stem: path})."""
+
+    fronts: list[Image] = field(default_factory=list)  # one per pair of objectives, then the 3-D one
+    robust: Image | None = None
+    hypervolume: Image | None = None
+    importance: Image | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def make_figures(
+    out_dir: Path,
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    *,
+    knee: int | None,
+    history: np.ndarray,
+    importances: Importances,
+    search_params: Sequence[str],
+    teacher_metrics: dict[str, float],
+    interactive: bool,
+) -> Figures:
+    """Write the PNGs into ``out_dir`` and build the blocks; ``interactive`` adds the plotly versions."""
+    interactive = interactive and _interactive.available()
+    hover = _interactive.hover_texts(records, objectives, search_params) if interactive else []
+    figures = Figures(paths=front_plots(out_dir, records, front, objectives, teacher_metrics, knee=knee))
+    for (y, x), (stem, path) in zip(itertools.combinations(objectives, 2), list(figures.paths.items()), strict=True):
+        html = _interactive.front_pair(f"plot-{stem}", records, front, knee, hover, x=x, y=y, objectives=objectives,
+                                       teacher_metrics=teacher_metrics) if interactive else None
+        figures.fronts.append(Image(f"{y.metric} vs {x.metric}", path, html))
+    if len(objectives) == 3:
+        path = figures.paths["front_3d"] = front_3d_plot(out_dir / "front_3d.png", records, front, objectives,
+                                                         teacher_metrics, knee=knee)
+        html = _interactive.front_3d("plot-front_3d", records, front, knee, hover, objectives=objectives,
+                                     teacher_metrics=teacher_metrics) if interactive else None
+        figures.fronts.append(Image("All three objectives", path, html))
+    picked = records[knee] if knee is not None else None
+    members = [r for r, f in zip(records, front) if f and len(robust_curve(r.metrics)[0]) > 1]
+    members = sorted_by_first_objective(members, objectives)  # the legend in the front table's order
+    if members:
+        path = figures.paths["robust_acc_vs_eps"] = _charts.robust_curves_plot(
+            out_dir / "robust_acc_vs_eps.png", members, teacher_metrics, knee=picked)
+        by_id = {r.trial_id: t for r, t in zip(records, hover)}
+        html = _interactive.robust_curves("plot-robust_acc_vs_eps", members, by_id, teacher_metrics,
+                                          picked) if interactive else None
+        figures.robust = Image("Robust accuracy against ε, front members and the teacher", path, html)
+    if len(records):
+        path = figures.paths["hypervolume_by_trial"] = _charts.hypervolume_plot(
+            out_dir / "hypervolume_by_trial.png", history, records)
+        html = _interactive.hypervolume_by_trial("plot-hypervolume_by_trial", history, records,
+                                                 hover) if interactive else None
+        figures.hypervolume = Image("Hypervolume of the first k trials", path, html)
+    if importances.values:
+        path = figures.paths["importance"] = _charts.importance_plot(out_dir / "importance.png", importances)
+        html = _interactive.importance("plot-importance", importances) if interactive else None
+        figures.importance = Image("Hyperparameter importance for each objective", path, html)
+    return figures
