@@ -499,3 +499,15 @@ def test_html_without_plotly_uses_the_pngs(tmp_path):
     html = written["report_html"].read_text(encoding="utf-8")
     assert "<script" not in html and "plotly-graph-div" not in html
     assert html.count('src="data:image/png;base64,') == len(FIGURES)
+
+
+def test_front_members_repeated_over_seeds_show_mean_and_interval(tmp_path):
+    metrics = {"val/acc": 0.9, "val/acc/mean": 0.91, "val/acc/ci95": 0.012, "test/acc": 0.9,
+               "test/acc/mean": 0.905, "test/acc/ci95": 0.02, "seeds/n": 3.0}
+    records = [TrialRecord("s1", "COMPLETE", {}, metrics), TrialRecord("s2", "COMPLETE", {}, {"val/acc": 0.5})]
+    write_report(tmp_path, study_name="s", records=records, objectives=[Objective("val/acc", "max")],
+                 search_params=[], teacher_metrics={}, meta={}, metric_columns=["val/acc", "test/acc"])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Front over seeds", 1)[1].split("\n## ", 1)[0]
+    assert "retrained with 3 seeds" in section
+    assert "| s1 | 3 | 0.91 ± 0.012 | 0.905 ± 0.02 |" in section and "s2" not in section

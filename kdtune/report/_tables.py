@@ -270,3 +270,22 @@ def _describe_set(p: dict[str, str]) -> str:
     if "objective" in p:
         parts.append(f"objective {p['objective']}")
     return ", ".join(parts)
+
+
+def seeds_table(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], metric_columns: Sequence[str]
+) -> pd.DataFrame:
+    """Trials repeated over seeds: ``mean ± ci95`` of each objective and of test accuracy."""
+    repeated = [r for r in records if "seeds/n" in r.metrics]
+    names = list(dict.fromkeys([o.metric for o in objectives] + [m for m in metric_columns if m == "test/acc"]))
+    names = [m for m in names if any(f"{m}/mean" in r.metrics for r in repeated)]
+    rows = [[r.trial_id, f"{r.metrics['seeds/n']:.0f}"]
+            + [_mean_ci(m, r.metrics.get(f"{m}/mean"), r.metrics.get(f"{m}/ci95")) for m in names]
+            for r in repeated]
+    return pd.DataFrame(rows, columns=["trial", "seeds", *names])
+
+
+def _mean_ci(name: str, mean: float | None, ci: float | None) -> str:
+    if mean is None:
+        return MISSING
+    return f"{format_metric(name, mean)} ± {format_metric(name, ci)}" if ci is not None else format_metric(name, mean)

@@ -148,6 +148,7 @@ def _report_blocks(
         Heading("Teacher"),
         Table(_tables.teacher_table(c.teacher_metrics, c.metric_columns), "No teacher metrics recorded."),
         *_front_blocks(c),
+        *_seed_blocks(c),
         Heading("Front plots"),
         *figures.fronts,
         *([] if figures.fronts else [Text("A single objective: no pairwise plots.")]),
@@ -170,6 +171,17 @@ def _report_blocks(
     if flags is not None:
         blocks += _flags_blocks(flags)
     return blocks
+
+
+def _seed_blocks(c: _Context) -> list[Block]:
+    """Front members retrained over several seeds (``evaluation.seeds``): mean ± 95% interval."""
+    table = _tables.seeds_table(c.records, c.objectives, c.metric_columns)
+    if table.empty:
+        return []
+    n = int(max(r.metrics.get("seeds/n", 0) for r in c.records))
+    return [Heading("Front over seeds"),
+            Text(f"Each front member retrained with {n} seeds (the trial's own and the next {n - 1}); "
+                 "mean ± half-width of the 95% t-interval."), Table(table)]
 
 
 def _pick_line(c: _Context) -> str:
