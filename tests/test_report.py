@@ -511,3 +511,19 @@ def test_front_members_repeated_over_seeds_show_mean_and_interval(tmp_path):
     section = md.split("## Front over seeds", 1)[1].split("\n## ", 1)[0]
     assert "retrained with 3 seeds" in section
     assert "| s1 | 3 | 0.91 ± 0.012 | 0.905 ± 0.02 |" in section and "s2" not in section
+
+
+def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_path):
+    from kdtune.report._plots import seed_error_bars
+
+    repeated = {"val/acc": 0.9, "latency/ms_b1": 0.03, "val/acc/mean": 0.91, "val/acc/ci95": 0.01,
+                "latency/ms_b1/mean": 0.031, "latency/ms_b1/ci95": 0.002, "seeds/n": 3.0}
+    records = [TrialRecord("s1", "COMPLETE", {}, repeated),
+               TrialRecord("s2", "COMPLETE", {}, {"val/acc": 0.8, "latency/ms_b1": 0.02})]
+    bars = seed_error_bars(records, "latency/ms_b1", "val/acc")
+    assert bars.shape == (4, 1) and list(bars[:, 0]) == [0.031, 0.91, 0.002, 0.01]
+    assert seed_error_bars(records[1:], "latency/ms_b1", "val/acc") is None
+    objectives = [Objective("val/acc", "max"), Objective("latency/ms_b1", "min")]
+    write_report(tmp_path, study_name="bars", records=records, objectives=objectives, search_params=[],
+                 teacher_metrics={}, meta={}, metric_columns=["val/acc", "latency/ms_b1"])
+    assert "mean over seeds ± 95%" in (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -14,7 +14,7 @@ import numpy as np
 
 from kdtune.records import Objective, TrialRecord
 from kdtune.report._analysis import Importances, robust_curve
-from kdtune.report._plots import staircase, use_log
+from kdtune.report._plots import seed_error_bars, staircase, use_log
 from kdtune.report._tables import format_metric, format_param
 
 TRIALS, FRONT, KNEE, TEACHER = "#b8b8b8", "#1f77b4", "#ff7f0e", "#d62728"
@@ -101,6 +101,11 @@ def front_pair(
     ):
         fig.add_scatter(x=xs[keep], y=ys[keep], mode="markers", marker=style, name=label,
                         hovertext=[hover[shown[k]] for k in keep], hoverinfo="text")
+    bars = seed_error_bars([r for r in records if r.status == "COMPLETE"], x.metric, y.metric)
+    if bars is not None:  # front members repeated over seeds: mean ± 95% interval
+        fig.add_scatter(x=bars[0], y=bars[1], mode="markers", name="mean over seeds ± 95%",
+                        error_x={"type": "data", "array": bars[2]}, error_y={"type": "data", "array": bars[3]},
+                        marker={"size": 9, "symbol": "circle-open", "color": "green"})
     teacher = [teacher_metrics.get(x.metric), teacher_metrics.get(y.metric)]
     if all(v is not None and math.isfinite(v) for v in teacher):
         fig.add_scatter(x=[teacher[0]], y=[teacher[1]], mode="markers", name="teacher", hoverinfo="text",

@@ -80,6 +80,10 @@ def _plot_pair(
     if knee is not None:
         ax.scatter(_value(knee, x.metric), _value(knee, y.metric), s=200, facecolor="none", edgecolor="tab:orange",
                    linewidth=2.5, label=f"suggested pick ({knee.trial_id})", zorder=5)
+    bars = seed_error_bars([r for r, _, _ in complete], x.metric, y.metric)
+    if bars is not None:  # (4, m): mean x, mean y, ci x, ci y of the front members repeated over seeds
+        ax.errorbar(bars[0], bars[1], xerr=bars[2], yerr=bars[3], fmt="o", mfc="none", color="tab:green",
+                    capsize=3, label="mean over seeds ± 95%", zorder=2)
     teacher = (teacher_metrics.get(x.metric), teacher_metrics.get(y.metric))
     if all(v is not None and math.isfinite(v) for v in teacher):
         ax.scatter(*teacher, s=220, marker="*", color="tab:red", edgecolor="black",
@@ -92,6 +96,14 @@ def _plot_pair(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     fig.savefig(path, format="png")
+
+
+def seed_error_bars(records: Sequence[TrialRecord], x: str, y: str) -> np.ndarray | None:
+    """(4, m) array of mean x, mean y, 95% half-width x, y for the trials repeated over seeds
+    (``<metric>/mean`` and ``<metric>/ci95``, see ``evaluation.seeds``); None when there are none."""
+    rows = [[r.metrics[f"{m}/{k}"] for k in ("mean",) for m in (x, y)] + [r.metrics[f"{m}/ci95"] for m in (x, y)]
+            for r in records if all(f"{m}/{k}" in r.metrics for m in (x, y) for k in ("mean", "ci95"))]
+    return np.array(rows, dtype=float).T if rows else None
 
 
 def _draw_staircase(ax, xy: np.ndarray, *, x: Objective, y: Objective, exact: bool) -> None:
