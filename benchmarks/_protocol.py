@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,20 +24,9 @@ cpu_clock = time.process_time
 PROTOCOL = (
     "torch.set_num_threads(1); one untimed warm-up round; {repeats} interleaved rounds "
     "(every variant once per round, order reversed every other round); ratios within a round; "
-    "median of the ratios"
+    "median of the ratios; training steps and robust evaluation timed in CPU seconds of the process "
+    "(single-threaded work on a shared machine), the harness and latency in wall time"
 )
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -89,6 +77,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)  # reference ratios, raw seconds, checks
     meaning: str = ""
     conditions: dict[str, bool] = field(default_factory=dict)  # further pass conditions, e.g. a CV bound
+    note: str = ""  # one short line for the table
 
     @property
     def ok(self) -> bool:
@@ -100,7 +89,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return {**{k: _round(v) for k, v in self.per_batch.items()}, "value": _round(self.value),
                 "target": self.target, "sense": self.sense, "ok": self.ok, "meaning": self.meaning,
-                **{k: _round(v) for k, v in self.extra.items()}, **self.conditions}
+                "note": self.note, **{k: _round(v) for k, v in self.extra.items()}, **self.conditions}
 
 
 def _round(v: Any) -> Any:

@@ -27,7 +27,8 @@ FAIRNESS = {
     "saved; the serial latency of teacher + students after the trials. kdtune's extra work (Ray Tune actor, "
     "Optuna storage, per-epoch checkpoints, MLflow, report, masking checks) is the overhead measured. Ray "
     "start-up is excluded from value (reported as ray_init_s; value_with_ray_init counts it once); the "
-    "teacher is trained before timing and loaded from kdtune's cache.",
+    "teacher is trained before timing and loaded from kdtune's cache; Ray workers run at niceness 0, the "
+    "hand loop's priority (Ray's default is 15).",
     "steps": "whole epochs of kdtune's fit_student against a hand-written plain-torch loop with the same model "
     "layers, seed, batches, Adam and loss; CPU seconds of the process (single-threaded work).",
 }
@@ -100,10 +101,10 @@ def _cpu_model() -> str:
 
 def table(results: list[Result]) -> str:
     """One row per benchmark: per-batch values, value, target, pass/fail."""
-    rows = [("benchmark", "b64", "b256", "value", "target", "ok")]
+    rows = [("benchmark", "b64", "b256", "value", "target", "ok", "note")]
     for r in sorted(results, key=lambda r: KEYS.index(r.name) if r.name in KEYS else len(KEYS)):
         rows.append((r.name, _fmt(r.per_batch.get("b64")), _fmt(r.per_batch.get("b256")), _fmt(r.value),
-                     f"{r.sense} {r.target:g}", "yes" if r.ok else "NO"))
+                     f"{r.sense} {r.target:g}", "yes" if r.ok else "NO", r.note))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _shutdown_ray()
     seconds = time.perf_counter() - start
-    protocol = PROTOCOL.format(repeats=f"{settings.step_repeats} (steps) / {settings.harness_repeats} (harness)")
+    protocol = PROTOCOL.format(repeats=f"{settings.step_repeats} (steps) / {settings.eval_repeats} (robust_eval) / "
+                               f"{settings.latency_repeats} (latency) / {settings.harness_repeats} (harness)")
     payload = {"meta": _meta(args.quick, seconds), "protocol": protocol, "fairness": FAIRNESS, "checks": checks,
                **{r.name: r.to_json() for r in results}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,14 +65,14 @@ def run_robust_eval(bench: Bench, log: Callable[[str], None]) -> Result:
     log(f"  robust_eval: {bench.settings.eval_repeats} rounds of PGD / trial / training")
     t = interleaved({"pgd": lambda: _pgd_eval(trained, x, y), "hand_pgd": lambda: _hand_pgd_eval(hand_model, x, y),
                      "trial": trial, "train": train_only}, repeats=bench.settings.eval_repeats)
-    return Result("robust_eval", median_ratio(t["pgd"], t["trial"]), 0.35, meaning=(
-        f"kdtune's PGD-{PGD_STEPS} at eps {', '.join(map(str, EPS))} on {len(y)} test images / one "
-        f"{cfg.student.epochs}-epoch student trial as run_trial runs it (KD training + kdtune's default "
-        "evaluation + in-trial latency)"), extra={
-        "vs_training_only": median_ratio(t["pgd"], t["train"]),
-        "kdtune_pgd_vs_hand_pgd": median_ratio(t["pgd"], t["hand_pgd"]),
-        "cpu_s": {k: statistics.median(v) for k, v in t.items()},
-    })
+    vs_training = median_ratio(t["pgd"], t["train"])
+    meaning = (f"kdtune's PGD-{PGD_STEPS} at eps {', '.join(map(str, EPS))} on {len(y)} test images / one "
+               f"{cfg.student.epochs}-epoch student trial as run_trial runs it (KD training + kdtune's default "
+               "evaluation + in-trial latency)")
+    extra = {"vs_training_only": vs_training, "kdtune_pgd_vs_hand_pgd": median_ratio(t["pgd"], t["hand_pgd"]),
+             "cpu_s": {k: statistics.median(v) for k, v in t.items()}}
+    return Result("robust_eval", median_ratio(t["pgd"], t["trial"]), 0.35, meaning=meaning, extra=extra,
+                  note=f"vs training alone {vs_training:.2f}")
 
 
 def run_latency(bench: Bench, log: Callable[[str], None]) -> Result:
@@ -106,6 +106,7 @@ def run_latency(bench: Bench, log: Callable[[str], None]) -> Result:
     extra["cv"] = max(extra[f"cv_b{b}"] for b in spec.batch_sizes)
     extra["cv_target"] = CV_TARGET
     return Result("latency_ratio_error", max(per_batch.values()), 0.05, per_batch=per_batch, extra=extra,
-                  conditions={"cv_ok": extra["cv"] <= CV_TARGET}, meaning=(
+                  conditions={"cv_ok": extra["cv"] <= CV_TARGET},
+                  note=f"within-run CV {extra['cv']:.1%} (target <= {CV_TARGET:.0%})", meaning=(
         "|kdtune's teacher/student latency ratio - a hand-measured ratio| / hand ratio (median over rounds; "
         "value: worse batch size); cv: within-run coefficient of variation of kdtune's ratio"))

@@ -12,16 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import hand
-from benchmarks._protocol import Result, interleaved, median_ratio
-from benchmarks._setup import copy_weights
-from benchmarks.cli import KEYS
 from kdtune.attacks import fgsm, pgd
 from kdtune.losses import hinton_kd
 from kdtune.models import build_model
 from kdtune.penalties import hessian, jacobian
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import hand
+from benchmarks._protocol import Result, interleaved, median_ratio
+from benchmarks._setup import copy_weights
+from benchmarks.cli import KEYS
+
 STEP_KEYS = ("kd_step", "cached_teacher_step", "jacobian_rp", "hessian", "fgsm_at", "pgd7_at")
 
 

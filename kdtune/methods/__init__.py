@@ -9,6 +9,6 @@ from kdtune.methods import (
     _logit,  # noqa: F401 - registers hinton, ce
     _teacher_free,  # noqa: F401 - registers tfkd_reg, tfkd_self, reversed
 )
-from kdtune.methods._base import METHODS, Distiller, MethodContext, build_method
+from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD, build_method
 
-__all__ = ["METHODS", "Distiller", "MethodContext", "build_method"]
+__all__ = ["METHODS", "Distiller", "MethodContext", "SoftTargetKD", "build_method"]
