@@ -30,7 +30,7 @@ from kdtune.config import TrainSpec
 from kdtune.data import Split
 from kdtune.methods import (
     MethodContext,
-    SoftTargetKD,  # not exported by kdtune.methods; the base of its hinton method
+    SoftTargetKD,  # the base of kdtune's hinton method
     build_method,
 )
 from kdtune.penalties import PENALTIES
