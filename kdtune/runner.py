@@ -236,10 +236,10 @@ def _plan_sweep(cfg: StudyConfig, optuna_study: Any, workdir: Path, echo: Callab
             return SweepPlan(name, cfg.search.n_trials, resume=True)
         echo(f"{name} was interrupted before Tune saved it; starting a new sweep")
     name = f"sweep-{len(log_) + 1:03d}"
+    done = len(store.read_records(optuna_study, _students_dir(cfg, workdir)))
     n_trials = cfg.search.n_trials
     if cfg.search.sampler.name == "grid":  # the grid is shared by every sweep: run what is left of it
-        n_trials = max(0, cfg.search.n_trials - len(store.read_records(optuna_study, _students_dir(cfg, workdir))))
-    done = len(store.read_records(optuna_study, _students_dir(cfg, workdir)))
+        n_trials = max(0, cfg.search.n_trials - done)
     echo(f"{name}: {n_trials} new trial(s) on top of {done} stored" if done else f"{name}: {n_trials} trial(s)")
     return SweepPlan(name, n_trials, resume=False)
 
