@@ -14,7 +14,7 @@ from kdtune.evaluate import evaluate_model
 from kdtune.methods import Distiller, MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
-from kdtune.train import EpochCallback, FitState, Penalty, StateCallback, fit_student
+from kdtune.train import EpochCallback, FitState, Penalty, StateCallback, amp_dtype, fit_student
 
 if TYPE_CHECKING:
     from kdtune.config import StudyConfig
@@ -65,6 +65,7 @@ def run_student(
     history = fit_student(
         student, data, cfg.student, distiller=stack.distiller, penalties=stack.penalties,
         adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
+        amp=amp_dtype(cfg.resources.amp, data.train.x.device),
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
     provenance = {"method": cfg.method.name, **stack.distiller.provenance}

@@ -6,6 +6,8 @@ Nothing here imports ray or mlflow directly: those live in ``study`` and ``track
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -14,7 +16,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
-from kdtune.report import hypervolume_of, write_report
+from kdtune.report import hypervolume_of, preload_report, write_report
 from kdtune.report._tables import front_mask
 from kdtune.robustness import (
     AUTOATTACK_BUDGET,
@@ -77,19 +79,22 @@ def run_study(
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
     study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
-    data, teacher, teacher_metrics = _prepare(cfg, echo)
+    data, teacher = _prepare(cfg, echo)
     optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
-    store.save_teacher_metrics(optuna_study, teacher_metrics)
     plan = _plan_sweep(cfg, optuna_study, workdir, echo)
     tracker = Tracker(
         default_uri(cfg.tracking.uri, workdir), cfg.tracking.experiment or cfg.name,
         artifact_root=workdir / "mlartifacts",
     )
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
-    tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
     status = "FAILED"
     try:
-        ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
+        # The driver waits while trials run: it evaluates the teacher and loads the report's libraries then.
+        with _alongside(lambda: _teacher_metrics(cfg, data, teacher, echo, preload=True)) as pending:
+            ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
+        teacher_metrics = pending.result()
+        store.save_teacher_metrics(optuna_study, teacher_metrics)
+        tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
@@ -123,7 +128,8 @@ def rebuild_report(
     records = store.read_records(optuna_study, _students_dir(cfg, workdir))
     if not records:
         raise KdtuneError(f"no trials are stored for study '{cfg.name}' in {store.redact(url)}; run the study first")
-    data, teacher, teacher_metrics = _prepare(cfg, echo, train_teacher=False)
+    data, teacher = _prepare(cfg, echo, train_teacher=False)
+    teacher_metrics = _teacher_metrics(cfg, data, teacher, echo)
     records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
     store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
     name = (store.sweeps(optuna_study) or [{"name": "-"}])[-1]["name"]
@@ -148,7 +154,7 @@ def rerun_trial(
         known = ", ".join(list(records)[:8]) + (" ..." if len(records) > 8 else "")
         raise KdtuneError(f"no trial '{trial_id}' is stored for study '{cfg.name}'; stored: {known or 'none'}")
     record = records[trial_id]
-    data, teacher, _ = _prepare(cfg, echo, train_teacher=False)
+    data, teacher = _prepare(cfg, echo, train_teacher=False)
     echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
     return record.metrics, _retrain(cfg, data, teacher, record, seed=None)
 
@@ -203,18 +209,40 @@ def seed_summary(runs: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _prepare(
-    cfg: StudyConfig, echo: Callable[[str], None], *, train_teacher: bool = True
-) -> tuple[Dataset, Teacher, dict[str, float]]:
+def _prepare(cfg: StudyConfig, echo: Callable[[str], None], *, train_teacher: bool = True) -> tuple[Dataset, Teacher]:
     data = load_dataset(cfg.dataset.name, cfg.dataset.params)
     echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
     teacher = load_or_train_teacher(
         cfg.teacher, data, seed=cfg.seed, root=cache_dir(cfg.output.cache), train=train_teacher
     )
     echo(f"teacher {'loaded from cache' if teacher.from_cache else 'trained and cached'}: {teacher.path}")
-    teacher_metrics = evaluate_model(teacher.model, data, cfg.evaluation, seed=cfg.seed)
-    echo(f"teacher val/acc={teacher_metrics['val/acc']:.4f} test/acc={teacher_metrics['test/acc']:.4f}")
-    return data, teacher, teacher_metrics
+    return data, teacher
+
+
+def _teacher_metrics(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None], *, preload: bool = False
+) -> dict[str, float]:
+    """The teacher's metrics (the students' evaluation); with ``preload``, then the report's and MLflow's
+    heavier libraries are imported, so that the work after the sweep does not wait for them."""
+    metrics = evaluate_model(frozen(teacher.model, "cpu"), data, cfg.evaluation, seed=cfg.seed)
+    echo(f"teacher val/acc={metrics['val/acc']:.4f} test/acc={metrics['test/acc']:.4f}")
+    if preload:
+        preload_report()
+        Tracker.preload()
+    return metrics
+
+
+@contextlib.contextmanager
+def _alongside(work: Callable[[], Any]) -> Iterator[concurrent.futures.Future]:
+    """Run ``work`` in a driver thread, with one torch thread, while the block runs (the sweep, whose
+    trials have the other cores); the future holds its result. Leaving the block waits for it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-driver") as pool:
+            yield pool.submit(work)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

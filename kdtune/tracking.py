@@ -85,6 +85,12 @@ class Tracker:
         self.children: dict[str, str] = {}
         self.failures: list[str] = []  # writes that failed (see ``guarded``)
 
+    @staticmethod
+    def preload() -> None:
+        """Import what ``log_model`` imports on first use (mlflow.pytorch, a second or so)."""
+        import mlflow.pytorch  # noqa: F401
+        from mlflow.models import infer_signature  # noqa: F401
+
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
         """The parent run of sweep ``name``: a new one, or, when the sweep is resumed, its existing run
         (and its children), so every trial keeps exactly one run."""
@@ -115,15 +121,20 @@ class Tracker:
         self.children[trial_id] = run.info.run_id
         self._log_params(run.info.run_id, params)
 
-    @guarded
     def log_metrics(self, trial_id: str | None, metrics: Mapping[str, float], *, step: int = 0) -> None:
+        self.log_steps(trial_id, [(step, metrics)])
+
+    @guarded
+    def log_steps(self, trial_id: str | None, steps: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+        """Metrics of several steps (e.g. epochs) in one write; values that are not numbers are skipped."""
         from mlflow.entities import Metric
 
         run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
         if run_id is None:
             return
         now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        batch = [Metric(metric_key(k), float(v), now, step) for step, metrics in steps
+                 for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 

@@ -8,7 +8,9 @@ teacher's logits are computed once per study and never recomputed inside a trial
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import itertools
 import math
 import time
@@ -209,23 +211,29 @@ def fit_student(
     on_epoch: EpochCallback | None = None,
     on_state: StateCallback | None = None,
     resume: FitState | None = None,
+    amp: torch.dtype | None = None,
 ) -> list[dict[str, float]]:
     """Distil into ``student``: the method's task loss on student(x') + sum_w w * penalty(x').
 
     The student trains on ``distiller.transfer_set()``; ``x'`` is ``adversary(student, x, y)`` when
     adversarial training is on, else ``x``. The distiller's state (e.g. a FitNets regressor, created
     by ``attach``) is part of every ``FitState``: ``resume`` restores it after ``attach``.
+
+    ``amp`` (e.g. ``torch.bfloat16``) runs the student's forward pass under autocast, the loss on its
+    logits cast back to float32, where that is safe (``amp_step``); the adversary always runs in float32.
     """
     active = [p for p in penalties if p.weight > 0]
     distiller.attach(student)
+    autocast = amp_step(amp, distiller.transfer_set().x.device, distiller, active)
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         if adversary is not None:
             x = adversary(student, x, y)
         if active:
             x = x.detach().requires_grad_(True)  # penalties differentiate the logits w.r.t. the input
-        logits = student(x)
-        terms = distiller.terms(logits, x, y, idx)
+        with autocast():
+            logits = student(x)
+        terms = distiller.terms(logits.float(), x, y, idx)
         total = terms["task"]
         for p in active:
             terms[p.name] = p.fn(student, x, y, logits)
@@ -237,6 +245,25 @@ def fit_student(
         student, data, spec, step, seed=seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
         train=distiller.transfer_set(), extra=distiller,
     )
+
+
+def amp_step(
+    amp: torch.dtype | None, device: torch.device, distiller: Distiller, penalties: Sequence[Penalty]
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """The context the student's training forward pass runs in: autocast to ``amp`` when asked for and
+    safe (the method reads only logits, no penalty differentiates them w.r.t. the input), else none."""
+    if amp is None or penalties or not distiller.amp_safe:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=amp)
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """``resources.amp`` on ``device``: bfloat16 for "bf16", and for "auto" on a GPU that supports it."""
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 @torch.no_grad()  # not inference_mode: the result is used as a KD target inside autograd

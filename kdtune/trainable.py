@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,9 @@ CONFIG_FILE = "overrides.json"
 # Every epoch's checkpoint: the FitState (student, distiller, optimizer, RNGs, history) a retried
 # trial resumes from, so a worker that died costs at most one epoch, not the whole trial.
 STATE_FILE = "fit_state.pt"
+# Epochs a report carries besides its own (those trained since the previous report), as a JSON list of
+# ``{"epoch": n, <metric>: value, ...}``: the driver logs each to MLflow at its own step.
+EPOCHS_KEY = "kdtune/epochs"
 # A deterministic failure (NaN loss, a bad configuration): reported as the trial's final result so the
 # sweep records it at once; Ray's retries are kept for failures of the infrastructure (a dead worker).
 FAILED_KEY = "kdtune/error"
@@ -81,14 +86,16 @@ def run_trial(
         data=data, teacher=frozen(teacher, device), teacher_logits=teacher_logits.to(device),
         student_spec=cfg.student, seed=cfg.seed, cache=cache_dir(cfg.output.cache),
     )
+    reporter = EpochReporter(cfg.resources.checkpoint_every_s)
     try:
-        run = run_student(cfg, ctx, on_state=report_epoch, resume=resume_state(tune.get_checkpoint()))
+        run = run_student(cfg, ctx, on_state=reporter, resume=resume_state(tune.get_checkpoint()))
     except KdtuneError as err:
-        tune.report({FAILED_KEY: str(err)})
+        tune.report({FAILED_KEY: str(err), **reporter.unreported()})
         return
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
-    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance}
+    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance,
+             **reporter.unreported()}
     if students_dir is not None:  # before the final report: a COMPLETE trial always has its weights there
         save_atomic(run.student.state_dict(), students_dir / f"{tune.get_context().get_trial_id()}.pt")
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,11 +104,44 @@ def run_trial(
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+class EpochReporter:
+    """The trial's ``on_state``: reports an epoch's stats with a checkpoint of the training state once
+    ``every_s`` seconds have passed since the last report (0: every epoch).
+
+    A report is a round trip to the driver (Tune holds the trial until the driver has handled it) plus a
+    checkpoint on disk, which costs more than a short epoch; skipped epochs ride along with the next
+    report under ``EPOCHS_KEY``, so no epoch's metrics are lost.
+    """
+
+    def __init__(self, every_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
+        self.last = clock()
+        self.pending: list[dict[str, float]] = []  # epochs trained since the last report
+
+    def __call__(self, state: FitState) -> None:
+        epoch = {**state.history[-1], "epoch": state.epoch}
+        if self.clock() - self.last < self.every_s:
+            self.pending.append(epoch)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            state.save(Path(tmp) / STATE_FILE)
+            tune.report({**epoch, **self.unreported()}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        self.last = self.clock()
+
+    def unreported(self) -> dict[str, str]:
+        """``{EPOCHS_KEY: json}`` for the epochs not reported yet (and forgets them); {} if none."""
+        pending, self.pending = self.pending, []
+        return {EPOCHS_KEY: json.dumps(pending)} if pending else {}
+
+
 def report_epoch(state: FitState) -> None:
-    """Report an epoch's stats with a checkpoint of the training state (Tune persists it before returning)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        state.save(Path(tmp) / STATE_FILE)
-        tune.report({**state.history[-1], "epoch": state.epoch}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    """Report every epoch (``EpochReporter`` with no interval)."""
+    EpochReporter(0.0)(state)
+
+
+def carried_epochs(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier epochs a result carries under ``EPOCHS_KEY`` (each with its ``epoch``), oldest first."""
+    return json.loads(result.get(EPOCHS_KEY) or "[]")
 
 
 def resume_state(checkpoint: tune.Checkpoint | None) -> FitState | None:

@@ -176,7 +176,7 @@ STUDY = {
         "sampler": {"name": "grid"},
         "max_concurrent": 1,
     },
-    "resources": {"cpu": 1, "max_failures": 2},
+    "resources": {"cpu": 1, "max_failures": 2, "checkpoint_every_s": 0},  # a checkpoint every epoch
 }
 
 

@@ -65,8 +65,13 @@ Distribution = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discr
 
 
 class SamplerSpec(_Strict):
-    name: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
-    n_startup_trials: PositiveInt | None = None  # tpe: default min(10, max(2, budget // 3))
+    """``auto`` (the default): Gaussian-process Bayesian optimization (``gp``: Optuna's GPSampler, log-EHVI
+    with several objectives), or multivariate TPE (``tpe``) when the space has conditional (``when``)
+    entries, which a GP models poorly. ``n_startup_trials`` random trials come first (gp: 10; tpe:
+    min(10, max(2, budget // 3)))."""
+
+    name: Literal["auto", "gp", "tpe", "nsga2", "random", "grid"] = "auto"
+    n_startup_trials: PositiveInt | None = None
     population_size: PositiveInt | None = None  # nsga2
 
 

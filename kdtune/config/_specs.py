@@ -148,12 +148,24 @@ class EvaluationSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    """Per trial: CPUs (also its thread count), a GPU share (0.25 packs four trials on one GPU), and how
-    often a trial whose worker died is retried from its last checkpoint."""
+    """Per trial: CPUs (also its thread count), a GPU share (0.25 packs four trials on one GPU), how
+    often a trial whose worker died is retried from its last checkpoint, and how often it checkpoints.
+
+    ``checkpoint_every_s``: a trial reports to the driver (its epochs' metrics, with a checkpoint of its
+    training state) after an epoch only once this many seconds have passed since its last report, and
+    always at its end; the epochs in between travel with the next report, so MLflow still gets every
+    epoch. A worker that dies loses at most this much training. 0 reports and checkpoints every epoch.
+    """
 
     cpu: PositiveFloat = 1.0
     gpu: NonNegFloat = 0.0
     max_failures: Annotated[int, Field(ge=0)] = 2
+    checkpoint_every_s: NonNegFloat = 10.0
+    # Mixed precision for the student's training forward pass and KD loss: "auto" uses bfloat16 on a GPU
+    # that supports it and float32 on the CPU; "bf16" forces it (the CPU too), "off" never. Only steps
+    # without input-gradient work use it (no Jacobian/Hessian penalty; attacks run in float32), and
+    # evaluation always runs in float32, so the reported metrics are measured as without it.
+    amp: Literal["auto", "bf16", "off"] = "auto"
 
 
 class RaySpec(_Strict):

@@ -44,6 +44,10 @@ class Distiller(nn.Module):
     entry is the method's loss (penalties are added by the loop). ``idx`` indexes the transfer set.
     """
 
+    # Whether ``terms`` may see logits from a bfloat16 forward pass (cast back to float32): methods that
+    # read only the logits. Feature methods compare intermediate activations and stay in float32.
+    amp_safe = True
+
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__()
         self.ctx = ctx

@@ -50,6 +50,7 @@ class _FeatureKD(Distiller):
     """Shared plumbing: a student tap hooked in ``attach``, teacher features read per batch."""
 
     method = ""
+    amp_safe = False  # the loss compares activations: float32 only
 
     def __init__(self, ctx: MethodContext, weight: float, teacher_layer: str, student_layer: str) -> None:
         super().__init__(ctx)
