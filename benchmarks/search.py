@@ -80,9 +80,9 @@ def _front(sampler: optuna.samplers.BaseSampler, n_trials: int, seed: int) -> np
 
 def _run_job(job: tuple[str, int, int]) -> np.ndarray:
     """One (sampler kind, budget, seed) study, in a worker process."""
-    from kdtune.study import build_sampler
-
     import torch  # the GP sampler's arithmetic: one thread per worker process, two workers on two cores
+
+    from kdtune.study import build_sampler
 
     torch.set_num_threads(1)
     kind, n_trials, seed = job

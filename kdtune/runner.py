@@ -78,14 +78,18 @@ def run_study(
 
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
-    study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
-    data, teacher = _prepare(cfg, echo)
-    optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
-    plan = _plan_sweep(cfg, optuna_study, workdir, echo)
-    tracker = Tracker(
-        default_uri(cfg.tracking.uri, workdir), cfg.tracking.experiment or cfg.name,
-        artifact_root=workdir / "mlartifacts",
-    )
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow") as opener:
+        # Opening the MLflow store (a new one runs its schema migrations: about a second) overlaps Ray's
+        # start-up and the teacher's loading; a store that cannot be opened still fails before any trial.
+        opening = opener.submit(
+            Tracker, default_uri(cfg.tracking.uri, workdir), cfg.tracking.experiment or cfg.name,
+            artifact_root=workdir / "mlartifacts",
+        )
+        study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
+        data, teacher = _prepare(cfg, echo)
+        optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
+        plan = _plan_sweep(cfg, optuna_study, workdir, echo)
+        tracker = opening.result()
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
     status = "FAILED"
     try:
@@ -475,6 +479,11 @@ def _flatten_top(cfg: StudyConfig) -> dict[str, str]:
     return {k: str(v) for k, v in raw.items()}
 
 
+def _sampler_text(cfg: StudyConfig) -> str:
+    kind = cfg.search.sampler_kind
+    return f"auto ({kind})" if cfg.search.sampler.name == "auto" else kind
+
+
 def _meta(cfg: StudyConfig, data: Dataset, run_name: str, seconds: float) -> dict[str, str]:
     lat = cfg.evaluation.latency
     return {
@@ -483,7 +492,7 @@ def _meta(cfg: StudyConfig, data: Dataset, run_name: str, seconds: float) -> dic
         "run": run_name,
         "dataset": f"{data.name} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)",
         "objectives": ", ".join(f"{o.metric} ({o.mode})" for o in cfg.search.objectives) + " on the validation split",
-        "sampler": f"{cfg.search.sampler.name}, {cfg.search.n_trials} trials per sweep, seed {cfg.seed}",
+        "sampler": f"{_sampler_text(cfg)}, {cfg.search.n_trials} trials per sweep, seed {cfg.seed}",
         "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} torch threads available), "
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, {lat.warmup} warm-up "

@@ -46,14 +46,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group/multivariate TPE
-    s = search.sampler
-    if s.name == "grid":
+    s, kind = search.sampler, search.sampler_kind
+    if kind == "grid":
         return optuna.samplers.GridSampler({p: d.choices for p, d in search.space.items()}, seed=seed)  # type: ignore[union-attr]
-    if s.name == "random":
+    if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "nsga2":
+    if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
-    if s.name == "gp" or (s.name == "auto" and not any(d.when for d in search.space.values())):
+    if kind == "gp":
         # Sample-efficient where trials are expensive: ahead of TPE and random search at 50 trials
         # (benchmarks/search.py); each suggestion fits a GP per objective (~0.5-1.5 s on 2 cores).
         return optuna.samplers.GPSampler(

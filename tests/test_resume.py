@@ -249,6 +249,6 @@ def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatc
         assert r.metrics["seeds/n"] == 3 and r.metrics["val/acc/ci95"] >= 0
         assert 0 <= r.metrics["val/acc/mean"] <= 1
     rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)  # stored: not retrained
-    assert {r.trial_id: r.metrics["val/acc/mean"] for r in rebuilt.records if "seeds/n" in r.metrics} == {
-        r.trial_id: r.metrics["val/acc/mean"] for r in repeated
-    }
+    # (re-measured latency may put another trial on the front; that one is repeated then)
+    again = {r.trial_id: r.metrics.get("val/acc/mean") for r in rebuilt.records}
+    assert {r.trial_id: again[r.trial_id] for r in repeated} == {r.trial_id: r.metrics["val/acc/mean"] for r in repeated}

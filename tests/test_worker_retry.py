@@ -318,3 +318,54 @@ def test_an_unreadable_checkpoint_restarts_the_trial_instead_of_failing_it(tmp_p
 
     (tmp_path / STATE_FILE).write_bytes(b"cut short by kill -9")
     assert resume_state(tune.Checkpoint.from_directory(str(tmp_path))) is None
+
+
+def test_epochs_between_reports_ride_along_with_the_next_one(monkeypatch, tmp_path):
+    """With an interval, only epochs reached after it are reported (with a checkpoint); the others
+    travel in the next report, so every epoch still arrives, in order."""
+    from kdtune.trainable import EPOCHS_KEY, EpochReporter, carried_epochs
+
+    now = [0.0]
+    reported = []
+    monkeypatch.setattr(tune, "report", lambda metrics, *, checkpoint=None: reported.append((metrics, checkpoint)))
+    reporter = EpochReporter(10.0, clock=lambda: now[0])
+
+    class State:  # what EpochReporter reads of a FitState
+        def __init__(self, epoch):
+            self.epoch, self.history = epoch, [{"train/loss": 1.0 / epoch, "val/acc": epoch / 10}]
+
+        def save(self, path):
+            path.write_text(str(self.epoch))
+
+    for epoch, t in [(1, 3.0), (2, 6.0), (3, 11.0), (4, 14.0), (5, 18.0)]:
+        now[0] = t
+        reporter(State(epoch))
+    assert [m["epoch"] for m, _ in reported] == [3]  # the first epoch 10 s after the start
+    metrics, checkpoint = reported[0]
+    assert checkpoint is not None
+    assert [e["epoch"] for e in carried_epochs(metrics)] == [1, 2]
+    assert metrics["val/acc"] == 0.3
+    final = reporter.unreported()  # the final report carries what is left: epochs 4 and 5
+    assert [e["epoch"] for e in carried_epochs(final)] == [4, 5]
+    assert reporter.unreported() == {}
+    assert EPOCHS_KEY not in metrics or metrics[EPOCHS_KEY].startswith("[")
+
+
+def test_no_interval_reports_every_epoch(monkeypatch):
+    from kdtune.trainable import EpochReporter, carried_epochs
+
+    reported = []
+    monkeypatch.setattr(tune, "report", lambda metrics, *, checkpoint=None: reported.append(metrics))
+    reporter = EpochReporter(0.0, clock=lambda: 0.0)
+
+    class State:
+        def __init__(self, epoch):
+            self.epoch, self.history = epoch, [{"val/acc": 0.5}]
+
+        def save(self, path):
+            path.write_text("")
+
+    for epoch in (1, 2, 3):
+        reporter(State(epoch))
+    assert [m["epoch"] for m in reported] == [1, 2, 3]
+    assert all(carried_epochs(m) == [] for m in reported)

@@ -110,6 +110,13 @@ class SearchSpec(_Strict):
         return self
 
     @property
+    def sampler_kind(self) -> str:
+        """The sampler that runs: ``auto`` resolved to ``gp``, or ``tpe`` for a space with ``when`` entries."""
+        if self.sampler.name != "auto":
+            return self.sampler.name
+        return "tpe" if any(d.when for d in self.space.values()) else "gp"
+
+    @property
     def n_trials(self) -> int:
         if self.budget is not None:
             return self.budget

@@ -120,7 +120,7 @@ class LatencySpec(_Strict):
 
     batch_sizes: list[PositiveInt] = [1, 256]
     warmup: Annotated[int, Field(ge=1)] = 50
-    repeats: PositiveInt = 5
+    repeats: PositiveInt = 10  # interleaved rounds: more of them steady the teacher/student ratio (CV)
     n_calls: PositiveInt = 20
 
 
