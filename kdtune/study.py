@@ -42,6 +42,8 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # step in flight, so a resumed sweep neither re-runs finished trials nor forgets started ones.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Tune warns when suggesting takes over a second; with the GP sampler it does, by design (build_sampler).
+warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
 
 
 def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:

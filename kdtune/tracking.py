@@ -189,9 +189,11 @@ class Tracker:
 
     @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
-        for k, v in tags.items() if run_id else ():
-            self.client.set_tag(run_id, metric_key(k), v)
+        if run_id and tags:  # one write for all of them
+            self.client.log_batch(run_id, tags=[RunTag(metric_key(k), str(v)) for k, v in tags.items()])
 
     @guarded
     def end_sweep(self, status: str = "FINISHED") -> None:
