@@ -28,15 +28,10 @@ Count = Annotated[int, Field(ge=1)]
 def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """d CE(model(x), y) / dx (summed over the batch), without touching parameter grads."""
     with torch.enable_grad():
-        x = x.detach().clone().requires_grad_(True)
+        x = x.detach().requires_grad_(True)  # a new alias: the caller's tensor keeps requires_grad=False
         loss = F.cross_entropy(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)  # same shape as x
     return grad
-
-
-def _project(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Clip into the eps-ball around x, then into [0, 1]."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
 
 
 @ATTACKS.register("fgsm")
@@ -70,13 +65,17 @@ def pgd(
     if eps == 0:
         return x.clone()
     alpha = 2.5 * eps / steps if alpha is None else alpha
+    # Projection onto the eps-ball around x intersected with [0, 1]: one clamp per step between per-pixel
+    # bounds computed once (clip to the ball, then to [0, 1], gives the same values).
+    low, high = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     x_adv = x.clone()
     if random_start:
         device = generator.device if generator is not None else x.device
         noise = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
-        x_adv = _project(x + eps * (2 * noise - 1), x, eps)
+        x_adv = torch.clamp(x + eps * (2 * noise - 1), low, high)
     for _ in range(steps):
-        x_adv = _project(x_adv + alpha * _loss_grad(model, x_adv, y).sign(), x, eps)
+        step = _loss_grad(model, x_adv, y).sign_()
+        x_adv = torch.clamp(x_adv.add_(step, alpha=alpha), low, high)
     return x_adv
 
 
