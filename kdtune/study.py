@@ -57,7 +57,8 @@ def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(population_size=s.population_size or 20, seed=seed)
     if kind == "gp":
         # Sample-efficient where trials are expensive: ahead of TPE and random search at 50 trials
-        # (benchmarks/search.py); each suggestion fits a GP per objective (~0.5-1.5 s on 2 cores).
+        # (benchmarks/search.py); each suggestion fits a GP per objective (0.5-2 s on 2 cores, growing with
+        # the trials), which is small next to a real trial; `tpe` is the cheaper choice for very short trials.
         return optuna.samplers.GPSampler(
             n_startup_trials=s.n_startup_trials or 10, seed=seed, warn_independent_sampling=False,
         )

@@ -183,3 +183,19 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path,
     status = {r.data.tags.get("trial_id"): r.info.status for r in runs if "trial_id" in r.data.tags}
     assert status == {failed.trial_id: "FAILED", by_lr[5.0e-3].trial_id: "FINISHED"}
     assert not any(r.info.status == "RUNNING" for r in runs)
+
+
+def test_driver_work_alongside_the_sweep_uses_one_thread_and_restores_the_count():
+    import torch
+
+    from kdtune.runner import _alongside
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _alongside(torch.get_num_threads) as pending:
+            inside = torch.get_num_threads()
+        assert pending.result() == 1 and inside == 1  # the trials keep the other cores
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -161,10 +161,11 @@ class ResourcesSpec(_Strict):
     gpu: NonNegFloat = 0.0
     max_failures: Annotated[int, Field(ge=0)] = 2
     checkpoint_every_s: NonNegFloat = 10.0
-    # Mixed precision for the student's training forward pass and KD loss: "auto" uses bfloat16 on a GPU
-    # that supports it and float32 on the CPU; "bf16" forces it (the CPU too), "off" never. Only steps
-    # without input-gradient work use it (no Jacobian/Hessian penalty; attacks run in float32), and
-    # evaluation always runs in float32, so the reported metrics are measured as without it.
+    # Mixed precision for the student's training forward pass (the KD loss is computed in float32 on its
+    # logits): "auto" uses bfloat16 on a GPU that supports it and float32 on the CPU; "bf16" forces it
+    # (the CPU too), "off" never. Only steps that differentiate nothing w.r.t. the input use it (no
+    # Jacobian/Hessian penalty, logit-only methods; attacks run in float32), and evaluation always runs in
+    # float32, so the reported metrics are measured as without it.
     amp: Literal["auto", "bf16", "off"] = "auto"
 
 
