@@ -25,7 +25,7 @@ FAIRNESS = {
     "teacher's metrics; per trial the same KD training (same seeds, same sampled temperature/alpha), the same "
     "evaluation (clean/PGD-20/FGSM at 3 eps on val and test, Jacobian norm, in-trial latency) and the weights "
     "saved; the serial latency of teacher + students after the trials. kdtune's extra work (Ray Tune actor, "
-    "Optuna storage, per-epoch checkpoints, MLflow, report, masking checks) is the overhead measured. Ray "
+    "Optuna storage, checkpoints, MLflow, report, masking checks) is the overhead measured. Ray "
     "start-up is excluded from value (reported as ray_init_s; value_with_ray_init counts it once); the "
     "teacher is trained before timing and loaded from kdtune's cache; Ray workers run at niceness 0, the "
     "hand loop's priority (Ray's default is 15).",

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
-# Every epoch's checkpoint: the FitState (student, distiller, optimizer, RNGs, history) a retried
-# trial resumes from, so a worker that died costs at most one epoch, not the whole trial.
+# The periodic checkpoint (``EpochReporter``): the FitState (student, distiller, optimizer, RNGs, history)
+# a retried trial resumes from, so a worker that died costs at most ``resources.checkpoint_every_s`` of
+# training (or one epoch, when epochs are longer), not the whole trial.
 STATE_FILE = "fit_state.pt"
 # Epochs a report carries besides its own (those trained since the previous report), as a JSON list of
 # ``{"epoch": n, <metric>: value, ...}``: the driver logs each to MLflow at its own step.
