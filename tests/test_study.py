@@ -199,3 +199,15 @@ def test_driver_work_alongside_the_sweep_uses_one_thread_and_restores_the_count(
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_mlflow_store_that_cannot_be_opened_fails_before_any_trial(tmp_path, ray_session, monkeypatch):
+    from kdtune.errors import KdtuneError
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the store's directory should be")
+    cfg = write_study(tmp_path, name="nostore", tracking={"uri": f"sqlite:///{blocker / 'mlflow.db'}"})
+    with pytest.raises(KdtuneError, match="cannot open the MLflow store") as info:
+        run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / ".kdtune" / "ray" / "nostore").exists()  # no sweep was started
