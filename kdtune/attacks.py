@@ -41,7 +41,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: Radius = 0.1) -> Tensor
     x_adv = clip_[0,1](x + eps * sign(grad_x CE(f(x), y))). arXiv:1412.6572.
     """
     x = x.detach()
-    return (x + eps * _loss_grad(model, x, y).sign()).clamp(0.0, 1.0)
+    return _loss_grad(model, x, y).sign_().mul_(eps).add_(x).clamp_(0.0, 1.0)  # in place on the fresh gradient
 
 
 @ATTACKS.register("pgd")
