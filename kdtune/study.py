@@ -352,13 +352,21 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
-    ended = results.num_terminated + results.num_errors
-    if ended < n_trials:  # Tune returns normally after Ctrl-C, with the sweep unfinished
+    # Tune returns normally after Ctrl-C, with the sweep unfinished; a trial stopped by it can even count
+    # as terminated, so a trial has ended only if it failed or made its final report (objectives or error).
+    objectives = [o.metric for o in cfg.search.objectives]
+    ended = sum(1 for r in results if r.error is not None or _final_report(r.metrics or {}, objectives))
+    if ended < n_trials:
         raise SweepInterrupted(
             f"interrupted: {ended} of {n_trials} trials of {run_name} ended and are stored; "
             "run the same command again to resume"
         )
     return {Path(r.path).name: error_reason(r.error) for r in results if r.error is not None}
+
+
+def _final_report(metrics: dict[str, Any], objectives: Sequence[str]) -> bool:
+    """Whether a trial's last result is its final report: the objectives, or a deterministic failure."""
+    return FAILED_KEY in metrics or all(k in metrics for k in objectives)
 
 
 def can_resume(storage: Path, run_name: str) -> bool:
