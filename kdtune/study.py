@@ -353,9 +353,8 @@ def run_sweep(
         )
     results = tuner.fit()
     # Tune returns normally after Ctrl-C, with the sweep unfinished; a trial stopped by it can even count
-    # as terminated, so a trial has ended only if it failed or made its final report (objectives or error).
-    objectives = [o.metric for o in cfg.search.objectives]
-    ended = sum(1 for r in results if r.error is not None or _final_report(r.metrics or {}, objectives))
+    # as terminated, so a trial has ended only if it errored or made its final report.
+    ended = sum(1 for r in results if r.error is not None or _final_report(r.metrics or {}))
     if ended < n_trials:
         raise SweepInterrupted(
             f"interrupted: {ended} of {n_trials} trials of {run_name} ended and are stored; "
@@ -364,9 +363,10 @@ def run_sweep(
     return {Path(r.path).name: error_reason(r.error) for r in results if r.error is not None}
 
 
-def _final_report(metrics: dict[str, Any], objectives: Sequence[str]) -> bool:
-    """Whether a trial's last result is its final report: the objectives, or a deterministic failure."""
-    return FAILED_KEY in metrics or all(k in metrics for k in objectives)
+def _final_report(result: dict[str, Any]) -> bool:
+    """Whether a trial's last result is its final report (it alone carries the provenance; per-epoch
+    reports carry training metrics, which may include an objective such as val/acc) or a failure."""
+    return FAILED_KEY in result or bool(_provenance(result))
 
 
 def can_resume(storage: Path, run_name: str) -> bool:

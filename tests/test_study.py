@@ -211,3 +211,14 @@ def test_an_mlflow_store_that_cannot_be_opened_fails_before_any_trial(tmp_path, 
         run_study(cfg, workdir=tmp_path, echo=lambda line: None)
     assert "\n" not in str(info.value)
     assert not (tmp_path / ".kdtune" / "ray" / "nostore").exists()  # no sweep was started
+
+
+def test_only_a_final_report_or_a_failure_ends_a_trial():
+    from kdtune.study import _final_report
+    from kdtune.trainable import FAILED_KEY
+
+    epoch = {"epoch": 3, "train/loss": 0.4, "val/acc": 0.9}  # has an objective, but is not the end
+    assert not _final_report(epoch) and not _final_report({})
+    assert _final_report({"val/acc": 0.9, "provenance/method": "hinton"})  # Tune flattens the provenance
+    assert _final_report({"val/acc": 0.9, "provenance": {"method": "hinton"}})
+    assert _final_report({FAILED_KEY: "loss became non-finite"})
