@@ -139,8 +139,8 @@ def _study_processes(marker: str) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(tmp_path, how):
-    budget = 6  # long enough that trials are still running when the driver is stopped
-    study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 8},
+    budget = 6  # with trials of ~2 s, some are still to run when the driver is stopped after 2 finished
+    study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 60},
                   search={**STUDY["search"], "budget": budget, "max_concurrent": 2})
     marker = f"kill-{os.getpid()}-{time.monotonic_ns()}"
     env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
