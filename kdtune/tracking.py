@@ -129,7 +129,7 @@ class Tracker:
         """Metrics of several steps (e.g. epochs) in one write; values that are not numbers are skipped."""
         from mlflow.entities import Metric
 
-        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        run_id = self._run_id(trial_id)
         if run_id is None:
             return
         now = int(time.time() * 1000)
@@ -149,7 +149,7 @@ class Tracker:
 
     @guarded
     def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:
-        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        run_id = self._run_id(trial_id)
         for path in paths if run_id else ():
             if path.is_dir():
                 self.client.log_artifacts(run_id, str(path), artifact_path)
@@ -159,7 +159,7 @@ class Tracker:
     @guarded
     def log_file_as(self, trial_id: str | None, path: Path, name: str) -> None:
         """Log the file ``path`` as the artifact ``name`` (e.g. a trial's weights as ``student.pt``)."""
-        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        run_id = self._run_id(trial_id)
         if run_id is None or not path.exists():
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +191,7 @@ class Tracker:
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        run_id = self.parent_id if trial_id is None else self.children.get(trial_id)
+        run_id = self._run_id(trial_id)
         if run_id and tags:  # one write for all of them
             self.client.log_batch(run_id, tags=[RunTag(metric_key(k), str(v)) for k, v in tags.items()])
 
@@ -203,6 +203,10 @@ class Tracker:
                 self.client.set_terminated(run_id, status="KILLED")
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
+
+    def _run_id(self, trial_id: str | None) -> str | None:
+        """The run of ``trial_id``, or the sweep's parent run for None; None if there is no such run."""
+        return self.parent_id if trial_id is None else self.children.get(trial_id)
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
