@@ -87,7 +87,7 @@ def run_study(
         )
         study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
         data, teacher = _prepare(cfg, echo)
-        optuna_study = store.open_study(_storage(cfg, workdir), cfg.name, [o.mode + "imize" for o in cfg.objectives])
+        optuna_study = _open_study(cfg, _storage(cfg, workdir))
         plan = _plan_sweep(cfg, optuna_study, workdir, echo)
         tracker = opening.result()
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
@@ -100,9 +100,10 @@ def run_study(
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
-        records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
+        students = _load_students(cfg, data, records)
+        records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, students, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
-        _log_after_sweep(tracker, cfg, data, records, teacher_metrics)
+        _log_after_sweep(tracker, cfg, data, records, students, teacher_metrics)
         paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name,
                             study_path)
         _tag_front(tracker, paths)
@@ -128,13 +129,14 @@ def rebuild_report(
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
     url = _storage(cfg, workdir)
-    optuna_study = store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.objectives], create=False)
+    optuna_study = _open_study(cfg, url, create=False)
     records = store.read_records(optuna_study, _students_dir(cfg, workdir))
     if not records:
         raise KdtuneError(f"no trials are stored for study '{cfg.name}' in {store.redact(url)}; run the study first")
     data, teacher = _prepare(cfg, echo, train_teacher=False)
     teacher_metrics = _teacher_metrics(cfg, data, teacher, echo)
-    records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, teacher_metrics, echo)
+    students = _load_students(cfg, data, records)
+    records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, students, teacher_metrics, echo)
     store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
     name = (store.sweeps(optuna_study) or [{"name": "-"}])[-1]["name"]
     paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, name, study_path)
@@ -152,7 +154,7 @@ def rerun_trial(
 
     workdir = (workdir or Path.cwd()).resolve()
     url = _storage(cfg, workdir)
-    optuna_study = store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.objectives], create=False)
+    optuna_study = _open_study(cfg, url, create=False)
     records = {r.trial_id: r for r in store.read_records(optuna_study, _students_dir(cfg, workdir))}
     if trial_id not in records:
         known = ", ".join(list(records)[:8]) + (" ..." if len(records) > 8 else "")
@@ -338,6 +340,11 @@ def _storage(cfg: StudyConfig, workdir: Path) -> str:
     return store.storage_url(cfg.output.optuna, workdir)
 
 
+def _open_study(cfg: StudyConfig, url: str, *, create: bool = True) -> Any:
+    """The study's record in its Optuna storage at ``url`` (``store.open_study``)."""
+    return store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.objectives], create=create)
+
+
 def _ray_dir(cfg: StudyConfig, workdir: Path) -> Path:
     return (workdir / cfg.output.ray / cfg.name).resolve()
 
@@ -348,11 +355,10 @@ def _students_dir(cfg: StudyConfig, workdir: Path) -> Path:
 
 
 def _after_sweep(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], teacher_metrics: dict[str, float],
-    echo: Callable[[str], None],
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, records: list[TrialRecord], students: dict[str, nn.Module],
+    teacher_metrics: dict[str, float], echo: Callable[[str], None],
 ) -> tuple[list[TrialRecord], dict[str, float], dict[str, list[str]]]:
     """Measurements made serially once the sweep is over: latency, AutoAttack, gradient-masking checks."""
-    students = {r.trial_id: _load_student(cfg, data, r) for r in records if r.status == "COMPLETE" and r.checkpoint}
     records, teacher_metrics = _serial_latency(cfg, data, teacher, students, records, teacher_metrics)
     records, teacher_metrics = _autoattack(cfg, data, teacher, students, records, teacher_metrics, echo)
     records = _seed_repeats(cfg, data, teacher, records, echo)
@@ -360,7 +366,8 @@ def _after_sweep(
 
 
 def _log_after_sweep(
-    tracker: Tracker, cfg: StudyConfig, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float]
+    tracker: Tracker, cfg: StudyConfig, data: Dataset, records: list[TrialRecord], students: dict[str, nn.Module],
+    teacher_metrics: dict[str, float],
 ) -> None:
     """The post-sweep metrics (serial latency, AutoAttack) and each student's weights into MLflow; the
     Pareto-front members of this sweep also as loadable PyTorch models with an input signature."""
@@ -374,8 +381,8 @@ def _log_after_sweep(
                 tracker.log_file_as(r.trial_id, Path(r.checkpoint), STUDENT_FILE)
     example = data.val.x[:2].cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
     for r, on_front in zip(records, front_mask(records, cfg.objectives)):
-        if on_front and r.checkpoint and r.trial_id in tracker.children:
-            tracker.log_model(r.trial_id, _load_student(cfg, data, r).eval(), example)
+        if on_front and r.trial_id in students and r.trial_id in tracker.children:
+            tracker.log_model(r.trial_id, students[r.trial_id].eval(), example)
 
 
 def _with_metrics(records: list[TrialRecord], extra: dict[str, dict[str, float]]) -> list[TrialRecord]:
@@ -391,6 +398,11 @@ def _serial_latency(
     """Re-measure the latency of the teacher and every finished student side by side, one at a time."""
     latency = measure_latency({"__teacher__": teacher.model.cpu(), **students}, data.input_shape, cfg.evaluation.latency)
     return _with_metrics(records, latency), {**teacher_metrics, **latency["__teacher__"]}
+
+
+def _load_students(cfg: StudyConfig, data: Dataset, records: list[TrialRecord]) -> dict[str, nn.Module]:
+    """``{trial id: student}`` for every complete trial whose weights are stored (loaded once, on the CPU)."""
+    return {r.trial_id: _load_student(cfg, data, r) for r in records if r.status == "COMPLETE" and r.checkpoint}
 
 
 def _load_student(cfg: StudyConfig, data: Dataset, record: TrialRecord) -> nn.Module:

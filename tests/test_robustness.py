@@ -171,7 +171,7 @@ def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_
     records.append(TrialRecord("t2", "FAILED", error="boom"))
     teacher = Teacher(build_model("mlp", {}, small_data.info), [], tmp_path, from_cache=False)
     lines: list[str] = []
-    students = {r.trial_id: runner._load_student(cfg, small_data, r) for r in records if r.checkpoint}
+    students = runner._load_students(cfg, small_data, records)
     records, teacher_metrics = runner._autoattack(
         cfg, small_data, teacher, students, records, {"test/acc": 1.0}, lines.append
     )
