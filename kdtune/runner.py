@@ -162,13 +162,15 @@ def rerun_trial(
     record = records[trial_id]
     data, teacher = _prepare(cfg, echo, train_teacher=False)
     echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
-    return record.metrics, _retrain(cfg, data, teacher, record, seed=None)
+    return record.metrics, _retrain(cfg, data, teacher, logits_of(teacher.model, data.train.x), record, seed=None)
 
 
 def _retrain(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, record: TrialRecord, *, seed: int | None
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, teacher_logits: torch.Tensor, record: TrialRecord, *,
+    seed: int | None,
 ) -> dict[str, float]:
-    """One stored trial trained again without Ray (its own seed unless ``seed`` is given) and evaluated."""
+    """One stored trial trained again without Ray (its own seed unless ``seed`` is given) and evaluated;
+    ``teacher_logits`` are the teacher's on the training split (computed once by the caller)."""
     from kdtune.methods import MethodContext
     from kdtune.pipeline import run_student
 
@@ -176,7 +178,7 @@ def _retrain(
     trial_cfg = cfg.with_overrides(overrides)
     torch.set_num_threads(max(1, int(trial_cfg.resources.cpu)))  # as the trial ran: same arithmetic order
     ctx = MethodContext(
-        data=data, teacher=frozen(teacher.model, "cpu"), teacher_logits=logits_of(teacher.model, data.train.x),
+        data=data, teacher=frozen(teacher.model, "cpu"), teacher_logits=teacher_logits,
         student_spec=trial_cfg.student, seed=trial_cfg.seed, cache=cache_dir(trial_cfg.output.cache),
     )
     run = run_student(trial_cfg, ctx)
@@ -195,9 +197,9 @@ def _seed_repeats(
     if k <= 1 or not todo:
         return records
     echo(f"repeating {len(todo)} front member(s) over {k} seeds")
-    extra = {}
+    logits, extra = logits_of(teacher.model, data.train.x), {}
     for r in todo:
-        runs = [r.metrics] + [_retrain(cfg, data, teacher, r, seed=cfg.seed + i) for i in range(1, k)]
+        runs = [r.metrics] + [_retrain(cfg, data, teacher, logits, r, seed=cfg.seed + i) for i in range(1, k)]
         extra[r.trial_id] = {SEEDS_DONE: float(k), **seed_summary(runs)}
     return _with_metrics(records, extra)
 
