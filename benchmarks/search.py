@@ -106,8 +106,6 @@ def _search(n_trials: int) -> SearchSpec:
 
 
 def run_hv_gain(bench: Bench, log: Callable[[str], None]) -> Result:
-    from kdtune.study import build_sampler
-
     s = bench.settings
     log(f"  hv_gain: {s.hv_seeds} seeds x {s.hv_trials} trials, default sampler vs random search")
     jobs = [(kind, s.hv_trials, seed) for kind in ("default", "random") for seed in range(s.hv_seeds)]
@@ -130,5 +128,5 @@ def run_hv_gain(bench: Bench, log: Callable[[str], None]) -> Result:
         "reached, reference at the worst corner"),
         extra={"default_hv": statistics.median(hv_default), "random_hv": statistics.median(hv_random),
                "gains": gains, "report_hv_default": report_hv["default"], "report_hv_random": report_hv["random"],
-               "default_sampler": type(build_sampler(_search(s.hv_trials), 0)).__name__,
+               "default_sampler": _search(s.hv_trials).sampler_kind,
                "n_trials": s.hv_trials, "seeds": s.hv_seeds})

@@ -135,11 +135,6 @@ class EpochReporter:
         return {EPOCHS_KEY: json.dumps(pending)} if pending else {}
 
 
-def report_epoch(state: FitState) -> None:
-    """Report every epoch (``EpochReporter`` with no interval)."""
-    EpochReporter(0.0)(state)
-
-
 def carried_epochs(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The earlier epochs a result carries under ``EPOCHS_KEY`` (each with its ``epoch``), oldest first."""
     return json.loads(result.get(EPOCHS_KEY) or "[]")

@@ -26,7 +26,7 @@ from kdtune.methods import MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.teacher import frozen, load_or_train_teacher
 from kdtune.train import FitState, fit_student, fit_teacher, logits_of
-from kdtune.trainable import STATE_FILE, STUDENT_FILE, make_trainable, report_epoch, resume_state, save_atomic
+from kdtune.trainable import STATE_FILE, STUDENT_FILE, EpochReporter, make_trainable, resume_state, save_atomic
 
 # ---------------------------------------------------------------- resuming fit, without Ray
 
@@ -127,7 +127,7 @@ def test_the_trainables_epoch_checkpoint_loads_with_weights_only(data, teacher, 
         reported.append((metrics, kept))
 
     monkeypatch.setattr(tune, "report", fake_report)
-    train(data, teacher, tmp_path, spec(epochs=2), on_state=report_epoch)
+    train(data, teacher, tmp_path, spec(epochs=2), on_state=EpochReporter(0.0))  # every epoch
 
     assert [m["epoch"] for m, _ in reported] == [1, 2]
     assert {"train/loss", "train/task", "val/acc"} <= set(reported[0][0])
@@ -323,7 +323,7 @@ def test_an_unreadable_checkpoint_restarts_the_trial_instead_of_failing_it(tmp_p
 def test_epochs_between_reports_ride_along_with_the_next_one(monkeypatch, tmp_path):
     """With an interval, only epochs reached after it are reported (with a checkpoint); the others
     travel in the next report, so every epoch still arrives, in order."""
-    from kdtune.trainable import EPOCHS_KEY, EpochReporter, carried_epochs
+    from kdtune.trainable import EPOCHS_KEY, carried_epochs
 
     now = [0.0]
     reported = []
@@ -352,7 +352,7 @@ def test_epochs_between_reports_ride_along_with_the_next_one(monkeypatch, tmp_pa
 
 
 def test_no_interval_reports_every_epoch(monkeypatch):
-    from kdtune.trainable import EpochReporter, carried_epochs
+    from kdtune.trainable import carried_epochs
 
     reported = []
     monkeypatch.setattr(tune, "report", lambda metrics, *, checkpoint=None: reported.append(metrics))
