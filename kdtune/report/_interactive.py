@@ -14,7 +14,7 @@ import numpy as np
 
 from kdtune.records import Objective, TrialRecord
 from kdtune.report._analysis import Importances, robust_curve
-from kdtune.report._plots import seed_error_bars, staircase, use_log
+from kdtune.report._plots import axis_label, metric_value, seed_error_bars, staircase, use_log
 from kdtune.report._tables import format_metric, format_param
 
 TRIALS, FRONT, KNEE, TEACHER = "#b8b8b8", "#1f77b4", "#ff7f0e", "#d62728"
@@ -64,9 +64,7 @@ def _div(fig, div_id: str, *, margin: dict | None = None) -> str:
 
 
 def _axis(objective: Objective, values: np.ndarray, teacher: float | None) -> dict:
-    better = "higher" if objective.mode == "max" else "lower"
-    return {"title": {"text": f"{objective.metric} ({better} is better)"},
-            "type": "log" if use_log(values, teacher) else "linear"}
+    return {"title": {"text": axis_label(objective)}, "type": "log" if use_log(values, teacher) else "linear"}
 
 
 def front_pair(
@@ -76,13 +74,9 @@ def front_pair(
     """``y`` against ``x``: all complete trials, the front, its staircase, the suggested pick and the teacher."""
     import plotly.graph_objects as go
 
-    def value(r: TrialRecord, metric: str) -> float:
-        v = r.metrics.get(metric)
-        return float(v) if v is not None else math.nan
-
     shown = [i for i, r in enumerate(records) if r.status == "COMPLETE"
-             and math.isfinite(value(r, x.metric)) and math.isfinite(value(r, y.metric))]
-    xs, ys = (np.array([value(records[i], m) for i in shown]) for m in (x.metric, y.metric))
+             and math.isfinite(metric_value(r, x.metric)) and math.isfinite(metric_value(r, y.metric))]
+    xs, ys = (np.array([metric_value(records[i], m) for i in shown]) for m in (x.metric, y.metric))
     fig = go.Figure()
     n_objectives = len(objectives)
     eligible = [k for k, i in enumerate(shown) if records[i].objective_values(list(objectives)) is not None]

@@ -64,7 +64,7 @@ def _plot_pair(
     from matplotlib.figure import Figure
 
     points = np.array(
-        [[_value(r, x.metric), _value(r, y.metric), on_front, ok] for r, on_front, ok in complete],
+        [[metric_value(r, x.metric), metric_value(r, y.metric), on_front, ok] for r, on_front, ok in complete],
         dtype=float,
     ).reshape(-1, 4)  # (n, 4): x, y, on the full front, eligible for the front
     points = points[np.isfinite(points[:, :2]).all(axis=1)]
@@ -78,7 +78,7 @@ def _plot_pair(
     ax.scatter(members[:, 0], members[:, 1], s=40, color="tab:blue", edgecolor="black",
                label="Pareto front", zorder=3)
     if knee is not None:
-        ax.scatter(_value(knee, x.metric), _value(knee, y.metric), s=200, facecolor="none", edgecolor="tab:orange",
+        ax.scatter(metric_value(knee, x.metric), metric_value(knee, y.metric), s=200, facecolor="none", edgecolor="tab:orange",
                    linewidth=2.5, label=f"suggested pick ({knee.trial_id})", zorder=5)
     bars = seed_error_bars([r for r, _, _ in complete], x.metric, y.metric)
     if bars is not None:  # (4, m): mean x, mean y, ci x, ci y of the front members repeated over seeds
@@ -90,8 +90,8 @@ def _plot_pair(
                    label="teacher", zorder=4)
     _maybe_log_scale(ax, points[:, 0], teacher[0], axis="x")
     _maybe_log_scale(ax, points[:, 1], teacher[1], axis="y")
-    ax.set_xlabel(_axis_label(x))
-    ax.set_ylabel(_axis_label(y))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
     ax.set_title(f"{y.metric} vs {x.metric}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
@@ -174,7 +174,7 @@ def front_3d_plot(
                    edgecolor="black", label="teacher", depthshade=False)
     setters = (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel)
     for set_label, objective, log in zip(setters, objectives, logs):
-        set_label(("log10 " if log else "") + _axis_label(objective), fontsize="small")
+        set_label(("log10 " if log else "") + axis_label(objective), fontsize="small")
     ax.set_title("Trials in the space of all three objectives")
     ax.legend(loc="upper left", fontsize="small")
     fig.savefig(path, format="png")
@@ -189,11 +189,13 @@ def _log_columns(points: np.ndarray, logs: Sequence[bool]) -> np.ndarray:
     return out
 
 
-def _axis_label(objective: Objective) -> str:
+def axis_label(objective: Objective) -> str:
+    """``val/acc (higher is better)``: an axis title that says which way is better."""
     better = "higher" if objective.mode == "max" else "lower"
     return f"{objective.metric} ({better} is better)"
 
 
-def _value(record: TrialRecord, metric: str) -> float:
+def metric_value(record: TrialRecord, metric: str) -> float:
+    """The record's value of ``metric`` as a float; NaN when it has none."""
     value = record.metrics.get(metric)
     return float(value) if value is not None else math.nan
