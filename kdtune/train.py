@@ -155,11 +155,14 @@ def _train_epoch(model: nn.Module, train: Split, spec: TrainSpec, step: StepFn, 
     """One pass over ``train`` in the order ``gen`` draws; the means of the step's terms."""
     sums, n_batches = defaultdict(float), 0
     model.train()
+    # Only the optimizer's parameters: a step whose input requires grad (a penalty differentiates the
+    # logits w.r.t. it) would otherwise also pay for a gradient of the input nobody reads.
+    params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
     for idx in train.index_batches(spec.batch_size, generator=gen):
         terms = step(train.x[idx], train.y[idx], idx)
         _check_finite(terms, epoch, n_batches)
         opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        terms["loss"].backward(inputs=params)
         opt.step()
         for k, v in terms.items():
             sums[k] += float(v.detach())

@@ -94,6 +94,35 @@ def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_a
     assert history[0]["train/loss"] == pytest.approx(history[0]["train/task"] + 0.1 * history[0]["train/probe"])
 
 
+def test_penalty_steps_differentiate_the_parameters_only(small_data):
+    """The backward of a penalty step fills the parameters' gradients exactly as a full backward does,
+    and never the input's (it requires grad only so the penalty can differentiate the logits)."""
+    inputs = []
+
+    def input_jacobian(model, x, y, logits):
+        inputs.append(x)
+        (g,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        return g.pow(2).sum() / len(x)
+
+    n = len(small_data.train)
+    torch.manual_seed(0)
+    student = build_model("mlp", {"hidden": [8]})
+    reference = build_model("mlp", {"hidden": [8]})
+    reference.load_state_dict(student.state_dict())
+    fit_student(student, small_data, spec(epochs=1, batch_size=n, optimizer="sgd", lr=0.5),
+                distiller=LossOf(small_data, None, ce), penalties=[Penalty("jac", 0.1, input_jacobian)], seed=0)
+
+    x = small_data.train.x.clone().requires_grad_(True)  # one full batch: the order does not matter
+    logits = reference(x)
+    (F.cross_entropy(logits, small_data.train.y) + 0.1 * input_jacobian(reference, x, None, logits)).backward()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p -= 0.5 * p.grad
+    for got, want in zip(student.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert inputs[0].grad is None and x.grad is not None  # the full backward pays for the input's too
+
+
 def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_logits):
     seen = []
 
