@@ -147,7 +147,9 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
             from mlflow.models import get_model_info
 
             uri = f"runs:/{child.info.run_id}/student"
-            mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+            # the environment, not mlflow.set_tracking_uri: that also sets $MLFLOW_TRACKING_URI for the rest of the
+            # session, and a later study in the same process would write into this test's store
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
             info = get_model_info(uri)
             assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 28, 28]
             model = mlflow.pytorch.load_model(uri)
