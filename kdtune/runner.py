@@ -91,6 +91,7 @@ def run_study(
         plan = _plan_sweep(cfg, optuna_study, workdir, echo)
         tracker = opening.result()
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
+    tracker.write_in_background()  # MLflow writes leave the sweep's and the report's path
     status = "FAILED"
     try:
         # The driver waits while trials run: it evaluates the teacher and loads the report's libraries then.
@@ -115,6 +116,7 @@ def run_study(
         raise
     finally:
         tracker.end_sweep(status)
+        tracker.flush()
         if tracker.failures:
             echo(f"MLflow: {len(tracker.failures)} write(s) failed, first: {tracker.failures[0]}; "
                  "the report and the study's storage are complete")
@@ -383,7 +385,7 @@ def _log_after_sweep(
                 tracker.log_file_as(r.trial_id, Path(r.checkpoint), STUDENT_FILE)
     example = data.val.x[:2].cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
     for r, on_front in zip(records, front_mask(records, cfg.objectives)):
-        if on_front and r.trial_id in students and r.trial_id in tracker.children:
+        if on_front and r.trial_id in students:  # a trial without an MLflow run is skipped by log_model
             tracker.log_model(r.trial_id, students[r.trial_id].eval(), example)
 
 

@@ -2,11 +2,14 @@
 
 One experiment per study, one parent run per sweep, one child run per trial. Every run is ended
 explicitly (FINISHED, FAILED or KILLED): none is left RUNNING. All writes happen in the driver
-process, so a SQLite store never sees two writers creating its schema at once.
+process, so a SQLite store never sees two writers creating its schema at once; during a study they
+run in order on one background thread (``Tracker.write_in_background``), so a slow store (a remote
+server, a busy SQLite file) never holds back the sweep.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import os
@@ -39,20 +42,28 @@ _UNSAFE = re.compile(r"[^\w\-. :/]")
 
 
 def guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """A write that must not stop the sweep: on failure, warn once per kind and remember it.
+    """A write that must not stop the sweep: on failure, warn once and remember it. With a background
+    writer, the write is queued behind the earlier ones and the call returns at once.
 
     Training results are kept by Ray and the report whatever happens to the MLflow store.
     """
 
     @functools.wraps(method)
     def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> None:
-        try:
-            method(self, *args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - the store's errors are many and none may stop training
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-            if not self.failures:
-                log.warning("MLflow %s failed (%s); the sweep goes on, the report is unaffected", method.__name__, reason)
-            self.failures.append(f"{method.__name__}: {reason}")
+        def write() -> None:
+            try:
+                method(self, *args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - the store's errors are many and none may stop training
+                reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                if not self.failures:
+                    log.warning("MLflow %s failed (%s); the sweep goes on, the report is unaffected",
+                                method.__name__, reason)
+                self.failures.append(f"{method.__name__}: {reason}")
+
+        if self._writer is None:
+            write()
+        else:
+            self._writer.submit(write)
 
     return wrapper
 
@@ -83,7 +94,26 @@ class Tracker:
             ) from None
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
-        self.failures: list[str] = []  # writes that failed (see ``guarded``)
+        self.failures: list[str] = []  # writes that failed (see ``guarded``); complete after ``flush``
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def write_in_background(self) -> None:
+        """From now on every write (the ``guarded`` methods) is queued, in call order, on one thread of
+        its own: a Tune callback returns at once instead of holding the next trial until the store has
+        answered. Values passed to a write must not change afterwards. ``flush`` waits for the queue."""
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow-writer")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks, this tracker among them, into the experiment's state: the copy
+        has no writer thread (it writes in the caller's thread)."""
+        return {**self.__dict__, "_writer": None}
+
+    def flush(self) -> None:
+        """Wait for every queued write, then write in the caller's thread again."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     @staticmethod
     def preload() -> None:
