@@ -102,6 +102,7 @@ def run_study(
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         students = _load_students(cfg, data, records)
+        tracker.wait()  # the serial latency is measured with nothing else running in this process
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, students, teacher_metrics, echo)
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
         _log_after_sweep(tracker, cfg, data, records, students, teacher_metrics)

@@ -109,6 +109,11 @@ class Tracker:
         has no writer thread (it writes in the caller's thread)."""
         return {**self.__dict__, "_writer": None}
 
+    def wait(self) -> None:
+        """Block until every write queued so far is done; later writes still go to the background."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+
     def flush(self) -> None:
         """Wait for every queued write, then write in the caller's thread again."""
         writer, self._writer = self._writer, None

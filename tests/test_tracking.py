@@ -61,3 +61,60 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeyp
     tracker.log_model("t1", build_model("mlp", {"hidden": [4]}).eval(), np.zeros((2, 1, 28, 28), np.float32))
     assert tracker.failures == [] and "MLFLOW_TRACKING_URI" not in os.environ  # a later study keeps its own store
     assert "student/MLmodel" in {a.path for a in MlflowClient(tracker.uri).list_artifacts(tracker.children["t1"], "student")}
+
+
+def test_background_writes_return_at_once_and_land_in_order(tmp_path):
+    import pickle
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "queued", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    tracker.write_in_background()
+    assert pickle.loads(pickle.dumps(tracker))._writer is None  # Tune pickles its callbacks, this tracker too
+    gate = threading.Event()
+    tracker._writer.submit(gate.wait)  # a store that has not answered yet
+    callers = {threading.get_ident()}
+    real_log_batch = tracker.client.log_batch
+
+    def log_batch(*args, **kwargs):
+        callers.add(threading.get_ident())
+        return real_log_batch(*args, **kwargs)
+
+    tracker.client.log_batch = log_batch
+    try:
+        tracker.start_trial("t1", {"lr": 0.1}, {})
+        for epoch in (1, 2, 3):
+            tracker.log_metrics("t1", {"val/acc": 0.1 * epoch}, step=epoch)
+        tracker.end_trial("t1")
+        assert "t1" not in tracker.children  # nothing has been written: the calls only queued their writes
+    finally:
+        gate.set()  # the writer thread must never stay blocked, whatever failed above
+    tracker.wait()
+    run = MlflowClient(uri).get_run(tracker.children["t1"])
+    assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1"}
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "val/acc")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert len(callers) == 2  # the writes ran on the writer thread, not the caller's
+
+    tracker.end_sweep()
+    tracker.flush()
+    assert tracker.failures == [] and tracker._writer is None
+    assert MlflowClient(uri).get_run(tracker.parent_id).info.status == "FINISHED"
+
+
+def test_a_failing_background_write_is_reported_after_flush(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken-queued", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    tracker.start_trial("t1", {}, {})
+    tracker.write_in_background()
+
+    class Down:
+        def __getattr__(self, name):
+            raise ConnectionError("store unreachable")
+
+    tracker.client = Down()
+    tracker.log_metrics("t1", {"val/acc": 0.9})  # does not raise in the caller
+    tracker.end_trial("t1")
+    tracker.flush()
+    assert len(tracker.failures) == 2 and all("store unreachable" in f for f in tracker.failures)
