@@ -81,6 +81,20 @@ def test_jacobian_penalty_is_differentiable(estimator):
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["jacobian", "hessian"])
+def test_a_model_blind_to_its_input_gets_zero_finite_gradients(name):
+    """Every input-gradient is zero (first layer all zeros): the penalty is 0 and its parameter gradients
+    are finite zeros (the squared norm is taken through one norm, whose derivative at 0 must not be NaN)."""
+    model, (x, y) = _mlp(5), _batch(5)
+    with torch.no_grad():
+        model[1].weight.zero_()
+    xr, logits = _forward(model, x)
+    value = PENALTIES.bind(name, {})(model, xr, y, logits)
+    assert value.item() == 0.0
+    for grad in _weight_grads(model, value):
+        assert torch.isfinite(grad).all() and grad.abs().sum() == 0
+
+
 def test_penalty_requires_input_grad():
     model, (x, y) = _mlp(), _batch()
     with pytest.raises(ValueError, match="requires_grad_"):
