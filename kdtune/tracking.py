@@ -210,7 +210,7 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
-        run_id = self.children.get(trial_id)
+        run_id = self._run_id(trial_id)
         if run_id is None:
             return
         with torch.no_grad():
