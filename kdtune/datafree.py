@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdtune.lean_torch import LeanAdam
+
 LOGITS = "logits"
 OBJECTIVES = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
 STATS_FORMAT = 1
@@ -79,7 +81,7 @@ def _descend(
     done, totals = [], torch.zeros(steps + 1, dtype=torch.float64)
     for idx in torch.arange(len(start), device=start.device).split(batch_size):
         x = start[idx].clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=lr)
+        opt = LeanAdam([x], lr=lr)
         for step in range(steps):
             value = loss(x, idx)
             x.grad = torch.autograd.grad(value, x)[0]  # only the inputs: the teacher's weights get no grad

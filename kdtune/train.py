@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from kdtune.errors import TrainingError
 from kdtune.evaluate import accuracy
+from kdtune.lean_torch import LeanAdam, LeanSGD
 
 if TYPE_CHECKING:
     from kdtune.config import TrainSpec
@@ -48,9 +49,10 @@ class Penalty:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
+    """torch's SGD (momentum 0.9) or Adam, as ``kdtune.lean_torch`` steps them (without torch._dynamo)."""
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        return LeanSGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
+    return LeanAdam(params, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from torch import nn
 
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import measure_latency
+from kdtune.lean_torch import optimizers_without_dynamo
 from kdtune.methods import MethodContext
 from kdtune.pipeline import run_student
 from kdtune.teacher import cache_dir, frozen
@@ -79,6 +80,7 @@ def run_trial(
 
     A retried trial (its worker died) resumes from the latest epoch's checkpoint.
     """
+    optimizers_without_dynamo()  # this process is the trial's alone and compiles nothing: see kdtune.lean_torch
     cfg = study.with_overrides(config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()

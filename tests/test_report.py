@@ -3,8 +3,13 @@ interactive HTML (tests/test_report_browser.py opens it in a real browser)."""
 
 from __future__ import annotations
 
+import ast
 import math
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -527,3 +532,25 @@ def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_pa
     write_report(tmp_path, study_name="bars", records=records, objectives=objectives, search_params=[],
                  teacher_metrics={}, meta={}, metric_columns=["val/acc", "latency/ms_b1"])
     assert "mean over seeds ± 95%" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_preload_report_leaves_no_import_for_the_report(tmp_path):
+    """``preload_report`` (run in a driver thread during the sweep) imports every library the report
+    needs, so the report after the sweep imports none: checked in a fresh process."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        from kdtune.report import preload_report, write_report
+        from test_report import METRIC_COLUMNS, OBJECTIVES, SEARCH_PARAMS, TEACHER, make_records
+        preload_report()
+        before = set(sys.modules)
+        write_report(Path({str(tmp_path)!r}), study_name="s", records=make_records(), objectives=OBJECTIVES,
+                     search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={{}}, metric_columns=METRIC_COLUMNS)
+        print(sorted({{m.split(".")[0] for m in set(sys.modules) - before}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "importance.png").exists()  # the fANOVA importances, whose imports are the heaviest
+    imported = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert not set(imported) & {"matplotlib", "plotly", "jinja2", "optuna", "sklearn", "scipy", "PIL"}, imported

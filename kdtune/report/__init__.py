@@ -4,6 +4,10 @@
 reports, for the study layer to log.
 """
 
+import tempfile
+from pathlib import Path
+
+from kdtune.records import Objective, TrialRecord
 from kdtune.report._tables import hypervolume_of
 from kdtune.report._write import HYPERVOLUME_FORMAT, write_report
 
@@ -11,10 +15,19 @@ __all__ = ["HYPERVOLUME_FORMAT", "hypervolume_of", "preload_report", "write_repo
 
 
 def preload_report() -> None:
-    """Import the libraries ``write_report`` imports on first use (matplotlib, plotly, jinja2; about a
-    second), e.g. from a thread while the sweep runs."""
-    import jinja2  # noqa: F401
-    import plotly.graph_objects  # noqa: F401
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
-    from plotly.offline import get_plotlyjs  # noqa: F401
+    """Write a throwaway report of synthetic trials into a temporary directory, e.g. from a thread while
+    the sweep runs: every library the report uses gets imported (matplotlib, PIL, plotly, jinja2, and
+    scikit-learn and SciPy behind Optuna's fANOVA) and its first-use work done (fonts, plotly's
+    validators), about 1-2 s that the study's own report after the sweep then does not wait for."""
+    objectives = [Objective("val/acc", "max"), Objective("val/robust_acc@0.1", "max"),
+                  Objective("latency/ms_b1", "min")]
+    records = []
+    for i in range(6):
+        acc, robust, ms = 0.9 - 0.05 * i, 0.2 + 0.07 * ((i * 3) % 5), 0.2 + 0.1 * i
+        metrics = {"val/acc": acc, "val/robust_acc@0.1": robust, "latency/ms_b1": ms, "test/acc": acc,
+                   "test/robust_acc@0.1": robust, "test/robust_acc@0.2": robust / 2}
+        records.append(TrialRecord(f"warm-{i}", "COMPLETE", {"a": 1.0 + i, "b": float(i % 3)}, metrics))
+    with tempfile.TemporaryDirectory(prefix="kdtune-preload-") as tmp:
+        write_report(Path(tmp), study_name="preload", records=records, objectives=objectives, search_params=["a", "b"],
+                     teacher_metrics={"val/acc": 0.95, "latency/ms_b1": 1.0, "test/acc": 0.95}, meta={},
+                     metric_columns=sorted(records[0].metrics))
