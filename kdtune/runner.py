@@ -44,7 +44,6 @@ from kdtune.robustness import (
 from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
 from kdtune.tracking import Tracker, default_uri
 from kdtune.train import logits_of
-from kdtune.trainable import STUDENT_FILE
 
 log = logging.getLogger(__name__)
 AA_SUBSET = "test_autoattack_images"  # metrics measured on the images AutoAttack attacks
@@ -298,7 +297,7 @@ def _sweep(
         cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
         storage=_ray_dir(cfg, workdir), run_name=plan.name, n_trials=plan.n_trials,
         optuna_storage=_storage(cfg, workdir), students_dir=_students_dir(cfg, workdir),
-        callbacks=[study.TrackingCallback(tracker, cfg), study.ProgressCallback(cfg, echo)], resume=plan.resume,
+        callbacks=[study.TrackingCallback(tracker, cfg, _students_dir(cfg, workdir)), study.ProgressCallback(cfg, echo)], resume=plan.resume,
     )
     store.set_sweep(optuna_study, plan.name, "finished")
     return errors
@@ -374,16 +373,15 @@ def _log_after_sweep(
     tracker: Tracker, cfg: StudyConfig, data: Dataset, records: list[TrialRecord], students: dict[str, nn.Module],
     teacher_metrics: dict[str, float],
 ) -> None:
-    """The post-sweep metrics (serial latency, AutoAttack) and each student's weights into MLflow; the
-    Pareto-front members of this sweep also as loadable PyTorch models with an input signature."""
+    """The post-sweep metrics (serial latency, AutoAttack) into MLflow; the Pareto-front members of this
+    sweep also as loadable PyTorch models with an input signature (each trial's weights were logged when
+    it finished, ``study.TrackingCallback``)."""
     robust_names = autoattack_metric_names(cfg.evaluation)  # [] unless AutoAttack is enabled
     tracker.log_metrics(None, {f"teacher/{k}": teacher_metrics[k] for k in robust_names if k in teacher_metrics})
     for r in records:
         if r.status == "COMPLETE":
             post_sweep = {k: v for k, v in r.metrics.items() if k.startswith("latency/") or k in robust_names}
             tracker.log_metrics(r.trial_id, post_sweep, step=cfg.student.epochs + 1)
-            if r.checkpoint:
-                tracker.log_file_as(r.trial_id, Path(r.checkpoint), STUDENT_FILE)
     example = data.val.x[:2].cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
     for r, on_front in zip(records, front_mask(records, cfg.objectives)):
         if on_front and r.trial_id in students:  # a trial without an MLflow run is skipped by log_model

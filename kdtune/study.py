@@ -22,7 +22,7 @@ from kdtune.config import get_path
 from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.evaluate import metric_names
 from kdtune.records import TrialRecord
-from kdtune.trainable import FAILED_KEY, carried_epochs, make_trainable
+from kdtune.trainable import FAILED_KEY, STUDENT_FILE, carried_epochs, make_trainable
 
 if TYPE_CHECKING:
     import torch
@@ -165,10 +165,11 @@ NOT_TRIAL_PARAMS = ("search", "report", "tracking", "output", "description")
 
 
 class TrackingCallback(tune.Callback):
-    """Mirrors each trial into MLflow from the driver: params at start, metrics per report, end state."""
+    """Mirrors each trial into MLflow from the driver: params at start, metrics per report, end state and,
+    from ``students_dir``, the student's weights (``student.pt``) as soon as the trial has finished."""
 
-    def __init__(self, tracker: Tracker, cfg: StudyConfig) -> None:
-        self.tracker, self.cfg = tracker, cfg
+    def __init__(self, tracker: Tracker, cfg: StudyConfig, students_dir: Path | None = None) -> None:
+        self.tracker, self.cfg, self.students_dir = tracker, cfg, students_dir
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         raw = self.cfg.with_overrides(trial.config).to_raw()
@@ -185,6 +186,8 @@ class TrackingCallback(tune.Callback):
             self.tracker.set_tags(trial.trial_id, {f"provenance.{k}": v for k, v in provenance.items()})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.students_dir is not None:  # written by the trial before its final report; none if it failed
+            self.tracker.log_file_as(trial.trial_id, self.students_dir / f"{trial.trial_id}.pt", STUDENT_FILE)
         self.tracker.end_trial(trial.trial_id, error=(trial.last_result or {}).get(FAILED_KEY))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
