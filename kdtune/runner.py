@@ -32,7 +32,8 @@ from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
-from kdtune.report import hypervolume_of, preload_report, write_report
+from kdtune.report import hypervolume_of, write_report
+from kdtune.report._process import ReportProcess
 from kdtune.report._tables import front_mask
 from kdtune.robustness import (
     AUTOATTACK_BUDGET,
@@ -91,12 +92,12 @@ def run_study(
         tracker = opening.result()
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
     tracker.write_in_background()  # MLflow writes leave the sweep's and the report's path
-    status = "FAILED"
+    status, pending = "FAILED", None
     try:
-        # The driver waits while trials run: it evaluates the teacher and loads the report's libraries then.
-        with _alongside(lambda: _teacher_metrics(cfg, data, teacher, echo, preload=True)) as pending:
+        # The driver waits while trials run: it evaluates the teacher and prepares the report then.
+        with _alongside(lambda: _while_sweeping(cfg, data, teacher, echo)) as pending:
             ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
-        teacher_metrics = pending.result()
+        teacher_metrics, drawer = pending.result()
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
@@ -106,7 +107,7 @@ def run_study(
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
         _log_after_sweep(tracker, cfg, data, records, students, teacher_metrics)
         paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name,
-                            study_path)
+                            study_path, drawer=drawer)
         _tag_front(tracker, paths)
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
         tracker.log_artifacts(None, [paths["report_md"].parent], artifact_path="report")
@@ -115,6 +116,8 @@ def run_study(
         status = "KILLED"  # the sweep stays "running" in the study's log: the next run resumes it
         raise
     finally:
+        if pending is not None and pending.done() and pending.exception() is None:
+            pending.result()[1].close()  # unused if the study stopped before its report
         tracker.end_sweep(status)
         tracker.flush()
         if tracker.failures:
@@ -229,17 +232,24 @@ def _prepare(cfg: StudyConfig, echo: Callable[[str], None], *, train_teacher: bo
     return data, teacher
 
 
-def _teacher_metrics(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None], *, preload: bool = False
-) -> dict[str, float]:
-    """The teacher's metrics (the students' evaluation); with ``preload``, then the report's and MLflow's
-    heavier libraries are imported, so that the work after the sweep does not wait for them."""
+def _teacher_metrics(cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]) -> dict[str, float]:
+    """The teacher's metrics (the students' evaluation)."""
     metrics = evaluate_model(frozen(teacher.model, "cpu"), data, cfg.evaluation, seed=cfg.seed)
     echo(f"teacher val/acc={metrics['val/acc']:.4f} test/acc={metrics['test/acc']:.4f}")
-    if preload:
-        preload_report()
-        Tracker.preload()
     return metrics
+
+
+def _while_sweeping(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]
+) -> tuple[dict[str, float], ReportProcess]:
+    """The driver's work while the trials run: the teacher's metrics, then the process that will draw the
+    report is started (it loads and warms up its libraries meanwhile) and MLflow's model logging is
+    imported, so that the work after the sweep waits for neither."""
+    metrics = _teacher_metrics(cfg, data, teacher, echo)
+    drawer = ReportProcess()
+    Tracker.preload()
+    drawer.wait_ready()
+    return metrics, drawer
 
 
 @contextlib.contextmanager
@@ -319,9 +329,11 @@ def _post_metrics(cfg: StudyConfig, metrics: dict[str, float]) -> dict[str, floa
 def _report(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
     flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None = None,
+    drawer: ReportProcess | None = None,
 ) -> tuple[dict[str, Path], float]:
+    """Write the report (in ``drawer``'s process when given) and compute its hypervolume."""
     try:
-        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name, study_path)
+        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name, study_path, drawer)
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
     return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
@@ -330,8 +342,9 @@ def _report(
 def _write(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
     flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None,
+    drawer: ReportProcess | None,
 ) -> dict[str, Path]:
-    return write_report(
+    return (drawer.write if drawer is not None else write_report)(
         workdir / cfg.output.reports / cfg.name, study_name=cfg.name, records=records, objectives=cfg.objectives,
         search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
         meta=_meta(cfg, data, run_name, seconds) | _autoattack_meta(cfg),
