@@ -232,7 +232,9 @@ def _prepare(cfg: StudyConfig, echo: Callable[[str], None], *, train_teacher: bo
     return data, teacher
 
 
-def _teacher_metrics(cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]) -> dict[str, float]:
+def _teacher_metrics(
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]
+) -> dict[str, float]:
     """The teacher's metrics (the students' evaluation)."""
     metrics = evaluate_model(frozen(teacher.model, "cpu"), data, cfg.evaluation, seed=cfg.seed)
     echo(f"teacher val/acc={metrics['val/acc']:.4f} test/acc={metrics['test/acc']:.4f}")
@@ -307,7 +309,9 @@ def _sweep(
         cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
         storage=_ray_dir(cfg, workdir), run_name=plan.name, n_trials=plan.n_trials,
         optuna_storage=_storage(cfg, workdir), students_dir=_students_dir(cfg, workdir),
-        callbacks=[study.TrackingCallback(tracker, cfg, _students_dir(cfg, workdir)), study.ProgressCallback(cfg, echo)], resume=plan.resume,
+        callbacks=[study.TrackingCallback(tracker, cfg, _students_dir(cfg, workdir)),
+                   study.ProgressCallback(cfg, echo)],
+        resume=plan.resume,
     )
     store.set_sweep(optuna_study, plan.name, "finished")
     return errors

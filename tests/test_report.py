@@ -535,8 +535,8 @@ def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_pa
 
 
 def test_preload_report_leaves_no_import_for_the_report(tmp_path):
-    """``preload_report`` (run in a driver thread during the sweep) imports every library the report
-    needs, so the report after the sweep imports none: checked in a fresh process."""
+    """``preload_report`` (run during the sweep, in the process that will draw the report) imports every
+    library the report needs, so the report after the sweep imports none: checked in a fresh process."""
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})

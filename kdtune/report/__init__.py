@@ -15,10 +15,11 @@ __all__ = ["HYPERVOLUME_FORMAT", "hypervolume_of", "preload_report", "write_repo
 
 
 def preload_report() -> None:
-    """Write a throwaway report of synthetic trials into a temporary directory, e.g. from a thread while
-    the sweep runs: every library the report uses gets imported (matplotlib, PIL, plotly, jinja2, and
-    scikit-learn and SciPy behind Optuna's fANOVA) and its first-use work done (fonts, plotly's
-    validators), about 1-2 s that the study's own report after the sweep then does not wait for."""
+    """Write a throwaway report of synthetic trials into a temporary directory, e.g. in the process that
+    draws a study's report while its sweep runs (``_process``): every library the report uses gets
+    imported (matplotlib, PIL, plotly, jinja2, and scikit-learn and SciPy behind Optuna's fANOVA) and its
+    first-use work done (fonts, plotly's validators), about 1-2 s that the study's own report after the
+    sweep then does not wait for."""
     objectives = [Objective("val/acc", "max"), Objective("val/robust_acc@0.1", "max"),
                   Objective("latency/ms_b1", "min")]
     records = []

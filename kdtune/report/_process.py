@@ -4,8 +4,10 @@ After the sweep the driver has two jobs left that are both Python: drawing the r
 PNGs, fANOVA, plotly) and the MLflow writes it queued (front members' models, post-sweep metrics, about
 as long). In one interpreter they share the GIL and take turns; here the report is drawn on another core.
 The process is started early so that its imports and ``preload_report`` are done by the time the sweep
-ends. It talks over its stdin/stdout (one pickled job in, one pickled result out) and imports nothing
-from the driver: ``python -m kdtune.report._process``, so a user's script is never re-run in it.
+ends. It talks over its stdin/stdout (one pickled job in, one pickled result out) and is started as
+``python -m kdtune.report._process``: unlike a ``multiprocessing`` child, it never re-imports the
+caller's main script, so a user's script that runs a study without an ``if __name__ == "__main__"``
+guard is not run again in it.
 
 If the process cannot be started or dies, the report is written in the calling process instead.
 """
