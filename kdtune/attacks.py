@@ -75,7 +75,7 @@ def pgd(
         x_adv = torch.clamp(x + eps * (2 * noise - 1), low, high)
     for _ in range(steps):
         step = _loss_grad(model, x_adv, y).sign_()
-        x_adv = torch.clamp(x_adv.add_(step, alpha=alpha), low, high)
+        torch.clamp(x_adv.add_(step, alpha=alpha), low, high, out=x_adv)  # in place: x_adv is this attack's own
     return x_adv
 
 
