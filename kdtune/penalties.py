@@ -37,9 +37,11 @@ def _input_grad(output: Tensor, x: Tensor, weights: Tensor | None = None, *, cre
     """d(sum(weights * output))/dx flattened per sample: (B, D); ``weights`` None means all ones.
 
     The weights go in as the backward's ``grad_outputs`` rather than through a product and a sum in
-    the graph, so the penalty's own backward has two fewer nodes to differentiate."""
-    ones = torch.ones_like(output) if weights is None else weights.detach()
-    (g,) = torch.autograd.grad(output, x, grad_outputs=ones, create_graph=create_graph, retain_graph=True)
+    the graph, so the penalty's own backward has two fewer nodes to differentiate. Without weights the
+    output is summed instead: ``autograd.grad`` imports ``torch.fx``'s symbolic shapes (sympy, 0.2 s) the
+    first time it is given ``grad_outputs``, which a plain-KD trial process otherwise never pays for."""
+    target, grad_outputs = (output.sum(), None) if weights is None else (output, weights.detach())
+    (g,) = torch.autograd.grad(target, x, grad_outputs=grad_outputs, create_graph=create_graph, retain_graph=True)
     return g.flatten(1)  # (B, D)
 
 
