@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 
 from kdtune.lean_torch import LeanAdam, LeanSGD, _lean, optimizers_without_dynamo
+from tests.fresh_python import fresh_python
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -76,7 +73,7 @@ def test_with_dynamo_loaded_torchs_wrappers_are_kept():
 def test_a_trial_trains_without_importing_dynamo():
     """What a Ray trial actor does: training with kdtune's optimizer never loads torch._dynamo (a second of
     CPU in every fresh trial process). Fails when a torch release changes how torch.optim imports it."""
-    code = textwrap.dedent("""
+    lines = fresh_python("""
         import sys
         from types import SimpleNamespace
         import torch
@@ -93,8 +90,6 @@ def test_a_trial_trains_without_importing_dynamo():
             opt.load_state_dict(opt.state_dict())
         print("torch._dynamo" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    filled, dynamo_loaded = out.stdout.strip().splitlines()[-2:]
+    filled, dynamo_loaded = lines[-2:]
     assert filled == "['add_param_group', 'load_state_dict', 'state_dict', 'zero_grad']"
     assert dynamo_loaded == "False"

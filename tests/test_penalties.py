@@ -9,6 +9,7 @@ from torch.autograd.functional import jacobian as exact_jacobian
 
 from kdtune.errors import ConfigError
 from kdtune.penalties import PENALTIES, hessian, jacobian, jacobian_norm
+from tests.fresh_python import fresh_python
 
 
 def _mlp(seed: int = 0, d_in: int = 784, hidden: int = 32, k: int = 10) -> nn.Module:
@@ -246,14 +247,11 @@ def test_every_penalty_is_a_finite_differentiable_scalar(name):
 def test_the_exact_jacobian_norm_does_not_load_torch_fx_symbolic_shapes():
     """Every trial evaluates the Jacobian norm: done without ``grad_outputs``, it leaves torch.fx's symbolic
     shapes (sympy, 0.2 s per fresh trial process) unloaded. Checked in a fresh process."""
-    import subprocess
-    import sys
-
-    code = ("import sys, torch\n"
-            "from kdtune.penalties import jacobian_norm\n"
-            "model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))\n"
-            "print(jacobian_norm(model, torch.rand(5, 1, 2, 2)).shape[0],"
-            " 'torch.fx.experimental.symbolic_shapes' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["5", "False"]
+    lines = fresh_python("""
+        import sys, torch
+        from kdtune.penalties import jacobian_norm
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        norms = jacobian_norm(model, torch.rand(5, 1, 2, 2))
+        print(norms.shape[0], "torch.fx.experimental.symbolic_shapes" in sys.modules)
+    """)
+    assert lines[-1].split() == ["5", "False"]

@@ -6,9 +6,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from kdtune.records import Objective, TrialRecord
 from kdtune.report import HYPERVOLUME_FORMAT, hypervolume_of, write_report
 from kdtune.report._analysis import Space, hypervolume_by_trial, knee_index, param_importances
 from kdtune.report._tables import front_mask
+from tests.fresh_python import fresh_python
 
 OBJECTIVES = [
     Objective("val/acc", "max"),
@@ -540,7 +538,7 @@ def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_pa
 def test_preload_report_leaves_no_import_for_the_report(tmp_path):
     """``preload_report`` (run during the sweep, in the process that will draw the report) imports every
     library the report needs, so the report after the sweep imports none: checked in a fresh process."""
-    code = textwrap.dedent(f"""
+    lines = fresh_python(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from pathlib import Path
@@ -551,9 +549,7 @@ def test_preload_report_leaves_no_import_for_the_report(tmp_path):
         write_report(Path({str(tmp_path)!r}), study_name="s", records=make_records(), objectives=OBJECTIVES,
                      search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={{}}, metric_columns=METRIC_COLUMNS)
         print(sorted({{m.split(".")[0] for m in set(sys.modules) - before}}))
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
+    """, timeout_s=300)
     assert (tmp_path / "importance.png").exists()  # the fANOVA importances, whose imports are the heaviest
-    imported = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    imported = ast.literal_eval(lines[-1])
     assert not set(imported) & {"matplotlib", "plotly", "jinja2", "optuna", "sklearn", "scipy", "PIL"}, imported
