@@ -79,19 +79,20 @@ def run_study(
     workdir = (workdir or Path.cwd()).resolve()
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow") as opener:
-        # Opening the MLflow store (a new one runs its schema migrations: about a second) overlaps Ray's
-        # start-up and the teacher's loading; a store that cannot be opened still fails before any trial.
+        # Opening the MLflow store overlaps Ray's start-up and the teacher's loading, and a new SQLite store's
+        # schema (about a second of migrations) is built on the tracker's writer while the sweep starts; a
+        # store that cannot be opened or written still fails before any trial.
         opening = opener.submit(
             Tracker, default_uri(cfg.tracking.uri, workdir), cfg.tracking.experiment or cfg.name,
-            artifact_root=workdir / "mlartifacts",
+            artifact_root=workdir / "mlartifacts", defer_schema=True,
         )
         study.init_ray(address, configured=cfg.ray.address, echo=echo)  # a bad address fails before any work
         data, teacher = _prepare(cfg, echo)
         optuna_study = _open_study(cfg, _storage(cfg, workdir))
         plan = _plan_sweep(cfg, optuna_study, workdir, echo)
         tracker = opening.result()
-    tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
     tracker.write_in_background()  # MLflow writes leave the sweep's and the report's path
+    tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
     status, pending = "FAILED", None
     try:
         # The driver waits while trials run: it evaluates the teacher and prepares the report then.

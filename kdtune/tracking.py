@@ -10,11 +10,13 @@ server, a busy SQLite file) never holds back the sweep.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -71,31 +73,42 @@ def guarded(method: Callable[..., None]) -> Callable[..., None]:
 class Tracker:
     """A sweep's MLflow runs: the parent, and a child per trial id."""
 
-    def __init__(self, uri: str, experiment: str, *, artifact_root: Path) -> None:
-        from mlflow.tracking import MlflowClient
+    def __init__(self, uri: str, experiment: str, *, artifact_root: Path, defer_schema: bool = False) -> None:
+        """Open the store at ``uri`` and its experiment (created if missing); a store that cannot be opened
+        raises ``KdtuneError``.
 
-        for noisy in ("alembic", "mlflow.store.db.utils"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.uri = uri
-        try:
-            self.client = MlflowClient(tracking_uri=uri)
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id
-                if found is not None
-                else self.client.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
-            )
-        except Exception as err:  # noqa: BLE001 - any store problem is the user's to fix
-            from kdtune.store import redact
-
-            raise KdtuneError(
-                f"cannot open the MLflow store {redact(uri)} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                "check tracking.uri / MLFLOW_TRACKING_URI"
-            ) from None
+        With ``defer_schema``, a SQLite store that does not exist yet is only created and checked for
+        writing here; MLflow's schema (about a second of migrations) is built on the background writer
+        (``write_in_background``), ahead of every write, so the sweep does not wait for it.
+        """
+        self.uri, self._experiment, self._artifact_root = uri, experiment, artifact_root
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
         self.failures: list[str] = []  # writes that failed (see ``guarded``); complete after ``flush``
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        if defer_schema and _new_sqlite_file(uri):
+            self.write_in_background()
+            self.connect()  # queued: the first write
+        else:
+            _raise_unopenable(uri, self._open)
+
+    @guarded
+    def connect(self) -> None:
+        """Open the store (``defer_schema``): on the background writer, ahead of every other write."""
+        _raise_unopenable(self.uri, self._open)
+
+    def _open(self) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for noisy in ("alembic", "mlflow.store.db.utils"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(self._experiment)
+        self.experiment_id = (
+            found.experiment_id
+            if found is not None
+            else self.client.create_experiment(self._experiment, artifact_location=self._artifact_root.resolve().as_uri())
+        )
 
     def write_in_background(self) -> None:
         """From now on every write (the ``guarded`` methods) is queued, in call order, on one thread of
@@ -126,7 +139,8 @@ class Tracker:
         import mlflow.pytorch  # noqa: F401
         from mlflow.models import infer_signature  # noqa: F401
 
-    def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    @guarded
+    def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         """The parent run of sweep ``name``: a new one, or, when the sweep is resumed, its existing run
         (and its children), so every trial keeps exactly one run."""
         found = self.client.search_runs(
@@ -139,11 +153,10 @@ class Tracker:
                 [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", max_results=10000
             )
             self.children = {r.data.tags["trial_id"]: r.info.run_id for r in children if "trial_id" in r.data.tags}
-            return self.parent_id
+            return
         run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "kdtune.sweep": name})
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
-        return self.parent_id
 
     @guarded
     def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
@@ -249,6 +262,38 @@ class Tracker:
         items = [Param(metric_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
+
+
+def _new_sqlite_file(uri: str) -> bool:
+    """Whether ``uri`` names a SQLite file that does not exist yet (or is empty); if so, it is created
+    here, which checks that it can be written (``KdtuneError`` otherwise)."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if str(path) in ("", ":memory:") or (path.exists() and path.stat().st_size > 0):
+        return False
+
+    def create() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails at once where the file is read-only
+            db.rollback()
+
+    _raise_unopenable(uri, create)
+    return True
+
+
+def _raise_unopenable(uri: str, open_store: Callable[[], None]) -> None:
+    """Run ``open_store``; any error becomes one ``KdtuneError`` line naming the store and the fix."""
+    try:
+        open_store()
+    except Exception as err:  # noqa: BLE001 - any store problem is the user's to fix
+        from kdtune.store import redact
+
+        raise KdtuneError(
+            f"cannot open the MLflow store {redact(uri)} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            "check tracking.uri / MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def _is_number(value: Any) -> bool:

@@ -118,3 +118,64 @@ def test_a_failing_background_write_is_reported_after_flush(tmp_path):
     tracker.end_trial("t1")
     tracker.flush()
     assert len(tracker.failures) == 2 and all("store unreachable" in f for f in tracker.failures)
+
+
+def test_a_new_sqlite_store_gets_its_schema_on_the_writer_and_every_write_lands(tmp_path, monkeypatch):
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'sub' / 'mlflow.db'}"
+    gate = threading.Event()
+    real_open = Tracker._open
+
+    def slow_open(self):
+        gate.wait(10)  # MLflow's migrations, still running when the constructor returns
+        real_open(self)
+
+    monkeypatch.setattr(Tracker, "_open", slow_open)
+    tracker = Tracker(uri, "deferred", artifact_root=tmp_path / "art", defer_schema=True)
+    assert (tmp_path / "sub" / "mlflow.db").exists() and not hasattr(tracker, "client")
+    tracker.start_sweep("sweep", {"a": 1}, {"study": "deferred"})
+    tracker.start_trial("t1", {"x": 2}, {})
+    tracker.log_metrics("t1", {"val/acc": 0.75}, step=3)
+    gate.set()
+    tracker.end_trial("t1")
+    tracker.end_sweep()
+    tracker.flush()
+    assert tracker.failures == []
+    client = MlflowClient(uri)
+    run = client.get_run(tracker.children["t1"])
+    assert run.data.metrics == {"val/acc": 0.75} and run.data.params == {"x": "2"}
+    assert run.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+
+
+def test_an_existing_store_is_opened_at_once_even_when_the_schema_may_be_deferred(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "first", artifact_root=tmp_path / "art")
+    tracker = Tracker(uri, "second", artifact_root=tmp_path / "art", defer_schema=True)
+    assert tracker._writer is None and tracker.client.get_experiment(tracker.experiment_id).name == "second"
+
+
+def test_a_store_that_cannot_be_written_fails_at_once_even_with_a_deferred_schema(tmp_path):
+    import pytest
+
+    from kdtune.errors import KdtuneError
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the store's directory should be")
+    with pytest.raises(KdtuneError, match="cannot open the MLflow store") as info:
+        Tracker(f"sqlite:///{blocker / 'mlflow.db'}", "x", artifact_root=tmp_path / "art", defer_schema=True)
+    assert "\n" not in str(info.value) and "tracking.uri" in str(info.value)
+
+
+def test_a_deferred_schema_that_fails_is_reported_after_flush_not_raised(tmp_path, monkeypatch):
+    def broken_open(self):
+        raise RuntimeError("migration 0042 failed")
+
+    monkeypatch.setattr(Tracker, "_open", broken_open)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", artifact_root=tmp_path / "art", defer_schema=True)
+    tracker.start_sweep("sweep", {}, {})
+    tracker.start_trial("t1", {}, {})
+    tracker.flush()
+    assert tracker.failures[0].startswith("connect: KdtuneError: cannot open the MLflow store")
+    assert "migration 0042 failed" in tracker.failures[0] and len(tracker.failures) == 3
