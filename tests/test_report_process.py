@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -27,7 +28,21 @@ def test_the_process_writes_what_write_report_writes(tmp_path):
     assert {k: p.name for k, p in there.items()} == {k: p.name for k, p in here.items()}
     assert all(p.parent == tmp_path / "process" and p.stat().st_size > 0 for p in there.values())
     assert _texts(tmp_path / "process") == _texts(tmp_path / "here")
+    pngs = [k for k, p in here.items() if p.suffix == ".png"]
+    assert {"front_3d", "robust_acc_vs_eps", "importance"} <= set(pngs)  # front_3d drawn in its forked child
+    assert all(there[k].read_bytes() == here[k].read_bytes() for k in pngs)  # the same figures, pixel for pixel
     drawer.close()  # nothing left to stop
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_the_ready_process_has_no_thread_but_its_main_one():
+    """It forks to draw (kdtune.report._drawing): safe only while no other thread holds a lock."""
+    drawer = ReportProcess()
+    drawer.wait_ready()
+    threads = os.listdir(f"/proc/{drawer._proc.pid}/task")
+    names = [open(f"/proc/{drawer._proc.pid}/task/{t}/comm").read().strip() for t in threads]
+    drawer.close()
+    assert len(threads) == 1, names
 
 
 def test_an_error_in_the_process_is_raised_in_the_caller(tmp_path):

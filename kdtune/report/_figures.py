@@ -13,7 +13,8 @@ import numpy as np
 from kdtune.records import Objective, TrialRecord
 from kdtune.report import _charts, _interactive
 from kdtune.report._analysis import Importances, robust_curve
-from kdtune.report._plots import front_3d_plot, front_plots
+from kdtune.report._drawing import Png
+from kdtune.report._plots import front_3d_plot, front_pngs
 from kdtune.report._render import Image
 from kdtune.report._tables import sorted_by_first_objective
 
@@ -29,6 +30,24 @@ class Figures:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+def drawn_apart(
+    out_dir: Path,
+    records: Sequence[TrialRecord],
+    front: np.ndarray,
+    objectives: Sequence[Objective],
+    *,
+    knee: int | None,
+    teacher_metrics: dict[str, float],
+) -> dict[str, Png]:
+    """The PNGs the report may draw beside the rest of its work (``_drawing.Drawing``): a front plot per pair
+    of objectives, then the 3-D one. About half of the report's drawing, so neither side waits long."""
+    pngs = front_pngs(out_dir, records, front, objectives, teacher_metrics, knee=knee)
+    if len(objectives) == 3:
+        pngs["front_3d"] = Png(out_dir / "front_3d.png", front_3d_plot, (records, front, objectives, teacher_metrics),
+                               dict(knee=knee))
+    return pngs
+
+
 def make_figures(
     out_dir: Path,
     records: Sequence[TrialRecord],
@@ -41,21 +60,22 @@ def make_figures(
     search_params: Sequence[str],
     teacher_metrics: dict[str, float],
     interactive: bool,
+    drawn: dict[str, Path],
 ) -> Figures:
-    """Write the PNGs into ``out_dir`` and build the blocks; ``interactive`` adds the plotly versions."""
+    """Write the remaining PNGs into ``out_dir`` and build the blocks; ``drawn`` are the paths of the
+    ``drawn_apart`` PNGs. ``interactive`` adds the plotly versions."""
     interactive = interactive and _interactive.available()
     hover = _interactive.hover_texts(records, objectives, search_params) if interactive else []
-    figures = Figures(paths=front_plots(out_dir, records, front, objectives, teacher_metrics, knee=knee))
-    for (y, x), (stem, path) in zip(itertools.combinations(objectives, 2), list(figures.paths.items()), strict=True):
+    figures = Figures(paths=dict(drawn))
+    pairs = list(itertools.combinations(objectives, 2))
+    for (y, x), stem in zip(pairs, list(drawn)[: len(pairs)], strict=True):  # drawn_apart lists these first
         html = _interactive.front_pair(f"plot-{stem}", records, front, knee, hover, x=x, y=y, objectives=objectives,
                                        teacher_metrics=teacher_metrics) if interactive else None
-        figures.fronts.append(Image(f"{y.metric} vs {x.metric}", path, html))
-    if len(objectives) == 3:
-        path = figures.paths["front_3d"] = front_3d_plot(out_dir / "front_3d.png", records, front, objectives,
-                                                         teacher_metrics, knee=knee)
+        figures.fronts.append(Image(f"{y.metric} vs {x.metric}", drawn[stem], html))
+    if "front_3d" in drawn:  # three objectives
         html = _interactive.front_3d("plot-front_3d", records, front, knee, hover, objectives=objectives,
                                      teacher_metrics=teacher_metrics) if interactive else None
-        figures.fronts.append(Image("All three objectives", path, html))
+        figures.fronts.append(Image("All three objectives", drawn["front_3d"], html))
     picked = records[knee] if knee is not None else None
     members = [r for r, f in zip(records, front) if f and len(robust_curve(r.metrics)[0]) > 1]
     members = sorted_by_first_objective(members, objectives)  # the legend in the front table's order

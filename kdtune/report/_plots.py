@@ -13,6 +13,7 @@ import numpy as np
 
 from kdtune.pareto import pareto_mask
 from kdtune.records import Objective, TrialRecord
+from kdtune.report._drawing import Png
 
 
 def safe_name(metric: str) -> str:
@@ -20,15 +21,15 @@ def safe_name(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", metric.replace("/", "-"))
 
 
-def front_plots(
+def front_pngs(
     out_dir: Path,
     records: Sequence[TrialRecord],
     front: np.ndarray,
     objectives: Sequence[Objective],
     teacher_metrics: dict[str, float],
     knee: int | None = None,
-) -> dict[str, Path]:
-    """One PNG per pair of objectives; returns {file stem: path}, e.g. ``front_val-acc__latency-ms_b1``.
+) -> dict[str, Png]:
+    """One PNG per pair of objectives, to draw: {file stem: Png}, e.g. ``front_val-acc__latency-ms_b1``.
 
     ``knee`` is the position in ``records`` of the suggested pick, ringed in every plot.
     """
@@ -38,16 +39,14 @@ def front_plots(
         if r.status == "COMPLETE"
     ]
     picked = records[knee] if knee is not None else None
-    written: dict[str, Path] = {}
+    pngs: dict[str, Png] = {}
     for first, second in itertools.combinations(objectives, 2):
         stem = f"front_{safe_name(first.metric)}__{safe_name(second.metric)}"
-        while stem in written:  # two metric names that map to the same file name
+        while stem in pngs:  # two metric names that map to the same file name
             stem += "_"
-        path = out_dir / f"{stem}.png"
-        _plot_pair(path, complete, x=second, y=first, teacher_metrics=teacher_metrics,
-                   n_objectives=len(objectives), knee=picked)
-        written[stem] = path
-    return written
+        pngs[stem] = Png(out_dir / f"{stem}.png", _plot_pair, (complete,), dict(
+            x=second, y=first, teacher_metrics=teacher_metrics, n_objectives=len(objectives), knee=picked))
+    return pngs
 
 
 def _plot_pair(

@@ -27,6 +27,11 @@ from kdtune.report import preload_report, write_report
 
 log = logging.getLogger(__name__)
 _READY = b"ready\n"  # the process's first line: its libraries are loaded and warm
+# No thread in the process but its main one: it forks to draw (``_drawing``), which is only safe in a
+# single-threaded process. BLAS thread pools (the report's arithmetic is small) and the background thread
+# of the jemalloc that pyarrow (under pandas) brings are turned off.
+_ONE_THREAD = {**{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+               "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 
 
 class ReportProcess:
@@ -35,7 +40,8 @@ class ReportProcess:
     def __init__(self) -> None:
         try:
             self._proc: subprocess.Popen | None = subprocess.Popen(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env={**os.environ, **_ONE_THREAD},
             )
         except OSError as err:  # e.g. no process may be started here: the report is drawn in this process
             log.warning("cannot start a process for the report (%s); drawing it in this one", err)
@@ -105,7 +111,7 @@ def _serve() -> None:
     except (EOFError, BrokenPipeError):  # the driver closed it without a job, or is gone
         return
     try:
-        reply: tuple[str, Any] = ("ok", write_report(out_dir, **kwargs))
+        reply: tuple[str, Any] = ("ok", write_report(out_dir, **kwargs, draw_apart=True))  # see _drawing
     except Exception as err:  # noqa: BLE001 - every error goes back to the driver, which raises it
         reply = ("error", err)
     try:

@@ -24,7 +24,8 @@ from kdtune.report._analysis import (
     param_importances,
     share_metrics,
 )
-from kdtune.report._figures import Figures, make_figures
+from kdtune.report._drawing import Drawing
+from kdtune.report._figures import Figures, drawn_apart, make_figures
 from kdtune.report._reference import reference_table
 from kdtune.report._render import Block, Facts, Heading, Image, Table, Text, to_html, to_markdown
 
@@ -47,6 +48,7 @@ def write_report(
     reference: Reference | None = None,
     study_path: str | None = None,
     interactive: bool = True,
+    draw_apart: bool = False,
 ) -> dict[str, Path]:
     """Write trials.csv, pareto.csv, the PNG figures, report.md and report.html.
 
@@ -55,7 +57,8 @@ def write_report(
     (``kdtune.robustness.masking_checks``); the report lists them when given. ``reference`` is the source
     document's own results, shown next to the matching trials. ``study_path`` is the study file the
     front table's ``kdtune rerun`` commands name (default: ``study_name``). ``interactive=False`` leaves
-    plotly out of report.html (PNGs instead).
+    plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots in a forked child
+    meanwhile (``_drawing``): only for a single-threaded process, such as the report's own.
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
@@ -71,29 +74,31 @@ def write_report(
     )
     space = Space.of(records, objectives, teacher_metrics)
     knee = knee_index(space, front)
-    importances = param_importances(records, objectives, search_params)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = {
-            "trials_csv": _write_csv(trials, out_dir / "trials.csv"),
-            "pareto_csv": _write_csv(trials[trials["pareto"]], out_dir / "pareto.csv"),
-        }
-        history = hypervolume_by_trial(space, len(records))
-        figures = make_figures(
-            out_dir, records, front, objectives, knee=knee, history=history,
-            importances=importances, search_params=search_params, teacher_metrics=teacher_metrics,
-            interactive=interactive,
-        )
-        context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
-                           teacher_metrics=teacher_metrics, metric_columns=metric_columns,
-                           rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}")
-        blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference)
-        title = f"kdtune report: {study_name}"
-        written["report_md"] = out_dir / "report.md"
-        written["report_md"].write_text(to_markdown(title, blocks), encoding="utf-8")
-        written["report_html"] = out_dir / "report.html"
-        plotly_js = _interactive.plotly_js() if any(isinstance(b, Image) and b.html for b in blocks) else None
-        written["report_html"].write_text(to_html(title, blocks, plotly_js=plotly_js), encoding="utf-8")
+        apart = drawn_apart(out_dir, records, front, objectives, knee=knee, teacher_metrics=teacher_metrics)
+        with Drawing(apart, fork=draw_apart) as drawing:  # meanwhile: the rest; leaving waits for it
+            written = {
+                "trials_csv": _write_csv(trials, out_dir / "trials.csv"),
+                "pareto_csv": _write_csv(trials[trials["pareto"]], out_dir / "pareto.csv"),
+            }
+            importances = param_importances(records, objectives, search_params)
+            history = hypervolume_by_trial(space, len(records))
+            figures = make_figures(
+                out_dir, records, front, objectives, knee=knee, history=history, importances=importances,
+                search_params=search_params, teacher_metrics=teacher_metrics, interactive=interactive,
+                drawn=drawing.paths,
+            )
+            context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
+                               teacher_metrics=teacher_metrics, metric_columns=metric_columns,
+                               rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}")
+            blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference)
+            title = f"kdtune report: {study_name}"
+            written["report_md"] = out_dir / "report.md"
+            written["report_md"].write_text(to_markdown(title, blocks), encoding="utf-8")
+            written["report_html"] = out_dir / "report.html"
+            plotly_js = _interactive.plotly_js() if any(isinstance(b, Image) and b.html for b in blocks) else None
+            written["report_html"].write_text(to_html(title, blocks, plotly_js=plotly_js), encoding="utf-8")
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise KdtuneError(
