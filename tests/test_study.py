@@ -158,6 +158,11 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
             assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     report_files = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/trials.csv", "report/report.html"} <= report_files
+
+    # Tune's own records: each trial's result.json (its JSON logger); no CSV or TensorBoard copies of MLflow
+    ray_dir = tmp_path / ".kdtune" / "ray" / "tiny"
+    assert len(list(ray_dir.rglob("result.json"))) == 4
+    assert not list(ray_dir.rglob("progress.csv")) and not list(ray_dir.rglob("events.out.tfevents*"))
     assert parents[0].data.metrics["pareto/hypervolume"] == pytest.approx(outcome.hypervolume)
 
 
