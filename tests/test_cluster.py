@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ran on (the head keeps the machine's IP). Ray's state API (list_actors: pid -> node) would do the same
 # but needs the dashboard, which this install cannot start.
 WORKER_IPS = ("127.0.0.2", "127.0.0.3")
+SPREAD_EPOCHS = 150  # about 3 s per trial
 
 BASE = {
     "name": "tiny_cluster",
@@ -177,7 +178,9 @@ def test_a_study_spreads_its_trials_over_the_nodes_of_a_cluster(cluster, tmp_pat
     from kdtune.runner import run_study
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = _write_study(tmp_path)
+    # Trials long enough to overlap: three actors start at once on 2 cores, seconds apart (the head node's
+    # raylet has a worker prestarted); with 1-epoch trials the first one up ran all three on its node.
+    cfg = _write_study(tmp_path).with_overrides({"student.epochs": SPREAD_EPOCHS})
     lines = []
     outcome = run_study(cfg, workdir=tmp_path, address=cluster.address, echo=lines.append)
 
