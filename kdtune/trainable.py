@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 from ray import tune
+from ray.tune.trainable import trainable as _tune_trainable
 from torch import nn
 
 from kdtune.errors import KdtuneError
@@ -29,6 +32,24 @@ if TYPE_CHECKING:
     from kdtune.data import Dataset
 
 log = logging.getLogger(__name__)
+
+
+def _disable_ipython_if_loaded(disable: Callable[[], None]) -> Callable[[], None]:
+    """Tune's ``Trainable`` calls ``disable_ipython`` in every trial actor, which imports IPython (0.3 s,
+    where it is installed) to clear a shell that a fresh Ray worker does not have; only a process that
+    has loaded IPython can have one."""
+
+    @functools.wraps(disable)
+    def disable_if_loaded() -> None:
+        if "IPython" in sys.modules:
+            disable()
+
+    return disable_if_loaded
+
+
+if hasattr(_tune_trainable, "disable_ipython"):  # this module is imported in the actor before the trainable
+    _tune_trainable.disable_ipython = _disable_ipython_if_loaded(_tune_trainable.disable_ipython)
+
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
 # The periodic checkpoint (``EpochReporter``): the FitState (student, distiller, optimizer, RNGs, history)

@@ -1,0 +1,35 @@
+"""kdtune.trainable's adjustments to Ray Tune's trainable (the rest of the trainable is exercised through
+studies: tests/test_study.py, tests/test_worker_retry.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fresh_python import fresh_python
+
+
+def test_a_trial_actor_does_not_import_ipython_to_disable_a_shell_it_does_not_have():
+    lines = fresh_python("""
+        import sys
+        import kdtune.trainable
+        from ray.tune.trainable import trainable
+        # what Trainable.__init__ calls in every actor: it must be the guarded version
+        print(trainable.Trainable.__init__.__globals__["disable_ipython"] is trainable.disable_ipython)
+        print(hasattr(trainable.disable_ipython, "__wrapped__"))
+        trainable.disable_ipython()
+        print("IPython" in sys.modules)
+    """)
+    assert lines == ["True", "True", "False"]
+
+
+def test_a_process_with_an_ipython_shell_still_gets_it_cleared():
+    pytest.importorskip("IPython")
+    from IPython.core.interactiveshell import InteractiveShell
+    from ray.tune.trainable import trainable
+
+    import kdtune.trainable  # noqa: F401
+
+    InteractiveShell.instance()
+    assert InteractiveShell.initialized()
+    trainable.disable_ipython()
+    assert not InteractiveShell.initialized()
