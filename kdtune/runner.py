@@ -246,8 +246,8 @@ def _while_sweeping(
     cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]
 ) -> tuple[dict[str, float], ReportProcess]:
     """The driver's work while the trials run: the teacher's metrics, then the process that will draw the
-    report is started (it loads and warms up its libraries meanwhile) and MLflow's model logging is
-    imported, so that the work after the sweep waits for neither."""
+    report is started (it loads and warms up its libraries meanwhile) and MLflow's model logging is warmed
+    up (its first export costs seconds), so that the work after the sweep waits for neither."""
     metrics = _teacher_metrics(cfg, data, teacher, echo)
     drawer = ReportProcess()
     Tracker.preload()

@@ -104,10 +104,8 @@ class Tracker:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self._experiment)
-        self.experiment_id = (
-            found.experiment_id
-            if found is not None
-            else self.client.create_experiment(self._experiment, artifact_location=self._artifact_root.resolve().as_uri())
+        self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(
+            self._experiment, artifact_location=self._artifact_root.resolve().as_uri()
         )
 
     def write_in_background(self) -> None:
@@ -135,9 +133,17 @@ class Tracker:
 
     @staticmethod
     def preload() -> None:
-        """Import what ``log_model`` imports on first use (mlflow.pytorch, a second or so)."""
-        import mlflow.pytorch  # noqa: F401
-        from mlflow.models import infer_signature  # noqa: F401
+        """Do once what ``log_model`` does the first time in a process: import mlflow.pytorch and export a
+        (throwaway, tiny) model, whose first ``torch.export`` loads and sets up its tracer (about 3 s; a
+        student afterwards takes about 0.1 s)."""
+        import numpy as np
+        import torch
+
+        # A student's kind of ops, and a batch of two as the studies log (its first dimension is exported as
+        # dynamic, which takes tracer code of its own).
+        tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.ReLU()).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            _save_model(tiny, np.zeros((2, 1, 2, 2), np.float32), Path(tmp) / "model")
 
     @guarded
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
@@ -219,20 +225,11 @@ class Tracker:
         """Log a trial's student as an MLflow PyTorch model (artifact ``student``, loadable from
         ``runs:/<run id>/student``) with the input signature of ``example`` (a float32 batch of inputs)
         and the logits it produces. Saved, then logged through the client: no global MLflow state."""
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
         run_id = self._run_id(trial_id)
         if run_id is None:
             return
-        with torch.no_grad():
-            logits = model(torch.from_numpy(example)).numpy()
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.pytorch.save_model(
-                model, Path(tmp) / "student", signature=infer_signature(example, logits), input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+            _save_model(model, example, Path(tmp) / "student")
             self.client.log_artifacts(run_id, str(Path(tmp) / "student"), "student")
 
     @guarded
@@ -262,6 +259,19 @@ class Tracker:
         items = [Param(metric_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
+
+
+def _save_model(model: Any, example: Any, path: Path) -> None:
+    """``model`` as an MLflow PyTorch model at ``path``, with the signature of ``example`` (a float32 batch
+    of inputs, also kept as the input example) and the logits it produces."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        logits = model(torch.from_numpy(example)).numpy()
+    mlflow.pytorch.save_model(model, path, signature=infer_signature(example, logits), input_example=example,
+                              pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
 def _new_sqlite_file(uri: str) -> bool:

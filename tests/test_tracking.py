@@ -179,3 +179,27 @@ def test_a_deferred_schema_that_fails_is_reported_after_flush_not_raised(tmp_pat
     tracker.flush()
     assert tracker.failures[0].startswith("connect: KdtuneError: cannot open the MLflow store")
     assert "migration 0042 failed" in tracker.failures[0] and len(tracker.failures) == 3
+
+
+def test_after_preload_logging_a_model_imports_nothing_new():
+    """The first torch.export of a process (under log_model) loads its tracer: seconds, which preload
+    (run while the sweep trains) takes off the path after the sweep."""
+    from tests.fresh_python import fresh_python
+
+    lines = fresh_python("""
+        import sys, tempfile
+        from pathlib import Path
+        import numpy as np
+        from kdtune.models import build_model
+        from kdtune.tracking import Tracker
+        d = Path(tempfile.mkdtemp())
+        tracker = Tracker(f"sqlite:///{d / 'mlflow.db'}", "warm", artifact_root=d / "art")
+        tracker.start_sweep("sweep", {}, {})
+        tracker.start_trial("t1", {}, {})
+        Tracker.preload()
+        before = set(sys.modules)
+        tracker.log_model("t1", build_model("mlp", {"hidden": [4]}).eval(), np.zeros((2, 1, 28, 28), np.float32))
+        print(tracker.failures)
+        print(sorted(set(sys.modules) - before))
+    """, timeout_s=300)
+    assert lines == ["[]", "[]"]
