@@ -142,8 +142,11 @@ class Tracker:
         # A student's kind of ops, and a batch of two as the studies log (its first dimension is exported as
         # dynamic, which takes tracer code of its own).
         tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.ReLU()).eval()
-        with tempfile.TemporaryDirectory() as tmp:
-            _save_model(tiny, np.zeros((2, 1, 2, 2), np.float32), Path(tmp) / "model")
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_model(tiny, np.zeros((2, 1, 2, 2), np.float32), Path(tmp) / "model")
+        except Exception as err:  # noqa: BLE001 - only a warm-up: log_model reports its own failures
+            log.debug("warming up MLflow's model export failed: %s", err)
 
     @guarded
     def start_sweep(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
