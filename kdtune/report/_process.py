@@ -98,6 +98,16 @@ def _stop(proc: subprocess.Popen, *, wait_s: float) -> None:
             pass
 
 
+def _single_threaded() -> bool:
+    """Whether this process has no thread but its main one, so it may fork to draw (``_drawing``): checked
+    through Linux's /proc; elsewhere (macOS, where forking a process that used system frameworks is
+    unsafe anyway) the report is drawn without forking."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def _serve() -> None:
     """The process: warm up, then write the one report it is sent and send back its paths or error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is the driver's to handle
@@ -111,7 +121,7 @@ def _serve() -> None:
     except (EOFError, BrokenPipeError):  # the driver closed it without a job, or is gone
         return
     try:
-        reply: tuple[str, Any] = ("ok", write_report(out_dir, **kwargs, draw_apart=True))  # see _drawing
+        reply: tuple[str, Any] = ("ok", write_report(out_dir, **kwargs, draw_apart=_single_threaded()))
     except Exception as err:  # noqa: BLE001 - every error goes back to the driver, which raises it
         reply = ("error", err)
     try:
