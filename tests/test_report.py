@@ -227,6 +227,24 @@ def _plotly_data(html: str, div_id: str) -> list[dict]:
     return data
 
 
+def test_interactive_figures_have_the_white_template_and_leave_plotlys_default_alone(report):
+    import json
+
+    import plotly
+    import plotly.io as pio
+
+    _, _, written = report
+    html = written["report_html"].read_text(encoding="utf-8")
+    want = json.loads(json.dumps(pio.templates["plotly_white"].to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder))
+    decoder = json.JSONDecoder()
+    for div_id in re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', html):
+        call = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', html)
+        _, end = decoder.raw_decode(html, call.end())  # the traces, then the layout
+        layout, _ = decoder.raw_decode(html, html.index("{", end))
+        assert layout["template"] == want, div_id
+    assert pio.templates.default == "plotly"  # set only while each figure is created
+
+
 def test_hover_shows_trial_hyperparameters_and_objectives(report):
     _, _, written = report
     html = written["report_html"].read_text(encoding="utf-8")
