@@ -3,7 +3,6 @@ interactive version report.html shows instead."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from kdtune.records import Objective, TrialRecord
 from kdtune.report import _charts, _interactive
 from kdtune.report._analysis import Importances, robust_curve
 from kdtune.report._drawing import Png
-from kdtune.report._plots import front_3d_plot, front_pngs
+from kdtune.report._plots import front_3d_plot, front_pairs, front_pngs
 from kdtune.report._render import Image
 from kdtune.report._tables import sorted_by_first_objective
 
@@ -37,14 +36,19 @@ def drawn_apart(
     objectives: Sequence[Objective],
     *,
     knee: int | None,
+    history: np.ndarray,
     teacher_metrics: dict[str, float],
 ) -> dict[str, Png]:
     """The PNGs the report may draw beside the rest of its work (``_drawing.Drawing``): a front plot per pair
-    of objectives, then the 3-D one. About half of the report's drawing, so neither side waits long."""
+    of objectives, the 3-D one and the hypervolume by trial (``history``). About half of the report's work,
+    so neither side waits long for the other."""
     pngs = front_pngs(out_dir, records, front, objectives, teacher_metrics, knee=knee)
     if len(objectives) == 3:
         pngs["front_3d"] = Png(out_dir / "front_3d.png", front_3d_plot, (records, front, objectives, teacher_metrics),
                                dict(knee=knee))
+    if len(records):
+        pngs["hypervolume_by_trial"] = Png(out_dir / "hypervolume_by_trial.png", _charts.hypervolume_plot,
+                                           (history, records))
     return pngs
 
 
@@ -67,8 +71,7 @@ def make_figures(
     interactive = interactive and _interactive.available()
     hover = _interactive.hover_texts(records, objectives, search_params) if interactive else []
     figures = Figures(paths=dict(drawn))
-    pairs = list(itertools.combinations(objectives, 2))
-    for (y, x), stem in zip(pairs, list(drawn)[: len(pairs)], strict=True):  # drawn_apart lists these first
+    for stem, (y, x) in front_pairs(objectives).items():
         html = _interactive.front_pair(f"plot-{stem}", records, front, knee, hover, x=x, y=y, objectives=objectives,
                                        teacher_metrics=teacher_metrics) if interactive else None
         figures.fronts.append(Image(f"{y.metric} vs {x.metric}", drawn[stem], html))
@@ -86,9 +89,8 @@ def make_figures(
         html = _interactive.robust_curves("plot-robust_acc_vs_eps", members, by_id, teacher_metrics,
                                           picked) if interactive else None
         figures.robust = Image("Robust accuracy against ε, front members and the teacher", path, html)
-    if len(records):
-        path = figures.paths["hypervolume_by_trial"] = _charts.hypervolume_plot(
-            out_dir / "hypervolume_by_trial.png", history, records)
+    if "hypervolume_by_trial" in drawn:  # any trials
+        path = drawn["hypervolume_by_trial"]
         html = _interactive.hypervolume_by_trial("plot-hypervolume_by_trial", history, records,
                                                  hover) if interactive else None
         figures.hypervolume = Image("Hypervolume of the first k trials", path, html)

@@ -21,6 +21,18 @@ def safe_name(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", metric.replace("/", "-"))
 
 
+def front_pairs(objectives: Sequence[Objective]) -> dict[str, tuple[Objective, Objective]]:
+    """{file stem: (first, second)} for each pair of objectives, e.g. ``front_val-acc__latency-ms_b1`` for
+    (val/acc, latency/ms_b1); its plot draws the first against the second."""
+    pairs: dict[str, tuple[Objective, Objective]] = {}
+    for first, second in itertools.combinations(objectives, 2):
+        stem = f"front_{safe_name(first.metric)}__{safe_name(second.metric)}"
+        while stem in pairs:  # two metric names that map to the same file name
+            stem += "_"
+        pairs[stem] = (first, second)
+    return pairs
+
+
 def front_pngs(
     out_dir: Path,
     records: Sequence[TrialRecord],
@@ -29,7 +41,7 @@ def front_pngs(
     teacher_metrics: dict[str, float],
     knee: int | None = None,
 ) -> dict[str, Png]:
-    """One PNG per pair of objectives, to draw: {file stem: Png}, e.g. ``front_val-acc__latency-ms_b1``.
+    """One PNG per pair of objectives (``front_pairs``), to draw: {file stem: Png}.
 
     ``knee`` is the position in ``records`` of the suggested pick, ringed in every plot.
     """
@@ -39,14 +51,9 @@ def front_pngs(
         if r.status == "COMPLETE"
     ]
     picked = records[knee] if knee is not None else None
-    pngs: dict[str, Png] = {}
-    for first, second in itertools.combinations(objectives, 2):
-        stem = f"front_{safe_name(first.metric)}__{safe_name(second.metric)}"
-        while stem in pngs:  # two metric names that map to the same file name
-            stem += "_"
-        pngs[stem] = Png(out_dir / f"{stem}.png", _plot_pair, (complete,), dict(
-            x=second, y=first, teacher_metrics=teacher_metrics, n_objectives=len(objectives), knee=picked))
-    return pngs
+    return {stem: Png(out_dir / f"{stem}.png", _plot_pair, (complete,), dict(
+                x=second, y=first, teacher_metrics=teacher_metrics, n_objectives=len(objectives), knee=picked))
+            for stem, (first, second) in front_pairs(objectives).items()}
 
 
 def _plot_pair(

@@ -57,8 +57,9 @@ def write_report(
     (``kdtune.robustness.masking_checks``); the report lists them when given. ``reference`` is the source
     document's own results, shown next to the matching trials. ``study_path`` is the study file the
     front table's ``kdtune rerun`` commands name (default: ``study_name``). ``interactive=False`` leaves
-    plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots in a forked child
-    meanwhile (``_drawing``): only for a single-threaded process, such as the report's own.
+    plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots and the hypervolume by
+    trial in a forked child meanwhile (``_drawing``): only for a single-threaded process, such as the
+    report's own.
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
@@ -74,16 +75,17 @@ def write_report(
     )
     space = Space.of(records, objectives, teacher_metrics)
     knee = knee_index(space, front)
+    history = hypervolume_by_trial(space, len(records))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        apart = drawn_apart(out_dir, records, front, objectives, knee=knee, teacher_metrics=teacher_metrics)
+        apart = drawn_apart(out_dir, records, front, objectives, knee=knee, history=history,
+                            teacher_metrics=teacher_metrics)
         with Drawing(apart, fork=draw_apart) as drawing:  # meanwhile: the rest; leaving waits for it
             written = {
                 "trials_csv": _write_csv(trials, out_dir / "trials.csv"),
                 "pareto_csv": _write_csv(trials[trials["pareto"]], out_dir / "pareto.csv"),
             }
             importances = param_importances(records, objectives, search_params)
-            history = hypervolume_by_trial(space, len(records))
             figures = make_figures(
                 out_dir, records, front, objectives, knee=knee, history=history, importances=importances,
                 search_params=search_params, teacher_metrics=teacher_metrics, interactive=interactive,
