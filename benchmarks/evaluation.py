@@ -90,7 +90,7 @@ def run_latency(bench: Bench, log: Callable[[str], None]) -> Result:
 
     def hand_side() -> float:
         ms = hand.latency_ms(models, bench.data.input_shape, batch_sizes=spec.batch_sizes, warmup=spec.warmup,
-                             repeats=spec.repeats, n_calls=spec.n_calls)
+                             repeats=spec.repeats, n_calls=spec.n_calls, statistic=spec.statistic)
         for b in spec.batch_sizes:
             ratios["hand"][b].append(ms["teacher"][b] / ms["student"][b])
         return 0.0
@@ -105,6 +105,7 @@ def run_latency(bench: Bench, log: Callable[[str], None]) -> Result:
         extra[f"kdtune_ratio_b{b}"], extra[f"hand_ratio_b{b}"] = statistics.median(k), statistics.median(h)
     extra["cv"] = max(extra[f"cv_b{b}"] for b in spec.batch_sizes)
     extra["cv_target"] = CV_TARGET
+    extra["statistic"] = spec.statistic  # of the per-call times, on both sides
     return Result("latency_ratio_error", max(per_batch.values()), 0.05, per_batch=per_batch, extra=extra,
                   conditions={"cv_ok": extra["cv"] <= CV_TARGET},
                   note=f"within-run CV {extra['cv']:.1%} (target <= {CV_TARGET:.0%})", meaning=(

@@ -94,7 +94,7 @@ def hand_study(bench: Bench, workdir: Path, params: Sequence[dict[str, float]], 
     x, y = d.train.x, d.train.y
     splits = {"val": (d.val.x, d.val.y), "test": (d.test.x, d.test.y)}
     lat = {"batch_sizes": ev.latency.batch_sizes, "warmup": ev.latency.warmup, "repeats": ev.latency.repeats,
-           "n_calls": ev.latency.n_calls}
+           "n_calls": ev.latency.n_calls, "statistic": ev.latency.statistic}
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         return hand.evaluate(model, splits, eps=ev.eps, pgd_steps=ev.pgd_steps, n_jacobian=ev.n_jacobian, seed=SEED)

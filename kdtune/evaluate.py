@@ -120,15 +120,16 @@ def single_thread() -> Iterator[None]:
 def measure_latency(
     models: Mapping[str, nn.Module], input_shape: tuple[int, ...], spec: LatencySpec, *, device: torch.device | str = "cpu"
 ) -> dict[str, dict[str, float]]:
-    """Median milliseconds per call of each model at each batch size, measured side by side.
+    """Milliseconds per call of each model at each batch size, measured side by side.
 
     Protocol: one thread, inference mode, ``spec.warmup`` warm-up calls per model and input shape,
     then ``spec.repeats`` repeats in which every model is timed in turn (interleaved, so drift hits all
-    alike), each repeat timing ``spec.n_calls`` calls; the result is the median per-call time.
-    Returns ``{model: {"latency/ms_b1": ms, ...}}``.
+    alike), each repeat timing ``spec.n_calls`` calls; the result is the fastest of those calls or their
+    median (``spec.statistic``). Returns ``{model: {"latency/ms_b1": ms, ...}}``.
     """
     inputs = {b: torch.rand(b, *input_shape, device=device) for b in spec.batch_sizes}
     samples: dict[str, dict[int, list[float]]] = {m: {b: [] for b in inputs} for m in models}
+    cuda = torch.device(device).type == "cuda"
     with single_thread(), torch.inference_mode():
         for model in models.values():
             model.eval()
@@ -138,18 +139,20 @@ def measure_latency(
         for _ in range(spec.repeats):
             for name, model in models.items():
                 for b, x in inputs.items():
-                    samples[name][b].extend(_time_calls(model, x, spec.n_calls, device))
-    return {m: {f"latency/ms_b{b}": statistics.median(v) for b, v in per.items()} for m, per in samples.items()}
+                    samples[name][b].extend(_time_calls(model, x, spec.n_calls, cuda=cuda))
+    pick = min if spec.statistic == "min" else statistics.median
+    return {m: {f"latency/ms_b{b}": pick(v) for b, v in per.items()} for m, per in samples.items()}
 
 
-def _time_calls(model: nn.Module, x: Tensor, n_calls: int, device: torch.device | str) -> list[float]:
-    """Milliseconds of each of ``n_calls`` back-to-back calls."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+def _time_calls(model: nn.Module, x: Tensor, n_calls: int, *, cuda: bool) -> list[float]:
+    """Milliseconds of each of ``n_calls`` back-to-back calls (on a GPU, each one waited for)."""
     times = []
     for _ in range(n_calls):
-        sync()
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         model(x)
-        sync()
+        if cuda:
+            torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000.0)
     return times

@@ -530,6 +530,6 @@ def _meta(cfg: StudyConfig, data: Dataset, run_name: str, seconds: float) -> dic
         f"Python {sys.version.split()[0]}, torch {torch.__version__}",
         "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, {lat.warmup} warm-up "
         f"calls per model and batch size, {lat.repeats} interleaved repeats of {lat.n_calls} timed calls, "
-        "median of per-call times",
+        + ("the fastest call" if lat.statistic == "min" else "the median per-call time"),
         "wall time": f"{seconds:.0f} s",
     }

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdtune import evaluate as evaluate_module
 from kdtune.config import EvaluationSpec, LatencySpec, TrainSpec
 from kdtune.evaluate import (
     accuracy,
@@ -88,6 +89,29 @@ def test_latency_follows_the_protocol():
         assert calls[name].count(1) == calls[name].count(8) == 7 + 3 * 4
         assert set(out[name]) == {"latency/ms_b1", "latency/ms_b8"}
         assert all(v > 0 for v in out[name].values())
+
+
+def test_latency_is_the_fastest_timed_call_or_their_median(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(evaluate_module.time, "perf_counter", lambda: clock[0])
+
+    class Scripted(nn.Module):
+        """Each call takes the next of ``seconds`` on the patched clock."""
+
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = iter(seconds)
+
+        def forward(self, x):
+            clock[0] += next(self.seconds)
+            return x
+
+    calls = [9.0, 0.004, 0.001, 0.003, 0.002, 0.010, 0.005]  # 1 warm-up call (not timed), then 2 x 3 timed
+    spec = LatencySpec(batch_sizes=[1], warmup=1, repeats=2, n_calls=3)
+    assert spec.statistic == "min"  # the default
+    fastest = measure_latency({"m": Scripted(calls)}, (1,), spec)["m"]["latency/ms_b1"]
+    median = measure_latency({"m": Scripted(calls)}, (1,), spec.model_copy(update={"statistic": "median"}))
+    assert fastest == pytest.approx(1.0) and median["m"]["latency/ms_b1"] == pytest.approx(3.5)
 
 
 def test_repeats_are_interleaved_between_models():
