@@ -102,6 +102,8 @@ def run_study(
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
+        if plan.resume:  # trials finished just before the driver was killed may have lost their last MLflow writes
+            tracker.settle_trials({r.trial_id: (r.metrics, r.error) for r in records}, step=cfg.student.epochs)
         students = _load_students(cfg, data, records)
         tracker.wait()  # the serial latency is measured with nothing else running in this process
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, students, teacher_metrics, echo)

@@ -184,9 +184,11 @@ class Tracker:
     @guarded
     def log_steps(self, trial_id: str | None, steps: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         """Metrics of several steps (e.g. epochs) in one write; values that are not numbers are skipped."""
+        self._log_steps(self._run_id(trial_id), steps)
+
+    def _log_steps(self, run_id: str | None, steps: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         from mlflow.entities import Metric
 
-        run_id = self._run_id(trial_id)
         if run_id is None:
             return
         now = int(time.time() * 1000)
@@ -197,12 +199,31 @@ class Tracker:
 
     @guarded
     def end_trial(self, trial_id: str, *, error: str | None = None) -> None:
-        run_id = self.children.get(trial_id)
+        self._end_trial(self.children.get(trial_id), error)
+
+    def _end_trial(self, run_id: str | None, error: str | None) -> None:
         if run_id is None:
             return
         if error:
             self.client.set_tag(run_id, "error", error[:5000])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+
+    @guarded
+    def settle_trials(self, outcomes: Mapping[str, tuple[Mapping[str, float], str | None]], *, step: int) -> None:
+        """End the runs of finished trials that are still RUNNING, with what ``end_trial`` would have written.
+
+        ``outcomes`` maps trial ids to (final metrics, error or None), as the study's storage holds them. A
+        driver killed right after a trial finished has recorded it there but may not have written its last
+        MLflow writes (queued); the resumed sweep does not run it again, so it settles its run here, with
+        the final metrics at ``step``, instead of leaving it to be marked KILLED.
+        """
+        for trial_id, (metrics, error) in outcomes.items():
+            run_id = self.children.get(trial_id)
+            if run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
+                continue
+            if not error:
+                self._log_steps(run_id, [(step, metrics)])
+            self._end_trial(run_id, error)
 
     @guarded
     def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:

@@ -29,6 +29,30 @@ def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path):
     assert run.data.tags["tag_at_1"] == "v" and run.info.status == "FINISHED"
 
 
+def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kill(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = Tracker(uri, "killed", artifact_root=tmp_path / "art")
+    before.start_sweep("sweep-001", {}, {})
+    for trial_id in ("done", "lost", "lost_failed", "unfinished"):
+        before.start_trial(trial_id, {}, {})
+    before.log_metrics("done", {"val/acc": 0.5}, step=3)
+    before.end_trial("done")  # the driver was killed before the other trials' last writes
+
+    after = Tracker(uri, "killed", artifact_root=tmp_path / "art")  # the resumed run of the study
+    after.start_sweep("sweep-001", {}, {})
+    after.settle_trials({"done": ({"val/acc": 0.9}, None), "lost": ({"val/acc": 0.8}, None),
+                         "lost_failed": ({}, "loss became non-finite"), "other-sweep": ({}, None)}, step=3)
+    after.end_sweep()
+    assert after.failures == []
+    client = MlflowClient(uri)
+    runs = {trial_id: client.get_run(run_id) for trial_id, run_id in after.children.items()}
+    assert runs["done"].info.status == "FINISHED" and runs["done"].data.metrics == {"val/acc": 0.5}  # left alone
+    assert runs["lost"].info.status == "FINISHED" and runs["lost"].data.metrics == {"val/acc": 0.8}
+    assert [(m.step, m.value) for m in client.get_metric_history(runs["lost"].info.run_id, "val/acc")] == [(3, 0.8)]
+    assert runs["lost_failed"].info.status == "FAILED" and runs["lost_failed"].data.tags["error"] == "loss became non-finite"
+    assert runs["unfinished"].info.status == "KILLED"  # not finished in the study's storage: end_sweep's rule
+
+
 def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})

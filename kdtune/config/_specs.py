@@ -120,9 +120,9 @@ class LatencySpec(_Strict):
     the fastest of all timed calls (``statistic: min``) or their median.
 
     The fastest call is the model's own cost: the machine's other work only ever adds time to a call, so on
-    a shared machine it is the steadiest figure (the teacher/student ratio varied by 0.9-1.2% between runs
-    where the median's varied by 3-9%, benchmarks' ``latency_ratio_error``). The median is a typical call,
-    with what the rest of the machine adds.
+    a shared machine it is the steadiest figure (on a noisy 2-core host, the teacher/student ratio varied by
+    0.9-1.2% between runs where the median's varied by 3-9%; docs/performance.md). The median is a typical
+    call, with what the rest of the machine adds.
     """
 
     batch_sizes: list[PositiveInt] = [1, 256]
