@@ -43,7 +43,7 @@ from kdtune.robustness import (
     masking_checks,
 )
 from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
-from kdtune.tracking import Tracker, default_uri
+from kdtune.tracking import Outcome, Tracker, default_uri
 from kdtune.train import logits_of
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def run_study(
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
         if plan.resume:  # trials finished just before the driver was killed may have lost their last MLflow writes
-            tracker.settle_trials({r.trial_id: (r.metrics, r.error) for r in records}, step=cfg.student.epochs)
+            tracker.settle_trials(_outcomes(records), step=cfg.student.epochs, weights_as=study.STUDENT_FILE)
         students = _load_students(cfg, data, records)
         tracker.wait()  # the serial latency is measured with nothing else running in this process
         records, teacher_metrics, flags = _after_sweep(cfg, data, teacher, records, students, teacher_metrics, echo)
@@ -318,6 +318,12 @@ def _sweep(
     )
     store.set_sweep(optuna_study, plan.name, "finished")
     return errors
+
+
+def _outcomes(records: list[TrialRecord]) -> dict[str, Outcome]:
+    """The finished trials, for ``Tracker.settle_trials``."""
+    return {r.trial_id: Outcome(r.metrics, None if r.status == "COMPLETE" else r.error or "the trial failed",
+                                Path(r.checkpoint) if r.checkpoint else None) for r in records}
 
 
 def _with_ray_error(record: TrialRecord, ray_errors: dict[str, str]) -> TrialRecord:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kdtune.errors import KdtuneError
 
@@ -68,6 +68,14 @@ def guarded(method: Callable[..., None]) -> Callable[..., None]:
             self._writer.submit(write)
 
     return wrapper
+
+
+class Outcome(NamedTuple):
+    """A finished trial as the study's storage holds it (``Tracker.settle_trials``)."""
+
+    metrics: Mapping[str, float]
+    error: str | None = None  # None: complete
+    weights: Path | None = None  # its stored weights, if any
 
 
 class Tracker:
@@ -209,21 +217,23 @@ class Tracker:
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
 
     @guarded
-    def settle_trials(self, outcomes: Mapping[str, tuple[Mapping[str, float], str | None]], *, step: int) -> None:
-        """End the runs of finished trials that are still RUNNING, with what ``end_trial`` would have written.
+    def settle_trials(self, outcomes: Mapping[str, Outcome], *, step: int, weights_as: str) -> None:
+        """End the runs of finished trials that are still RUNNING, with what the sweep would have written.
 
-        ``outcomes`` maps trial ids to (final metrics, error or None), as the study's storage holds them. A
-        driver killed right after a trial finished has recorded it there but may not have written its last
-        MLflow writes (queued); the resumed sweep does not run it again, so it settles its run here, with
-        the final metrics at ``step``, instead of leaving it to be marked KILLED.
+        ``outcomes`` are the finished trials as the study's storage holds them. A driver killed right after
+        a trial finished has recorded it there but may have lost its last MLflow writes (they are queued);
+        the resumed sweep does not run that trial again, so its run is settled here instead of being marked
+        KILLED: the final metrics at ``step``, the weights as the artifact ``weights_as``, the end.
         """
-        for trial_id, (metrics, error) in outcomes.items():
+        for trial_id, outcome in outcomes.items():
             run_id = self.children.get(trial_id)
             if run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
                 continue
-            if not error:
-                self._log_steps(run_id, [(step, metrics)])
-            self._end_trial(run_id, error)
+            if outcome.error is None:
+                self._log_steps(run_id, [(step, outcome.metrics)])
+            if outcome.weights is not None:
+                self._log_file_as(run_id, outcome.weights, weights_as)
+            self._end_trial(run_id, outcome.error)
 
     @guarded
     def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:
@@ -237,7 +247,9 @@ class Tracker:
     @guarded
     def log_file_as(self, trial_id: str | None, path: Path, name: str) -> None:
         """Log the file ``path`` as the artifact ``name`` (e.g. a trial's weights as ``student.pt``)."""
-        run_id = self._run_id(trial_id)
+        self._log_file_as(self._run_id(trial_id), path, name)
+
+    def _log_file_as(self, run_id: str | None, path: Path, name: str) -> None:
         if run_id is None or not path.exists():
             return
         with tempfile.TemporaryDirectory() as tmp:

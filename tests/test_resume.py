@@ -177,6 +177,7 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
         proc.send_signal(signal.SIGKILL)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming the interrupted sweep-001" in again.stdout
+    assert "write(s) failed" not in again.stdout, again.stdout  # MLflow took every write, the settling ones too
 
     trials = pd.read_csv(tmp_path / "reports" / "killed" / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == budget and trials["trial_id"].is_unique

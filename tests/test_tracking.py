@@ -4,7 +4,7 @@ import logging
 
 from mlflow.tracking import MlflowClient
 
-from kdtune.tracking import Tracker, metric_key
+from kdtune.tracking import Outcome, Tracker, metric_key
 
 
 def test_metric_keys_are_made_acceptable_to_mlflow():
@@ -38,10 +38,13 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     before.log_metrics("done", {"val/acc": 0.5}, step=3)
     before.end_trial("done")  # the driver was killed before the other trials' last writes
 
+    weights = tmp_path / "lost.pt"
+    weights.write_bytes(b"weights")
     after = Tracker(uri, "killed", artifact_root=tmp_path / "art")  # the resumed run of the study
     after.start_sweep("sweep-001", {}, {})
-    after.settle_trials({"done": ({"val/acc": 0.9}, None), "lost": ({"val/acc": 0.8}, None),
-                         "lost_failed": ({}, "loss became non-finite"), "other-sweep": ({}, None)}, step=3)
+    after.settle_trials({"done": Outcome({"val/acc": 0.9}), "lost": Outcome({"val/acc": 0.8}, weights=weights),
+                         "lost_failed": Outcome({}, "loss became non-finite"), "other-sweep": Outcome({})},
+                        step=3, weights_as="student.pt")
     after.end_sweep()
     assert after.failures == []
     client = MlflowClient(uri)
@@ -49,6 +52,8 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     assert runs["done"].info.status == "FINISHED" and runs["done"].data.metrics == {"val/acc": 0.5}  # left alone
     assert runs["lost"].info.status == "FINISHED" and runs["lost"].data.metrics == {"val/acc": 0.8}
     assert [(m.step, m.value) for m in client.get_metric_history(runs["lost"].info.run_id, "val/acc")] == [(3, 0.8)]
+    assert [a.path for a in client.list_artifacts(runs["lost"].info.run_id)] == ["student.pt"]
+    assert client.list_artifacts(runs["lost_failed"].info.run_id) == []
     assert runs["lost_failed"].info.status == "FAILED" and runs["lost_failed"].data.tags["error"] == "loss became non-finite"
     assert runs["unfinished"].info.status == "KILLED"  # not finished in the study's storage: end_sweep's rule
 
