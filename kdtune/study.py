@@ -51,6 +51,26 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
 
 
+class BenignSyncRace(logging.Filter):
+    """Drops Tune's warning (with a traceback) that a background copy of the experiment's state to the
+    storage path failed because a file vanished, when that file was one of Tune's own atomic-save
+    temporaries (``.<uuid>-tmp-<name>``).
+
+    Tune writes each snapshot next to the Ray session and copies the folder to the storage path in a
+    thread; with a snapshot at every step, the next snapshot can rename its temporary into place while
+    the copy of the previous one is listing it. The next copy, a tenth of a second later, copies the
+    renamed file, and ``Tuner.fit`` ends with a copy it waits for. Any other failed copy still warns.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Last sync command failed") and "FileNotFoundError" in message
+                    and "-tmp-" in message)
+
+
+logging.getLogger("ray.train._internal.syncer").addFilter(BenignSyncRace())
+
+
 def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group/multivariate TPE
     s, kind = search.sampler, search.sampler_kind

@@ -220,6 +220,28 @@ def test_an_mlflow_store_that_cannot_be_opened_fails_before_any_trial(tmp_path, 
     assert not (tmp_path / ".kdtune" / "ray" / "nostore").exists()  # no sweep was started
 
 
+def test_tunes_benign_sync_race_is_dropped_and_any_other_failed_sync_still_warns():
+    import logging
+
+    from ray.train._internal import syncer
+
+    from kdtune.study import BenignSyncRace  # importing kdtune.study installs it on Tune's syncer logger
+
+    assert any(isinstance(f, BenignSyncRace) for f in syncer.logger.filters)
+    head = "Last sync command failed with the following error:\nTraceback (most recent call last):\n  ...\n"
+    race = head + ("FileNotFoundError: [Errno 2] Failed to open local file '/tmp/ray/session_1/artifacts/t/sweep-001/"
+                   "driver_artifacts/.4a83858f-3061-tmp-searcher-state-t.pkl'. Detail: [errno 2] No such file or directory")
+    gone = head + "FileNotFoundError: [Errno 2] Failed to open local file '/data/sweep-001/experiment_state-t.json'"
+    denied = head + "PermissionError: [Errno 13] Permission denied: '/data/sweep-001/.1-tmp-searcher-state-t.pkl'"
+
+    def kept(message):
+        return BenignSyncRace().filter(logging.LogRecord(syncer.logger.name, logging.WARNING, __file__, 1, message,
+                                                         None, None))
+
+    assert not kept(race)
+    assert kept(gone) and kept(denied) and kept("Saving the experiment state took ~12.00 seconds")
+
+
 def test_only_a_final_report_or_a_failure_ends_a_trial():
     from kdtune.study import _final_report
     from kdtune.trainable import FAILED_KEY
