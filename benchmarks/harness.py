@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks import hand
-from benchmarks._protocol import Result, cpu_clock, median_ratio, timed
+from benchmarks._protocol import Result, cpu_clock, median_ratio, ratios, timed
 from benchmarks._setup import SEED, Bench, hand_teacher
 
 TARGET = 1.3
@@ -173,10 +173,12 @@ def run_harness(bench: Bench, log: Callable[[str], None]) -> Result:
             f"hand {h_runs[-1].seconds:.1f} s")
     k, h = [x.seconds for x in k_runs], [x.seconds for x in h_runs]
     with_ray = median_ratio([x + ray_init_s for x in k], h)
-    note = f"{statistics.median(k):.1f} s vs {statistics.median(h):.1f} s; {with_ray:.2f} with Ray start-up"
+    per_round = ratios(k, h)
+    note = (f"{statistics.median(k):.1f} s vs {statistics.median(h):.1f} s; rounds "
+            f"{' / '.join(f'{r:.2f}' for r in per_round)}; {with_ray:.2f} with Ray start-up")
     return Result("harness_overhead", median_ratio(k, h), TARGET, meaning=MEANING, note=note, extra={
         "n_trials": s.harness_trials, "epochs": s.epochs, "ray_worker_niceness": os.environ["RAY_worker_niceness"], "kdtune_s": k, "hand_s": h, "ray_init_s": ray_init_s,
-        "value_with_ray_init": with_ray,
+        "value_with_ray_init": with_ray, "round_ratios": per_round,
         "kdtune_phases_s": _median_phases([x.phases for x in k_runs]),
         "hand_phases_s": _median_phases([x.phases for x in h_runs]),
         "same_metrics_max_abs_diff": max(same),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,10 @@ def test_quick_run_writes_every_benchmark_with_finite_values(tmp_path):
     assert data["hv_gain"]["default_hv"] > 0 and data["hv_gain"]["random_hv"] > 0
     # the hand-written study reproduces the trials kdtune ran (same work), up to an image or two
     assert data["harness_overhead"]["same_metrics_max_abs_diff"] <= 0.02
+    harness = data["harness_overhead"]  # its value is the median of the per-round ratios it lists (JSON rounds)
+    rounds = [a / b for a, b in zip(harness["kdtune_s"], harness["hand_s"], strict=True)]
+    assert harness["round_ratios"] == pytest.approx(rounds, abs=1e-3)
+    assert harness["value"] == pytest.approx(statistics.median(rounds), abs=1e-3)
     assert data["checks"]["teacher_forward_calls_during_kd_training"] == 0
     assert data["checks"]["clean_accuracy_in_inference_mode"] is True
     assert {"machine", "threads", "torch", "date"} <= set(data["meta"]) and data["meta"]["threads"] == 1
