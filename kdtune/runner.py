@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdtune import store
+from kdtune import priority, store
 from kdtune.attacks import pgd
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
@@ -93,12 +93,13 @@ def run_study(
         tracker = opening.result()
     tracker.write_in_background()  # MLflow writes leave the sweep's and the report's path
     tracker.start_sweep(plan.name, _flatten_top(cfg), {"study": cfg.name, "kind": "sweep"})
-    status, pending = "FAILED", None
+    status = "FAILED"
+    drawer = ReportProcess()  # it loads its libraries while the trials run, at the lowest priority
     try:
         # The driver waits while trials run: it evaluates the teacher and prepares the report then.
-        with _alongside(lambda: _while_sweeping(cfg, data, teacher, echo)) as pending:
+        with _alongside(lambda: _while_sweeping(cfg, data, teacher, drawer, echo)) as pending:
             ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
-        teacher_metrics, drawer = pending.result()
+        teacher_metrics = pending.result()
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
         records = [_with_ray_error(r, ray_errors) for r in store.read_records(optuna_study, _students_dir(cfg, workdir))]
@@ -119,8 +120,7 @@ def run_study(
         status = "KILLED"  # the sweep stays "running" in the study's log: the next run resumes it
         raise
     finally:
-        if pending is not None and pending.done() and pending.exception() is None:
-            pending.result()[1].close()  # unused if the study stopped before its report
+        drawer.close()  # unused if the study stopped before its report
         tracker.end_sweep(status)
         tracker.flush()
         if tracker.failures:
@@ -245,26 +245,28 @@ def _teacher_metrics(
 
 
 def _while_sweeping(
-    cfg: StudyConfig, data: Dataset, teacher: Teacher, echo: Callable[[str], None]
-) -> tuple[dict[str, float], ReportProcess]:
-    """The driver's work while the trials run: the teacher's metrics, then the process that will draw the
-    report is started (it loads and warms up its libraries meanwhile) and MLflow's model logging is warmed
-    up (its first export costs seconds), so that the work after the sweep waits for neither."""
+    cfg: StudyConfig, data: Dataset, teacher: Teacher, drawer: ReportProcess, echo: Callable[[str], None]
+) -> dict[str, float]:
+    """The driver's work while the trials run: the teacher's metrics, then MLflow's model logging is warmed
+    up (its first export costs seconds) and ``drawer`` (the report's process) is waited for, so that the
+    work after the sweep waits for neither."""
     metrics = _teacher_metrics(cfg, data, teacher, echo)
-    drawer = ReportProcess()
     Tracker.preload()
     drawer.wait_ready()
-    return metrics, drawer
+    return metrics
 
 
 @contextlib.contextmanager
 def _alongside(work: Callable[[], Any]) -> Iterator[concurrent.futures.Future]:
-    """Run ``work`` in a driver thread, with one torch thread, while the block runs (the sweep, whose
-    trials have the other cores); the future holds its result. Leaving the block waits for it."""
+    """Run ``work`` in a driver thread, with one torch thread and the lowest CPU priority, while the block
+    runs (the sweep, whose trials have the other cores and come first); the future holds its result.
+    Leaving the block waits for it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-driver") as pool:
+        with concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="kdtune-driver", initializer=priority.background_thread
+        ) as pool:
             yield pool.submit(work)
     finally:
         torch.set_num_threads(threads)

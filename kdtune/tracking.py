@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from kdtune import priority
 from kdtune.errors import KdtuneError
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,10 @@ class Tracker:
         its own: a Tune callback returns at once instead of holding the next trial until the store has
         answered. Values passed to a write must not change afterwards. ``flush`` waits for the queue."""
         if self._writer is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow-writer")
+            # Nothing waits for the writes until the study ends: the thread yields the CPU to the trials.
+            self._writer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="kdtune-mlflow-writer", initializer=priority.background_thread
+            )
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its callbacks, this tracker among them, into the experiment's state: the copy

@@ -4,14 +4,24 @@
 reports, for the study layer to log.
 """
 
+import importlib
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from kdtune.records import Objective, TrialRecord
-from kdtune.report._tables import hypervolume_of
-from kdtune.report._write import HYPERVOLUME_FORMAT, write_report
 
 __all__ = ["HYPERVOLUME_FORMAT", "hypervolume_of", "preload_report", "write_report"]
+_LAZY = {"HYPERVOLUME_FORMAT": "_write", "hypervolume_of": "_tables", "write_report": "_write"}
+
+
+def __getattr__(name: str) -> Any:
+    """The package's functions load the report's libraries (pandas, matplotlib, plotly) when first used,
+    not on ``import kdtune.report``: the report's process (``_process``) imports this package first and
+    loads them in its warm-up, at the lowest CPU priority."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def preload_report() -> None:
@@ -28,6 +38,8 @@ def preload_report() -> None:
         metrics = {"val/acc": acc, "val/robust_acc@0.1": robust, "latency/ms_b1": ms, "test/acc": acc,
                    "test/robust_acc@0.1": robust, "test/robust_acc@0.2": robust / 2}
         records.append(TrialRecord(f"warm-{i}", "COMPLETE", {"a": 1.0 + i, "b": float(i % 3)}, metrics))
+    from kdtune.report._write import write_report
+
     with tempfile.TemporaryDirectory(prefix="kdtune-preload-") as tmp:
         write_report(Path(tmp), study_name="preload", records=records, objectives=objectives, search_params=["a", "b"],
                      teacher_metrics={"val/acc": 0.95, "latency/ms_b1": 1.0, "test/acc": 0.95}, meta={},

@@ -4,7 +4,8 @@ After the sweep the driver has two jobs left that are both Python: drawing the r
 PNGs, fANOVA, plotly) and the MLflow writes it queued (front members' models, post-sweep metrics, about
 as long). In one interpreter they share the GIL and take turns; here the report is drawn on another core.
 The process is started early so that its imports and ``preload_report`` are done by the time the sweep
-ends. It talks over its stdin/stdout (one pickled job in, one pickled result out) and is started as
+ends; they run at the lowest CPU priority (``kdtune.priority``: the trials come first), the report itself
+at the priority the process was started with. It talks over its stdin/stdout (one pickled job in, one pickled result out) and is started as
 ``python -m kdtune.report._process``: unlike a ``multiprocessing`` child, it never re-imports the
 caller's main script, so a user's script that runs a study without an ``if __name__ == "__main__"``
 guard is not run again in it.
@@ -20,10 +21,11 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-from kdtune.report import preload_report, write_report
+from kdtune import priority
 
 log = logging.getLogger(__name__)
 _READY = b"ready\n"  # the process's first line: its libraries are loaded and warm
@@ -58,6 +60,8 @@ class ReportProcess:
     def write(self, out_dir: Path, **kwargs: Any) -> dict[str, Path]:
         """``write_report(out_dir, **kwargs)`` in the process (in this one if it is gone); its errors are
         raised here as they were raised there. Call ``wait_ready`` first."""
+        from kdtune.report import write_report
+
         proc, self._proc = self._proc, None
         if proc is None:
             return write_report(out_dir, **kwargs)
@@ -108,12 +112,23 @@ def _single_threaded() -> bool:
         return False
 
 
+def _warm_up() -> None:
+    """The report's imports and first-use work, in a thread of the lowest priority (Linux)."""
+    priority.background_thread()
+    from kdtune.report import preload_report
+
+    preload_report()
+
+
 def _serve() -> None:
     """The process: warm up, then write the one report it is sent and send back its paths or error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the terminal is the driver's to handle
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the reply
-    preload_report()
+    warm = threading.Thread(target=_warm_up, name="kdtune-report-warm-up")
+    warm.start()
+    warm.join()  # gone before the report forks (``_single_threaded``)
+    from kdtune.report import write_report  # loaded by the warm-up
     try:
         out.write(_READY)
         out.flush()
