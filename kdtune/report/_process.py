@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,13 @@ def _single_threaded() -> bool:
         return False
 
 
+def _await_one_thread(timeout_s: float = 1.0) -> None:
+    """``join`` returns when a thread's Python work is done; its OS thread leaves ``/proc`` a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while os.path.isdir("/proc/self/task") and not _single_threaded() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def _warm_up() -> None:
     """The report's imports and first-use work, in a thread of the lowest priority (Linux)."""
     priority.background_thread()
@@ -127,7 +135,8 @@ def _serve() -> None:
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the reply
     warm = threading.Thread(target=_warm_up, name="kdtune-report-warm-up")
     warm.start()
-    warm.join()  # gone before the report forks (``_single_threaded``)
+    warm.join()
+    _await_one_thread()  # the process forks to draw (``_single_threaded``)
     from kdtune.report import write_report  # loaded by the warm-up
     try:
         out.write(_READY)
