@@ -177,12 +177,15 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
 
 def attacked_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: Callable[[nn.Module, Tensor, Tensor], Tensor],
                       batch_size: int = 1000) -> float:
+    """Share classified right both clean and attacked (AutoAttack's count)."""
     model.eval()
     correct = 0
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+        with torch.inference_mode():
+            right = model(xb).argmax(1) == yb
         x_adv = attack(model, xb, yb)
         with torch.inference_mode():
-            correct += int((model(x_adv).argmax(1) == yb).sum())
+            correct += int((right & (model(x_adv).argmax(1) == yb)).sum())
     return correct / len(y)
 
 

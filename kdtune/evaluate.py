@@ -65,13 +65,21 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) 
 def robust_accuracy(
     model: nn.Module, x: Tensor, y: Tensor, attack: Callable[..., Tensor], *, batch_size: int = 1000
 ) -> float:
-    """Accuracy on ``attack(model, x, y)``; the attack gets gradients, the scoring does not."""
+    """Share of the examples classified right both as they are and after ``attack(model, x, y)``.
+
+    As AutoAttack and RobustBench count: an attack that happens to move a misclassified example into its
+    class has not shown it robust, so robust accuracy never exceeds clean accuracy (with a random start,
+    PGD does that to a few examples of a barely trained model). The attack gets gradients, the scoring
+    does not.
+    """
     correct = 0
     with eval_mode(model):
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            with torch.inference_mode():
+                right = model(xb).argmax(1) == yb
             x_adv = attack(model, xb, yb)
             with torch.inference_mode():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
+                correct += int((right & (model(x_adv).argmax(1) == yb)).sum())
     return correct / max(1, len(y))
 
 

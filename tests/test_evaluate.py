@@ -11,6 +11,7 @@ from kdtune.evaluate import (
     mean_jacobian_norm,
     measure_latency,
     metric_names,
+    robust_accuracy,
 )
 from kdtune.models import build_model
 from kdtune.train import fit_teacher
@@ -35,6 +36,27 @@ def test_accuracy_counts_correct_predictions():
 
     x = torch.tensor([0, 1, 2, 3]).float().view(4, 1, 1, 1)
     assert accuracy(Fixed(), x, torch.tensor([0, 1, 9, 9])) == 0.5
+
+
+def test_an_example_is_robust_only_if_it_was_classified_right_before_the_attack():
+    """AutoAttack's count: an attack that moves a misclassified example into its class has not shown it
+    robust. The model predicts the first pixel's value; the "attacks" replace the inputs."""
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(x.flatten(1)[:, 0].long(), 10).float()
+
+    def fixes_all(model, xb, yb):  # every prediction right afterwards
+        return yb.float().view(-1, 1, 1, 1)
+
+    def breaks_first(model, xb, yb):  # the example of class 0 wrong, every other right
+        return torch.where(yb == 0, 5, yb).float().view(-1, 1, 1, 1)
+
+    x = torch.tensor([0, 1, 2, 3]).float().view(4, 1, 1, 1)
+    y = torch.tensor([0, 1, 9, 9])  # clean: the first two right
+    assert accuracy(Fixed(), x, y) == 0.5
+    assert robust_accuracy(Fixed(), x, y, fixes_all) == 0.5  # not 1.0: examples 3 and 4 were wrong already
+    assert robust_accuracy(Fixed(), x, y, breaks_first) == 0.25  # only example 2 is right before and after
+    assert robust_accuracy(Fixed(), x, y, fixes_all, batch_size=3) == 0.5  # the same over several batches
 
 
 def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, trained):
