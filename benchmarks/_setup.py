@@ -36,8 +36,8 @@ class Settings:
 
     @classmethod
     def full(cls) -> Settings:
-        return cls(quick=False, step_repeats=5, harness_repeats=3, harness_trials=8, epochs=10, dataset={},
-                   teacher_epochs=10, eval_repeats=3, latency_repeats=5, hv_seeds=5, hv_trials=50)
+        return cls(quick=False, step_repeats=5, harness_repeats=5, harness_trials=8, epochs=10, dataset={},
+                   teacher_epochs=10, eval_repeats=5, latency_repeats=5, hv_seeds=5, hv_trials=50)
 
     @classmethod
     def tiny(cls) -> Settings:
