@@ -4,11 +4,11 @@ After the sweep the driver has two jobs left that are both Python: drawing the r
 PNGs, fANOVA, plotly) and the MLflow writes it queued (front members' models, post-sweep metrics, about
 as long). In one interpreter they share the GIL and take turns; here the report is drawn on another core.
 The process is started early so that its imports and ``preload_report`` are done by the time the sweep
-ends; they run at the lowest CPU priority (``kdtune.priority``: the trials come first), the report itself
-at the priority the process was started with. It talks over its stdin/stdout (one pickled job in, one pickled result out) and is started as
-``python -m kdtune.report._process``: unlike a ``multiprocessing`` child, it never re-imports the
-caller's main script, so a user's script that runs a study without an ``if __name__ == "__main__"``
-guard is not run again in it.
+ends; they run in a thread at the lowest CPU priority (``kdtune.priority``: the trials come first), the
+report itself at the priority the process was started with. It talks over its stdin/stdout (one pickled
+job in, one pickled result out) and is started as ``python -m kdtune.report._process``: unlike a
+``multiprocessing`` child, it never re-imports the caller's main script, so a user's script that runs a
+study without an ``if __name__ == "__main__"`` guard is not run again in it.
 
 If the process cannot be started or dies, the report is written in the calling process instead.
 """
