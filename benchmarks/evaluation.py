@@ -14,7 +14,7 @@ from benchmarks._protocol import Result, cpu_clock, cv, interleaved, median_rati
 from benchmarks._setup import SEED, Bench
 from kdtune.attacks import pgd
 from kdtune.config import LatencySpec
-from kdtune.evaluate import measure_latency, robust_accuracy
+from kdtune.evaluate import correct, measure_latency, robust_accuracy
 from kdtune.methods import MethodContext, build_method
 from kdtune.pipeline import run_student
 from kdtune.train import fit_student
@@ -28,16 +28,18 @@ CV_TARGET = 0.02
 def _pgd_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """kdtune's PGD-20 robust accuracy at every eps: the numerator's workload."""
     start = cpu_clock()
+    right = correct(model, x, y)  # once, as kdtune's evaluation does
     for eps in EPS:
-        robust_accuracy(model, x, y, lambda m, a, b, e=eps: pgd(m, a, b, eps=e, steps=PGD_STEPS))
+        robust_accuracy(model, x, y, lambda m, a, b, e=eps: pgd(m, a, b, eps=e, steps=PGD_STEPS), right=right)
     return cpu_clock() - start
 
 
 def _hand_pgd_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     gen = torch.Generator().manual_seed(SEED)
     start = cpu_clock()
+    right = hand.right_mask(model, x, y)
     for eps in EPS:
-        hand.attacked_accuracy(model, x, y, lambda m, a, b, e=eps: hand.pgd(m, a, b, e, PGD_STEPS, gen))
+        hand.attacked_accuracy(model, x, y, lambda m, a, b, e=eps: hand.pgd(m, a, b, e, PGD_STEPS, gen), right)
     return cpu_clock() - start
 
 

@@ -168,24 +168,25 @@ def train(model: nn.Module, x: Tensor, y: Tensor, t: Tensor, *, step: StepFn, ep
     return history
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+def right_mask(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> Tensor:
     model.eval()
     with torch.inference_mode():
-        correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    return correct / len(y)
+        return torch.cat([model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))])
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    return int(right_mask(model, x, y, batch_size).sum()) / len(y)
 
 
 def attacked_accuracy(model: nn.Module, x: Tensor, y: Tensor, attack: Callable[[nn.Module, Tensor, Tensor], Tensor],
-                      batch_size: int = 1000) -> float:
-    """Share classified right both clean and attacked (AutoAttack's count)."""
+                      right: Tensor, batch_size: int = 1000) -> float:
+    """Share classified right both clean (``right``) and attacked (AutoAttack's count)."""
     model.eval()
     correct = 0
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-        with torch.inference_mode():
-            right = model(xb).argmax(1) == yb
+    for xb, yb, rb in zip(x.split(batch_size), y.split(batch_size), right.split(batch_size)):
         x_adv = attack(model, xb, yb)
         with torch.inference_mode():
-            correct += int((right & (model(x_adv).argmax(1) == yb)).sum())
+            correct += int((rb & (model(x_adv).argmax(1) == yb)).sum())
     return correct / len(y)
 
 
@@ -210,10 +211,12 @@ def evaluate(model: nn.Module, splits: Mapping[str, tuple[Tensor, Tensor]], *, e
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, float] = {}
     for name, (x, y) in splits.items():
-        out[f"{name}/acc"] = accuracy(model, x, y)
+        right = right_mask(model, x, y)
+        out[f"{name}/acc"] = int(right.sum()) / len(y)
         for e in eps:
-            out[f"{name}/pgd@{e:g}"] = attacked_accuracy(model, x, y, lambda m, a, b, e=e: pgd(m, a, b, e, pgd_steps, gen))
-            out[f"{name}/fgsm@{e:g}"] = attacked_accuracy(model, x, y, lambda m, a, b, e=e: fgsm(m, a, b, e))
+            out[f"{name}/pgd@{e:g}"] = attacked_accuracy(
+                model, x, y, lambda m, a, b, e=e: pgd(m, a, b, e, pgd_steps, gen), right)
+            out[f"{name}/fgsm@{e:g}"] = attacked_accuracy(model, x, y, lambda m, a, b, e=e: fgsm(m, a, b, e), right)
     out["params"] = float(sum(p.numel() for p in model.parameters()))
     out["jacobian"] = mean_jacobian_norm(model, splits["test"][0][:n_jacobian])
     return out

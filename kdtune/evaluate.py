@@ -53,34 +53,43 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def correct(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> Tensor:
+    """Whether ``model`` classifies each example of (x, y) right: a bool tensor (N,), in inference mode."""
+    with eval_mode(model), torch.inference_mode():
+        hits = [model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
+    return torch.cat(hits)  # (an empty tensor splits into one empty chunk)
+
+
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on (x, y), in inference mode."""
-    correct = 0
-    with eval_mode(model), torch.inference_mode():
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            correct += int((model(xb).argmax(1) == yb).sum())
-    return correct / max(1, len(y))
+    return share(correct(model, x, y, batch_size=batch_size))
 
 
 def robust_accuracy(
-    model: nn.Module, x: Tensor, y: Tensor, attack: Callable[..., Tensor], *, batch_size: int = 1000
+    model: nn.Module, x: Tensor, y: Tensor, attack: Callable[..., Tensor], *, batch_size: int = 1000,
+    right: Tensor | None = None,
 ) -> float:
     """Share of the examples classified right both as they are and after ``attack(model, x, y)``.
 
     As AutoAttack and RobustBench count: an attack that happens to move a misclassified example into its
     class has not shown it robust, so robust accuracy never exceeds clean accuracy (with a random start,
-    PGD does that to a few examples of a barely trained model). The attack gets gradients, the scoring
-    does not.
+    PGD does that to a few examples of a barely trained model). ``right`` is ``correct(model, x, y)`` where
+    the caller has it already (it is the same for every attack on the same images). The attack gets
+    gradients, the scoring does not.
     """
-    correct = 0
+    right = correct(model, x, y, batch_size=batch_size) if right is None else right
+    hits = 0
     with eval_mode(model):
-        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
-            with torch.inference_mode():
-                right = model(xb).argmax(1) == yb
+        for xb, yb, rb in zip(x.split(batch_size), y.split(batch_size), right.split(batch_size)):
             x_adv = attack(model, xb, yb)
             with torch.inference_mode():
-                correct += int((right & (model(x_adv).argmax(1) == yb)).sum())
-    return correct / max(1, len(y))
+                hits += int((rb & (model(x_adv).argmax(1) == yb)).sum())
+    return hits / max(1, len(y))
+
+
+def share(hits: Tensor) -> float:
+    """The fraction of True in a bool tensor such as ``correct``'s (0 for none)."""
+    return int(hits.sum()) / max(1, len(hits))
 
 
 def mean_jacobian_norm(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> float:
@@ -98,13 +107,15 @@ def evaluate_model(
     metrics: dict[str, float] = {}
     for split in SPLITS:
         part = getattr(data, split)
-        metrics[f"{split}/acc"] = accuracy(model, part.x, part.y)
+        right = correct(model, part.x, part.y)  # once per split: every attack below scores against it
+        metrics[f"{split}/acc"] = share(right)
         for eps in spec.eps:
             pgd = _bind(attacks.pgd, eps=eps, steps=spec.pgd_steps, generator=gen)
-            metrics[f"{split}/robust_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, pgd)
+            metrics[f"{split}/robust_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, pgd, right=right)
             if spec.fgsm:
                 fgsm = _bind(attacks.fgsm, eps=eps)
-                metrics[f"{split}/fgsm_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, fgsm)
+                metrics[f"{split}/fgsm_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, fgsm,
+                                                                               right=right)
     metrics["model/params"] = float(n_params(model))
     metrics["jacobian/norm"] = mean_jacobian_norm(model, data.test.x[: spec.n_jacobian])
     return metrics

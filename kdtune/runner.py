@@ -29,7 +29,7 @@ from kdtune.attacks import pgd
 from kdtune.config import StudyConfig
 from kdtune.data import Dataset, load_dataset
 from kdtune.errors import KdtuneError, SweepInterrupted
-from kdtune.evaluate import accuracy, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy
+from kdtune.evaluate import correct, eps_name, evaluate_model, measure_latency, metric_names, robust_accuracy, share
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
 from kdtune.report import hypervolume_of, write_report
@@ -462,10 +462,11 @@ def _autoattack(
 
     def attacked(model: nn.Module) -> dict[str, float]:
         # Clean and PGD accuracy on the same images, so AutoAttack is compared like with like.
-        out = {f"{AA_SUBSET}/acc": accuracy(model, x, y)}
+        right = correct(model, x, y)
+        out = {f"{AA_SUBSET}/acc": share(right)}
         for e in spec.eps:
             pgd_e = functools.partial(pgd, eps=e, steps=cfg.evaluation.pgd_steps)
-            out[f"{AA_SUBSET}/robust_acc@{eps_name(e)}"] = robust_accuracy(model, x, y, pgd_e)
+            out[f"{AA_SUBSET}/robust_acc@{eps_name(e)}"] = robust_accuracy(model, x, y, pgd_e, right=right)
             aa = autoattack_accuracy(model, x, y, eps=e, n_classes=data.n_classes, seed=cfg.seed)
             out[autoattack_metric(e)] = out[f"{AA_SUBSET}/autoattack_acc@{eps_name(e)}"] = aa
         return out

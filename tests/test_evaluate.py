@@ -6,6 +6,7 @@ from kdtune import evaluate as evaluate_module
 from kdtune.config import EvaluationSpec, LatencySpec, TrainSpec
 from kdtune.evaluate import (
     accuracy,
+    correct,
     eps_name,
     evaluate_model,
     mean_jacobian_norm,
@@ -57,6 +58,9 @@ def test_an_example_is_robust_only_if_it_was_classified_right_before_the_attack(
     assert robust_accuracy(Fixed(), x, y, fixes_all) == 0.5  # not 1.0: examples 3 and 4 were wrong already
     assert robust_accuracy(Fixed(), x, y, breaks_first) == 0.25  # only example 2 is right before and after
     assert robust_accuracy(Fixed(), x, y, fixes_all, batch_size=3) == 0.5  # the same over several batches
+    right = correct(Fixed(), x, y)  # the clean verdicts, computed once for several attacks
+    assert right.tolist() == [True, True, False, False]
+    assert robust_accuracy(Fixed(), x, y, breaks_first, right=right, batch_size=3) == 0.25
 
 
 def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, trained):
