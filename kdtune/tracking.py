@@ -95,6 +95,7 @@ class Tracker:
         self.children: dict[str, str] = {}
         self.failures: list[str] = []  # writes that failed (see ``guarded``); complete after ``flush``
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ended: set[str] = set()  # runs this tracker ended: ``end_sweep`` need not ask the store about them
         if defer_schema and _new_sqlite_file(uri):
             self.write_in_background()
             self.connect()  # queued: the first write
@@ -183,6 +184,7 @@ class Tracker:
     def start_trial(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         if trial_id in self.children:  # a resumed or retried trial keeps its run
             self.client.update_run(self.children[trial_id], status="RUNNING")
+            self._ended.discard(self.children[trial_id])
             return
         own = {metric_key(k): v for k, v in tags.items()}
         tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **own}
@@ -219,6 +221,7 @@ class Tracker:
         if error:
             self.client.set_tag(run_id, "error", error[:5000])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+        self._ended.add(run_id)
 
     @guarded
     def settle_trials(self, outcomes: Mapping[str, Outcome], *, step: int, weights_as: str) -> None:
@@ -282,9 +285,10 @@ class Tracker:
 
     @guarded
     def end_sweep(self, status: str = "FINISHED") -> None:
-        """End the parent; any child still RUNNING (e.g. after an interrupt) is marked KILLED."""
+        """End the parent; any child still RUNNING (e.g. after an interrupt) is marked KILLED. Only the
+        children this tracker did not end itself are looked up in the store."""
         for run_id in self.children.values():
-            if self.client.get_run(run_id).info.status == "RUNNING":
+            if run_id not in self._ended and self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status="KILLED")
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)

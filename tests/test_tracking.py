@@ -58,6 +58,24 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     assert runs["unfinished"].info.status == "KILLED"  # not finished in the study's storage: end_sweep's rule
 
 
+def test_end_sweep_looks_up_only_the_runs_it_did_not_end_itself(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "ends", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    for trial_id in ("ended", "retried", "interrupted"):
+        tracker.start_trial(trial_id, {}, {})
+    tracker.end_trial("ended")
+    tracker.end_trial("retried")
+    tracker.start_trial("retried", {}, {})  # its worker died: Tune runs it again in the same run
+    looked_up, real_get_run = [], tracker.client.get_run
+    tracker.client.get_run = lambda run_id: looked_up.append(run_id) or real_get_run(run_id)
+    tracker.end_sweep()
+    assert tracker.failures == []
+    assert sorted(looked_up) == sorted(tracker.children[t] for t in ("retried", "interrupted"))
+    status = {t: MlflowClient(uri).get_run(run_id).info.status for t, run_id in tracker.children.items()}
+    assert status == {"ended": "FINISHED", "retried": "KILLED", "interrupted": "KILLED"}
+
+
 def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
