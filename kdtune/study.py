@@ -52,23 +52,32 @@ warnings.filterwarnings("ignore", message="Define-by-run function passed in the 
 
 
 class BenignSyncRace(logging.Filter):
-    """Drops Tune's warning (with a traceback) that a background copy of the experiment's state to the
+    """Drops Tune's report (with a traceback) that a background copy of the experiment's state to the
     storage path failed because a file vanished, when that file was one of Tune's own atomic-save
     temporaries (``.<uuid>-tmp-<name>``).
 
     Tune writes each snapshot next to the Ray session and copies the folder to the storage path in a
     thread; with a snapshot at every step, the next snapshot can rename its temporary into place while
     the copy of the previous one is listing it. The next copy, a tenth of a second later, copies the
-    renamed file, and ``Tuner.fit`` ends with a copy it waits for. Any other failed copy still warns.
+    renamed file, and ``Tuner.fit`` ends with a copy it waits for. The syncer warns when it starts the
+    next copy ("Last sync command failed", the traceback in the message); a forced snapshot (at the end
+    of the sweep) waits for the copy in flight first and logs its failure as an error ("Saving experiment
+    state to storage ... failed", the exception attached), then copies again. Any other failed copy
+    still warns.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Last sync command failed") and "FileNotFoundError" in message
-                    and "-tmp-" in message)
+        if message.startswith("Last sync command failed"):
+            return not ("FileNotFoundError" in message and "-tmp-" in message)
+        if message.startswith("Saving experiment state to storage") and record.exc_info:
+            error = record.exc_info[1]
+            return not (isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+        return True
 
 
-logging.getLogger("ray.train._internal.syncer").addFilter(BenignSyncRace())
+for _name in ("ray.train._internal.syncer", "ray.tune.execution.experiment_state"):
+    logging.getLogger(_name).addFilter(BenignSyncRace())
 
 
 def build_sampler(search: SearchSpec, seed: int) -> optuna.samplers.BaseSampler:

@@ -224,24 +224,42 @@ def test_an_mlflow_store_that_cannot_be_opened_fails_before_any_trial(tmp_path, 
 
 def test_tunes_benign_sync_race_is_dropped_and_any_other_failed_sync_still_warns():
     import logging
+    import sys
 
     from ray.train._internal import syncer
+    from ray.tune.execution import experiment_state
 
-    from kdtune.study import BenignSyncRace  # importing kdtune.study installs it on Tune's syncer logger
+    from kdtune.study import BenignSyncRace  # importing kdtune.study installs it on Tune's two loggers
 
     assert any(isinstance(f, BenignSyncRace) for f in syncer.logger.filters)
+    assert any(isinstance(f, BenignSyncRace) for f in experiment_state.logger.filters)
     head = "Last sync command failed with the following error:\nTraceback (most recent call last):\n  ...\n"
-    race = head + ("FileNotFoundError: [Errno 2] Failed to open local file '/tmp/ray/session_1/artifacts/t/sweep-001/"
-                   "driver_artifacts/.4a83858f-3061-tmp-searcher-state-t.pkl'. Detail: [errno 2] No such file or directory")
+    temporary = ("Failed to open local file '/tmp/ray/session_1/artifacts/t/sweep-001/driver_artifacts/"
+                 ".4a83858f-3061-tmp-searcher-state-t.pkl'. Detail: [errno 2] No such file or directory")
+    race = head + "FileNotFoundError: [Errno 2] " + temporary
     gone = head + "FileNotFoundError: [Errno 2] Failed to open local file '/data/sweep-001/experiment_state-t.json'"
     denied = head + "PermissionError: [Errno 13] Permission denied: '/data/sweep-001/.1-tmp-searcher-state-t.pkl'"
 
-    def kept(message):
-        return BenignSyncRace().filter(logging.LogRecord(syncer.logger.name, logging.WARNING, __file__, 1, message,
-                                                         None, None))
+    def kept(message, error=None, logger=syncer.logger):
+        exc_info = None
+        if error is not None:
+            try:
+                raise error
+            except OSError:
+                exc_info = sys.exc_info()
+        return BenignSyncRace().filter(logging.LogRecord(logger.name, logging.WARNING, __file__, 1, message,
+                                                         None, exc_info))
 
     assert not kept(race)
     assert kept(gone) and kept(denied) and kept("Saving the experiment state took ~12.00 seconds")
+    # A forced snapshot (the sweep's last) logs the failed copy it waited for as an error, the exception attached.
+    forced = "Saving experiment state to storage at '/data/sweep-001' failed with exception: "
+    state = experiment_state.logger
+    assert not kept(forced, FileNotFoundError(2, temporary), state)
+    assert kept(forced, FileNotFoundError(2, "Failed to open local file '/data/sweep-001/experiment_state-t.json'"),
+                state)
+    assert kept(forced, PermissionError(13, "Permission denied: '/data/.1-tmp-searcher-state-t.pkl'"), state)
+    assert kept(forced, None, state)
 
 
 def test_only_a_final_report_or_a_failure_ends_a_trial():
