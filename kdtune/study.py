@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -66,13 +67,16 @@ class BenignSyncRace(logging.Filter):
     still warns.
     """
 
+    # The name Tune gives the temporary (``ray.tune.utils.util._atomic_save``): ``.<uuid4>-tmp-<name>``.
+    TEMPORARY = re.compile(r"/\.[0-9a-f-]+-tmp-")
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith("Last sync command failed"):
-            return not ("FileNotFoundError" in message and "-tmp-" in message)
+            return not ("FileNotFoundError" in message and self.TEMPORARY.search(message))
         if message.startswith("Saving experiment state to storage") and record.exc_info:
             error = record.exc_info[1]
-            return not (isinstance(error, FileNotFoundError) and "-tmp-" in str(error))
+            return not (isinstance(error, FileNotFoundError) and self.TEMPORARY.search(str(error)))
         return True
 
 

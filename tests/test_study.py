@@ -260,6 +260,10 @@ def test_tunes_benign_sync_race_is_dropped_and_any_other_failed_sync_still_warns
                 state)
     assert kept(forced, PermissionError(13, "Permission denied: '/data/.1-tmp-searcher-state-t.pkl'"), state)
     assert kept(forced, None, state)
+    # "-tmp-" elsewhere in the path (a user's folder) is not one of Tune's temporaries.
+    elsewhere = "Failed to open local file '/data/run-tmp-1/sweep-001/experiment_state-t.json'"
+    assert kept(head + "FileNotFoundError: [Errno 2] " + elsewhere)
+    assert kept(forced, FileNotFoundError(2, elsewhere), state)
 
 
 def test_only_a_final_report_or_a_failure_ends_a_trial():
