@@ -90,6 +90,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         outcome = run_study(cfg, address=args.address, study_path=str(args.study))
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
+    if outcome.pace is not None:
+        print(f"sweep: {outcome.pace.text()}")
     print(f"report: {outcome.report['report_html']}")
     return 0
 

@@ -52,12 +52,33 @@ SEEDS_DONE = "seeds/n"  # how many seeds a front member was evaluated over (eval
 
 
 @dataclass(frozen=True)
+class SweepPace:
+    """How fast a run's sweep went: the trials that ended in it (complete or failed) over its wall time,
+    with the resources behind that figure."""
+
+    trials: int
+    seconds: float
+    per_trial: str  # what each trial asked Ray for: "1 CPU", "1 CPU + 0.25 GPU"
+    at_once: int  # search.max_concurrent
+    cluster: str  # what Ray had when the sweep started: "1 node(s), 2 CPU(s), 0 GPU(s)"
+
+    @property
+    def per_hour(self) -> float:
+        return self.trials * 3600.0 / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self) -> str:
+        return (f"{self.trials} trials ended in {self.seconds:.1f} s of sweep: {self.per_hour:,.0f} trials/hour "
+                f"({self.per_trial} per trial, up to {self.at_once} at once; Ray: {self.cluster})")
+
+
+@dataclass(frozen=True)
 class StudyOutcome:
     records: list[TrialRecord]
     report: dict[str, Path]
     hypervolume: float
     teacher_metrics: dict[str, float]
     run_name: str
+    pace: SweepPace | None = None  # None where no sweep ran (a rebuilt report, a complete grid)
 
 
 def run_study(
@@ -98,7 +119,7 @@ def run_study(
     try:
         # The driver waits while trials run: it evaluates the teacher and prepares the report then.
         with _alongside(lambda: _while_sweeping(cfg, data, teacher, drawer, echo)) as pending:
-            ray_errors = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
+            ray_errors, pace = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
         teacher_metrics = pending.result()
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})
@@ -111,7 +132,7 @@ def run_study(
         store.save_post_metrics(optuna_study, {r.trial_id: _post_metrics(cfg, r.metrics) for r in records})
         _log_after_sweep(tracker, cfg, data, records, students, teacher_metrics)
         paths, hv = _report(cfg, workdir, data, records, teacher_metrics, flags, time.monotonic() - start, plan.name,
-                            study_path, drawer=drawer)
+                            study_path, drawer=drawer, pace=pace)
         _tag_front(tracker, paths)
         tracker.log_metrics(None, {"pareto/hypervolume": hv})
         tracker.log_artifacts(None, [paths["report_md"].parent], artifact_path="report")
@@ -126,7 +147,7 @@ def run_study(
         if tracker.failures:
             echo(f"MLflow: {len(tracker.failures)} write(s) failed, first: {tracker.failures[0]}; "
                  "the report and the study's storage are complete")
-    return StudyOutcome(records, paths, hv, teacher_metrics, plan.name)
+    return StudyOutcome(records, paths, hv, teacher_metrics, plan.name, pace)
 
 
 def rebuild_report(
@@ -302,24 +323,30 @@ def _plan_sweep(cfg: StudyConfig, optuna_study: Any, workdir: Path, echo: Callab
 def _sweep(
     cfg: StudyConfig, data: Dataset, teacher: Teacher, optuna_study: Any, plan: SweepPlan, tracker: Tracker,
     workdir: Path, echo: Callable[[str], None],
-) -> dict[str, str]:
-    """Run the planned sweep through Ray (nothing if it has no trials); its log entry says if it finished."""
+) -> tuple[dict[str, str], SweepPace | None]:
+    """Run the planned sweep through Ray (nothing if it has no trials); its log entry says if it finished.
+    Returns Ray's errors by trial folder and the sweep's pace (None if nothing ran)."""
     if plan.n_trials == 0:
         echo("the grid is complete: nothing to run, rebuilding the report")
-        return {}
+        return {}, None
     from kdtune import study  # ray is imported only when a sweep actually runs
 
     store.set_sweep(optuna_study, plan.name, "running")
+    progress = study.ProgressCallback(cfg, echo)  # counts the trials that end
+    res = cfg.resources
+    per_trial = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "")
+    cluster = study.cluster_summary()
+    start = time.monotonic()
     errors = study.run_sweep(
         cfg, data, teacher.model, logits_of(teacher.model, data.train.x),
         storage=_ray_dir(cfg, workdir), run_name=plan.name, n_trials=plan.n_trials,
         optuna_storage=_storage(cfg, workdir), students_dir=_students_dir(cfg, workdir),
-        callbacks=[study.TrackingCallback(tracker, cfg, _students_dir(cfg, workdir)),
-                   study.ProgressCallback(cfg, echo)],
+        callbacks=[study.TrackingCallback(tracker, cfg, _students_dir(cfg, workdir)), progress],
         resume=plan.resume,
     )
+    seconds = time.monotonic() - start
     store.set_sweep(optuna_study, plan.name, "finished")
-    return errors
+    return errors, SweepPace(progress.done, seconds, per_trial, cfg.search.max_concurrent, cluster)
 
 
 def _outcomes(records: list[TrialRecord]) -> dict[str, Outcome]:
@@ -344,11 +371,12 @@ def _post_metrics(cfg: StudyConfig, metrics: dict[str, float]) -> dict[str, floa
 def _report(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
     flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None = None,
-    drawer: ReportProcess | None = None,
+    drawer: ReportProcess | None = None, pace: SweepPace | None = None,
 ) -> tuple[dict[str, Path], float]:
     """Write the report (in ``drawer``'s process when given) and compute its hypervolume."""
     try:
-        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name, study_path, drawer)
+        paths = _write(cfg, workdir, data, records, teacher_metrics, flags, seconds, run_name, study_path, drawer,
+                       pace)
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
     return paths, hypervolume_of(records, cfg.objectives, teacher_metrics)
@@ -357,12 +385,12 @@ def _report(
 def _write(
     cfg: StudyConfig, workdir: Path, data: Dataset, records: list[TrialRecord], teacher_metrics: dict[str, float],
     flags: dict[str, list[str]], seconds: float, run_name: str, study_path: str | None,
-    drawer: ReportProcess | None,
+    drawer: ReportProcess | None, pace: SweepPace | None,
 ) -> dict[str, Path]:
     return (drawer.write if drawer is not None else write_report)(
         workdir / cfg.output.reports / cfg.name, study_name=cfg.name, records=records, objectives=cfg.objectives,
         search_params=list(cfg.search.space), teacher_metrics=teacher_metrics,
-        meta=_meta(cfg, data, run_name, seconds) | _autoattack_meta(cfg),
+        meta=_meta(cfg, data, run_name, seconds) | _pace_meta(pace) | _autoattack_meta(cfg),
         metric_columns=metric_names(cfg.evaluation) + autoattack_metric_names(cfg.evaluation), flags=flags,
         reference=cfg.report.reference.record() if cfg.report.reference else None, study_path=study_path,
     )
@@ -496,6 +524,10 @@ def _masking_flags(
     shown = f" ({', '.join(flagged)})" if flagged else ""
     echo(f"robustness sanity checks: {len(flagged)} of {len(flags)} models flagged{shown}")
     return flags
+
+
+def _pace_meta(pace: SweepPace | None) -> dict[str, str]:
+    return {"sweep pace": pace.text()} if pace is not None else {}
 
 
 def _autoattack_meta(cfg: StudyConfig) -> dict[str, str]:

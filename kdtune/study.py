@@ -303,14 +303,14 @@ def init_ray(
     """
     if ray.is_initialized():
         where = ray.get_runtime_context().gcs_address
-        echo(f"Ray: reusing the Ray already running in this process at {where} ({_cluster_summary()})")
+        echo(f"Ray: reusing the Ray already running in this process at {where} ({cluster_summary()})")
         return
     address, source = resolve_address(address, configured)
     if address is None:
         # address="local": $RAY_ADDRESS must not turn "start a local Ray" into "connect".
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
-        echo(f"Ray: local on this machine ({_cluster_summary()}); pass --address to use a cluster")
+        echo(f"Ray: local on this machine ({cluster_summary()}); pass --address to use a cluster")
         return
     _check_reachable(address, source)
     try:  # an existing cluster decides its own CPUs and node IPs: no num_cpus / _node_ip_address here
@@ -319,7 +319,7 @@ def init_ray(
         raise KdtuneError(_no_cluster(address, source, str(err).strip().splitlines()[0][:200])) from err
     except (ValueError, RuntimeError, ray.exceptions.AuthenticationError) as err:  # ray[client], versions, token
         raise KdtuneError(f"cannot use the Ray cluster at {address} (from {source}): {str(err)[:400]}") from err
-    echo(f"Ray: cluster at {address} (from {source}; {_cluster_summary()})")
+    echo(f"Ray: cluster at {address} (from {source}; {cluster_summary()})")
 
 
 def _check_reachable(address: str, source: str, timeout_s: float = 5.0) -> None:
@@ -344,7 +344,7 @@ def _no_cluster(address: str, source: str, reason: str) -> str:
             f"`ray start --head`, or {drop.get(source, 'unset RAY_ADDRESS')} to run locally")
 
 
-def _cluster_summary() -> str:
+def cluster_summary() -> str:
     """``3 node(s), 3 CPU(s), 0 GPU(s)``: what the connected Ray has right now."""
     n_nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     res = ray.cluster_resources()

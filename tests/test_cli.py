@@ -11,6 +11,7 @@ import pytest
 
 from kdtune import cli
 from kdtune.config import registry_of
+from kdtune.runner import SweepPace
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
@@ -62,7 +63,9 @@ def fake_run(monkeypatch):
     def run_study(cfg, *, address=None, **kwargs):
         calls.append({"cfg": cfg, "address": address, **kwargs})
         records = [SimpleNamespace(status="COMPLETE"), SimpleNamespace(status="ERROR")]
-        return SimpleNamespace(records=records, hypervolume=0.25, report={"report_html": "reports/smoke.html"})
+        pace = SweepPace(2, 7.2, "1 CPU", 2, "1 node(s), 2 CPU(s), 0 GPU(s)")  # 2 trials in 7.2 s: 1,000 an hour
+        return SimpleNamespace(records=records, hypervolume=0.25, report={"report_html": "reports/smoke.html"},
+                               pace=pace)
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("kdtune.runner.run_study", run_study)
@@ -82,6 +85,8 @@ def test_run_routing(argv, fake_run, capsys):
     out, _ = capsys.readouterr()
     assert "1/2 trials complete; hypervolume 0.2500" in out
     assert "report: reports/smoke.html" in out
+    assert ("sweep: 2 trials ended in 7.2 s of sweep: 1,000 trials/hour (1 CPU per trial, up to 2 at once; "
+            "Ray: 1 node(s), 2 CPU(s), 0 GPU(s))") in out
 
 
 def test_run_passes_only_the_flag_so_the_study_file_can_beat_the_environment(fake_run, monkeypatch):

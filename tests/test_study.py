@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from kdtune.config import load_study
 from kdtune.evaluate import metric_names
-from kdtune.runner import run_study
+from kdtune.runner import SweepPace, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,11 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
                                 "from_real_data": "training images"} for r in outcome.records)
     assert len({r.trial_id for r in outcome.records}) == 4
     assert sum("done" in line for line in lines) == 4
+    # the sweep's pace: every trial that ended in it, over its wall time (part of the study's)
+    pace = outcome.pace
+    assert pace.trials == 4 and pace.per_trial == "1 CPU" and pace.at_once == cfg.search.max_concurrent
+    assert 0 < pace.seconds and pace.per_hour == pytest.approx(4 * 3600 / pace.seconds)
+    assert "CPU(s)" in pace.cluster
 
     out = tmp_path / "reports" / "tiny"
     for name in ("trials.csv", "pareto.csv", "report.md", "report.html"):
@@ -126,6 +131,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
     assert 0 < outcome.hypervolume <= 1
     assert "## Against the source" in (out / "report.md").read_text(encoding="utf-8")
+    assert pace.text() in (out / "report.md").read_text(encoding="utf-8")
 
     # MLflow: one parent, one child per trial, all ended, per-epoch metrics, weights, report artifacts
     client, runs = mlflow_runs(tmp_path, "tiny")
@@ -264,6 +270,15 @@ def test_tunes_benign_sync_race_is_dropped_and_any_other_failed_sync_still_warns
     elsewhere = "Failed to open local file '/data/run-tmp-1/sweep-001/experiment_state-t.json'"
     assert kept(head + "FileNotFoundError: [Errno 2] " + elsewhere)
     assert kept(forced, FileNotFoundError(2, elsewhere), state)
+
+
+def test_sweep_pace_is_trials_over_wall_time_with_what_each_trial_had():
+    pace = SweepPace(trials=12, seconds=90.0, per_trial="2 CPU + 0.25 GPU", at_once=4,
+                     cluster="1 node(s), 16 CPU(s), 1 GPU(s)")
+    assert pace.per_hour == 480.0  # 12 trials in 1.5 minutes
+    assert pace.text() == ("12 trials ended in 90.0 s of sweep: 480 trials/hour (2 CPU + 0.25 GPU per trial, up to 4 "
+                           "at once; Ray: 1 node(s), 16 CPU(s), 1 GPU(s))")
+    assert SweepPace(0, 0.0, "1 CPU", 1, "").per_hour == 0.0  # a sweep that ended before it began
 
 
 def test_only_a_final_report_or_a_failure_ends_a_trial():
