@@ -120,6 +120,9 @@ def run_study(
         # The driver waits while trials run: it evaluates the teacher and prepares the report then.
         with _alongside(lambda: _while_sweeping(cfg, data, teacher, drawer, echo)) as pending:
             ray_errors, pace = _sweep(cfg, data, teacher, optuna_study, plan, tracker, workdir, echo)
+        if pace is not None:
+            tracker.log_metrics(None, {"sweep/trials": pace.trials, "sweep/seconds": pace.seconds,
+                                       "sweep/trials_per_hour": pace.per_hour})
         teacher_metrics = pending.result()
         store.save_teacher_metrics(optuna_study, teacher_metrics)
         tracker.log_metrics(None, {f"teacher/{k}": v for k, v in teacher_metrics.items()})

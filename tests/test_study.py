@@ -172,6 +172,8 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     assert len(list(ray_dir.rglob("result.json"))) == 4
     assert not list(ray_dir.rglob("progress.csv")) and not list(ray_dir.rglob("events.out.tfevents*"))
     assert parents[0].data.metrics["pareto/hypervolume"] == pytest.approx(outcome.hypervolume)
+    assert parents[0].data.metrics["sweep/trials"] == 4
+    assert parents[0].data.metrics["sweep/trials_per_hour"] == pytest.approx(pace.per_hour)
 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, ray_session, monkeypatch):
