@@ -67,7 +67,8 @@ class SweepPace:
         return self.trials * 3600.0 / self.seconds if self.seconds > 0 else 0.0
 
     def text(self) -> str:
-        return (f"{self.trials} trials ended in {self.seconds:.1f} s of sweep: {self.per_hour:,.0f} trials/hour "
+        trials = f"{self.trials} trial{'' if self.trials == 1 else 's'}"
+        return (f"{trials} ended in {self.seconds:.1f} s of sweep: {self.per_hour:,.0f} trials/hour "
                 f"({self.per_trial} per trial, up to {self.at_once} at once; Ray: {self.cluster})")
 
 

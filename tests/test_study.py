@@ -281,6 +281,8 @@ def test_sweep_pace_is_trials_over_wall_time_with_what_each_trial_had():
     assert pace.text() == ("12 trials ended in 90.0 s of sweep: 480 trials/hour (2 CPU + 0.25 GPU per trial, up to 4 "
                            "at once; Ray: 1 node(s), 16 CPU(s), 1 GPU(s))")
     assert SweepPace(0, 0.0, "1 CPU", 1, "").per_hour == 0.0  # a sweep that ended before it began
+    assert SweepPace(1, 36.0, "1 CPU", 1, "1 node(s), 2 CPU(s), 0 GPU(s)").text().startswith(
+        "1 trial ended in 36.0 s of sweep: 100 trials/hour")
 
 
 def test_only_a_final_report_or_a_failure_ends_a_trial():
