@@ -16,7 +16,7 @@ from kdtune.attacks import pgd
 from kdtune.config import LatencySpec
 from kdtune.evaluate import correct, measure_latency, robust_accuracy
 from kdtune.methods import MethodContext, build_method
-from kdtune.pipeline import run_student
+from kdtune.student import run_student
 from kdtune.train import fit_student
 
 EPS = (0.05, 0.1, 0.2)

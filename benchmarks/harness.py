@@ -56,10 +56,11 @@ class Run:
 
 def kdtune_study(bench: Bench, workdir: Path, *, n_trials: int, epochs: int) -> Run:
     """``run_study`` on a fresh working directory (its own Optuna storage, MLflow store and report)."""
-    from kdtune.runner import run_study
+    from kdtune.config import with_overrides
+    from kdtune.study import run_study
 
     workdir.mkdir(parents=True)
-    cfg = bench.cfg.with_overrides({
+    cfg = with_overrides(bench.cfg, {
         "search.budget": n_trials, "student.epochs": epochs, "tracking.uri": f"sqlite:///{workdir / 'mlflow.db'}",
     })
     stamps: list[tuple[float, str]] = []
@@ -148,7 +149,7 @@ def _same_metrics(kdtune: Run, hand_run: Run) -> float:
 
 
 def run_harness(bench: Bench, log: Callable[[str], None]) -> Result:
-    from kdtune.study import init_ray
+    from kdtune.sweep import init_ray
 
     s = bench.settings
     # Ray runs workers at niceness 15 by default: on a machine shared with other users, kdtune's trials would

@@ -63,7 +63,7 @@ def synthetic(p: dict[str, float], noise: np.random.Generator) -> tuple[float, f
 
 def _front(sampler: optuna.samplers.BaseSampler, n_trials: int, seed: int) -> np.ndarray:
     """The (n_trials, 3) objective values a sampler's study reached."""
-    from kdtune.study import DefineByRun
+    from kdtune.sweep import DefineByRun
 
     search = _search(n_trials)
     suggest = DefineByRun(search, {})
@@ -82,7 +82,7 @@ def _run_job(job: tuple[str, int, int]) -> np.ndarray:
     """One (sampler kind, budget, seed) study, in a worker process."""
     import torch  # the GP sampler's arithmetic: one thread per worker process, two workers on two cores
 
-    from kdtune.study import build_sampler
+    from kdtune.sweep import build_sampler
 
     torch.set_num_threads(1)
     kind, n_trials, seed = job

@@ -4,6 +4,9 @@ An entry is ``<name>.pt`` (loaded with ``weights_only=True``) with ``<name>.sha2
 whose checksum does not match, or that cannot be read, is rebuilt, never loaded. Writes go to a temporary
 file first, so a crash never leaves half a file under the final name; a lock file lets concurrent trials
 wait for the first builder instead of building the same entry twice.
+
+Imports torch only inside the functions that read or write entries: the CLI's crash handler uses
+``cache_dir`` and must work when torch itself fails to import.
 """
 
 from __future__ import annotations
@@ -13,11 +16,9 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from kdtune.errors import KdtuneError
 
@@ -27,6 +28,12 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+
+
+def cache_dir(configured: str | None) -> Path:
+    """``configured``, else $KDTUNE_CACHE_DIR, else ~/.cache/kdtune, as an absolute path."""
+    raw = configured or os.environ.get("KDTUNE_CACHE_DIR") or "~/.cache/kdtune"
+    return Path(raw).expanduser().resolve()
 
 
 def cached(path: Path, compute: Callable[[], dict[str, Any]], *, what: str) -> tuple[dict[str, Any], bool]:
@@ -60,6 +67,8 @@ def locked(path: Path, *, what: str) -> Iterator[None]:
 
 def load_checked(path: Path, *, what: str) -> dict[str, Any] | None:
     """The entry at ``path`` if present and intact, else None (a damaged entry is logged)."""
+    import torch
+
     sums = path.with_suffix(".sha256")
     if not path.exists() or not sums.exists():
         return None
@@ -73,16 +82,32 @@ def load_checked(path: Path, *, what: str) -> dict[str, Any] | None:
         return None
 
 
-def save_atomic(path: Path, payload: dict[str, Any], *, what: str) -> None:
-    """Write ``payload`` and its checksum; a failure raises a one-line KdtuneError with the fix."""
+def save_atomic(path: Path, payload: Any, *, what: str, checksum: bool = True) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, rename, then write the checksum (unless
+    ``checksum`` is false: a file that is not a cache entry, such as a finished trial's student weights).
+
+    Readers never see half a file; a failure removes the temporary and raises a one-line KdtuneError.
+    """
+    import torch
+
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            torch.save(payload, tmp)
-        os.replace(tmp.name, path)
-        path.with_suffix(".sha256").write_text(_checksum(path) + "\n")
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as f:
+            tmp = Path(f.name)
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+        if checksum:
+            path.with_suffix(".sha256").write_text(_checksum(path) + "\n")
     except OSError as err:
         raise KdtuneError(_unwritable(what, path, err)) from None
+    finally:
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def _checksum(path: Path) -> str:

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _save_traceback() -> Path:
-    from kdtune.teacher import cache_dir
+    from kdtune.cache import cache_dir  # not kdtune.teacher: the error being reported may be torch's import
 
     path = cache_dir(None) / "last-error.log"
     try:
@@ -78,7 +78,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.study}: ok ({cfg.search.n_trials} trials over {', '.join(cfg.search.space)})")
         return 0
-    from kdtune.runner import rebuild_report, rerun_trial, run_study
+    from kdtune import compat
+
+    compat.check_versions()  # one line naming the supported range, before anything starts
+    compat.setup()  # Tune's environment and log filters, for this process and the Ray it starts
+    from kdtune.study import rebuild_report, rerun_trial, run_study
 
     if args.command == "rerun":
         stored, again = rerun_trial(cfg, args.trial_id)
@@ -86,7 +90,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "report":
         outcome = rebuild_report(cfg, study_path=str(args.study))
-    else:  # the runner resolves ray.address and $RAY_ADDRESS after --address
+    else:  # the study resolves ray.address and $RAY_ADDRESS after --address
         outcome = run_study(cfg, address=args.address, study_path=str(args.study))
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
@@ -104,7 +108,8 @@ def _print_comparison(stored: dict[str, float], again: dict[str, float]) -> None
 
 
 def _print_registries() -> None:
-    from kdtune.config import registry_of
+    import kdtune.components  # noqa: F401 - the built-in registries enroll themselves
+    from kdtune.registry import registry_of
 
     plurals = {
         "dataset": "datasets", "model": "models", "method": "methods", "loss": "losses",

@@ -6,8 +6,8 @@ drawn on the generator's device, then moved), and the teacher is only run, never
 * ``noise_set`` and ``adversarial_noise_set``: nothing from the real data is used ("Data-less knowledge
   extraction from models?", 2020 blog post; code github.com/paulvinell/Knowledge_Extraction_Noise).
 * Lopes et al. 2017, data-free KD from activation metadata (arXiv:1710.07535): ``activation_stats``
-  summarises the teacher's activations on its training data (the only real-data artefact, saved with
-  ``save_stats``), and ``reconstruct`` optimises noise until the teacher's activations match samples
+  summarises the teacher's activations on its training data (the only real-data artefact, saved as
+  ``stats_to_dict``), and ``reconstruct`` optimises noise until the teacher's activations match samples
   drawn from that summary.
 
 Layers are named modules of the teacher (``net.<i>`` for kdtune MLPs); by default every ``nn.Linear``
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdtune.lean_torch import LeanAdam
+from kdtune.compat.optim import LeanAdam
 
 LOGITS = "logits"
 OBJECTIVES = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
@@ -309,17 +307,8 @@ def stats_from_dict(payload: dict[str, Tensor | str]) -> TeacherStats:
     )  # fmt: skip
 
 
-def save_stats(stats: TeacherStats, path: Path | str) -> None:
-    """Write ``stats`` to ``path`` atomically (a crash never leaves a half file under that name)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(stats_to_dict(stats), tmp)
-    os.replace(tmp.name, path)
-
-
 def load_stats(path: Path | str) -> TeacherStats:
-    """The statistics written by ``save_stats``, on the CPU."""
+    """The statistics saved (as ``stats_to_dict``) at ``path``, on the CPU."""
     return stats_from_dict(torch.load(path, map_location="cpu", weights_only=True))
 
 

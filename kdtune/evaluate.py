@@ -1,7 +1,7 @@
 """Metrics of a trained classifier: clean and robust accuracy, parameters, Jacobian norm, latency.
 
-Metric names are stable and namespaced: ``val/acc``, ``test/robust_acc@0.1`` (PGD),
-``val/fgsm_acc@0.1``, ``model/params``, ``jacobian/norm``, ``latency/ms_b1``.
+Metric names come from ``kdtune.metrics``: ``val/acc``, ``test/robust_acc@0.1`` (PGD),
+``val/fgsm_acc@0.1``, ``model/params``, ``jacobian/norm`` (on test images), ``latency/ms_b1``.
 """
 
 from __future__ import annotations
@@ -15,32 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from kdtune import attacks
+from kdtune import attacks, metrics
 from kdtune.models import n_params
 from kdtune.penalties import jacobian_norm
 
 if TYPE_CHECKING:
-    from kdtune.config import EvaluationSpec, LatencySpec
+    from kdtune.spec import EvaluationSpec, LatencySpec
     from kdtune.data import Dataset
-
-SPLITS = ("val", "test")
-
-
-def eps_name(eps: float) -> str:
-    """How an eps appears in metric names: 0.1 -> '0.1', 0.05 -> '0.05'."""
-    return f"{eps:g}"
-
-
-def metric_names(spec: EvaluationSpec, dataset: str | None = None) -> list[str]:
-    """Every final metric a trial reports, in report order."""
-    names = [f"{s}/acc" for s in SPLITS]
-    names += [f"{s}/robust_acc@{eps_name(e)}" for s in SPLITS for e in spec.eps]
-    if spec.fgsm:
-        names += [f"{s}/fgsm_acc@{eps_name(e)}" for s in SPLITS for e in spec.eps]
-    names += [f"latency/ms_b{b}" for b in spec.latency.batch_sizes]
-    names += ["model/params", "jacobian/norm"]
-    return names
-
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -102,23 +83,27 @@ def mean_jacobian_norm(model: nn.Module, x: Tensor, *, batch_size: int = 256) ->
 def evaluate_model(
     model: nn.Module, data: Dataset, spec: EvaluationSpec, *, seed: int = 0
 ) -> dict[str, float]:
-    """Accuracy-type metrics on val and test, parameters and Jacobian norm (no latency)."""
+    """Accuracy-type metrics on val and test, parameters and Jacobian norm (no latency).
+
+    Each ``val/*`` metric is measured on ``data.val`` and each ``test/*`` on ``data.test``; the Jacobian
+    norm on the first ``spec.n_jacobian`` test images.
+    """
     gen = torch.Generator(device=data.test.x.device).manual_seed(seed)
-    metrics: dict[str, float] = {}
-    for split in SPLITS:
+    out: dict[str, float] = {}
+    for split in metrics.SPLITS:
         part = getattr(data, split)
         right = correct(model, part.x, part.y)  # once per split: every attack below scores against it
-        metrics[f"{split}/acc"] = share(right)
+        out[metrics.acc(split)] = share(right)
         for eps in spec.eps:
             pgd = _bind(attacks.pgd, eps=eps, steps=spec.pgd_steps, generator=gen)
-            metrics[f"{split}/robust_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, pgd, right=right)
+            out[metrics.attacked_acc(split, eps)] = robust_accuracy(model, part.x, part.y, pgd, right=right)
             if spec.fgsm:
                 fgsm = _bind(attacks.fgsm, eps=eps)
-                metrics[f"{split}/fgsm_acc@{eps_name(eps)}"] = robust_accuracy(model, part.x, part.y, fgsm,
-                                                                               right=right)
-    metrics["model/params"] = float(n_params(model))
-    metrics["jacobian/norm"] = mean_jacobian_norm(model, data.test.x[: spec.n_jacobian])
-    return metrics
+                out[metrics.attacked_acc(split, eps, "fgsm")] = robust_accuracy(model, part.x, part.y, fgsm,
+                                                                                right=right)
+    out[metrics.PARAMS] = float(n_params(model))
+    out[metrics.JACOBIAN_NORM] = mean_jacobian_norm(model, data.test.x[: spec.n_jacobian])
+    return out
 
 
 def _bind(fn: Callable[..., Tensor], **kwargs: object) -> Callable[..., Tensor]:
@@ -160,7 +145,7 @@ def measure_latency(
                 for b, x in inputs.items():
                     samples[name][b].extend(_time_calls(model, x, spec.n_calls, cuda=cuda))
     pick = min if spec.statistic == "min" else statistics.median
-    return {m: {f"latency/ms_b{b}": pick(v) for b, v in per.items()} for m, per in samples.items()}
+    return {m: {metrics.latency(b): pick(v) for b, v in per.items()} for m, per in samples.items()}
 
 
 def _time_calls(model: nn.Module, x: Tensor, n_calls: int, *, cuda: bool) -> list[float]:

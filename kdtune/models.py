@@ -19,7 +19,7 @@ import pydantic
 import torch
 from torch import Tensor, nn
 
-from kdtune.data import MNIST_INFO, DataInfo
+from kdtune.data import DataInfo
 from kdtune.errors import ConfigError
 from kdtune.registry import Registry
 
@@ -217,8 +217,8 @@ def resnet18(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return net
 
 
-def build_model(name: str, params: Mapping[str, Any] | None = None, info: DataInfo = MNIST_INFO) -> Classifier:
-    """The model ``name`` with validated ``params``, shaped for ``info`` (default: MNIST)."""
+def build_model(name: str, params: Mapping[str, Any] | None, info: DataInfo) -> Classifier:
+    """The model ``name`` with validated ``params`` (None: defaults), shaped and normalized for ``info``."""
     net = MODELS.build(name, **dict(params or {}), input_shape=tuple(info.input_shape), n_classes=info.n_classes)
     return Classifier(net, info)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from kdtune.errors import KdtuneError
+from kdtune.compat.hypervolume import compute_hypervolume
 from kdtune.records import Objective, TrialRecord
 
 logger = logging.getLogger(__name__)
@@ -73,18 +73,7 @@ def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[fl
     keep = np.isfinite(loss).all(axis=1) & (loss < ref).all(axis=1)
     if not keep.any():
         return 0.0
-    return float(_compute_hypervolume()(loss[keep], ref))
-
-
-def _compute_hypervolume() -> Callable[[np.ndarray, np.ndarray], float]:
-    """optuna's exact hypervolume, imported lazily (the one place kdtune touches it)."""
-    try:
-        from optuna._hypervolume import compute_hypervolume
-    except ImportError as err:
-        raise KdtuneError(
-            f"computing the hypervolume needs optuna ({err}); install it with `pip install optuna`"
-        ) from err
-    return compute_hypervolume
+    return float(compute_hypervolume()(loss[keep], ref))
 
 
 def normalized_objectives(
@@ -132,3 +121,14 @@ def _min_scale(metric: str, teacher_metrics: dict[str, float], column: np.ndarra
         scale,
     )
     return scale
+
+
+def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
+    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify."""
+    values = [r.objective_values(list(objectives)) for r in records]
+    eligible = np.array([v is not None for v in values], dtype=bool)
+    mask = np.zeros(len(records), dtype=bool)
+    if eligible.any():
+        rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
+        mask[eligible] = pareto_mask(rows, [o.mode for o in objectives])
+    return mask

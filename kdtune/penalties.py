@@ -12,7 +12,7 @@ Per-sample quantities assume the model does not mix samples (no BatchNorm in tra
 
 # No ``from __future__ import annotations``: the registry reads these annotations at runtime.
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,10 +106,6 @@ def _hutchinson(x: Tensor, y: Tensor, logits: Tensor, n_samples: int) -> Tensor:
 
 def _finite_difference(model: nn.Module, x: Tensor, logits: Tensor, n_samples: int, eps: float) -> Tensor:
     """Mean over the batch of max over logits of Var_v (v^T H v), central differences."""
-    if n_samples < 2:
-        raise ConfigError(
-            f"penalty 'hessian': finite_difference needs n_samples >= 2 for a variance (got {n_samples})"
-        )
     v = _rademacher(x.expand(n_samples, *x.shape))  # (N, B, ...)
     steps = eps * v
     shifted = torch.cat([x + steps, x - steps]).flatten(0, 1)  # (2N*B, ...)
@@ -118,7 +114,17 @@ def _finite_difference(model: nn.Module, x: Tensor, logits: Tensor, n_samples: i
     return second.var(dim=0).amax(dim=1).mean()  # Var over v: (B, K) -> max over K -> mean
 
 
-@PENALTIES.register("hessian")
+def _check_hessian(params: dict[str, Any]) -> None:
+    """Load-time check: the finite-difference variance needs at least two directions."""
+    n_samples = params.get("n_samples")
+    if params.get("estimator") == "finite_difference" and n_samples is not None and n_samples < 2:
+        raise ConfigError(
+            f"penalty 'hessian': estimator finite_difference needs n_samples >= 2 for a variance"
+            f" (got {n_samples}); set n_samples to 2 or more, or leave it unset"
+        )
+
+
+@PENALTIES.register("hessian", check=_check_hessian)
 def hessian(
     model: nn.Module,
     x: Tensor,
@@ -140,6 +146,7 @@ def hessian(
     for hutchinson, 2 for finite_difference) counts directions v.
     """
     _require_input_grad(x)
+    _check_hessian({"estimator": estimator, "n_samples": n_samples})  # direct callers skip the registry
     if estimator == "finite_difference":
         return _finite_difference(model, x, logits, 2 if n_samples is None else n_samples, fd_eps)
     targets = logits.argmax(dim=1).detach() if y is None else y

@@ -8,10 +8,13 @@ the lowest priority (nice 19), so they take the CPU the trials leave idle and no
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 BACKGROUND_NICE = 19  # the lowest priority; raising a thread's niceness needs no privilege
 
@@ -26,3 +29,20 @@ def background_thread() -> None:
         return
     with contextlib.suppress(OSError):  # e.g. a sandbox that forbids it: the work runs as before
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
+@contextlib.contextmanager
+def alongside(work: Callable[[], Any]) -> Iterator[concurrent.futures.Future]:
+    """Run ``work`` in a driver thread, with one torch thread and the lowest CPU priority, while the block
+    runs (the sweep, whose trials have the other cores and come first); the future holds its result.
+    Leaving the block waits for it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-driver",
+                                                   initializer=background_thread) as pool:
+            yield pool.submit(work)
+    finally:
+        torch.set_num_threads(threads)

@@ -6,16 +6,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["max", "min"]
+from kdtune.spec import Mode, Objective, Reference, ReferenceRow
+
+__all__ = ["Mode", "Objective", "Reference", "ReferenceRow", "Status", "TrialRecord"]
+
 Status = Literal["COMPLETE", "FAILED"]
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a study: a metric name (e.g. ``val/acc``) and its direction."""
-
-    metric: str
-    mode: Mode
 
 
 @dataclass(frozen=True)
@@ -43,25 +38,3 @@ class TrialRecord:
         if any(v is None or not math.isfinite(v) for v in values):
             return None
         return [float(v) for v in values]  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class ReferenceRow:
-    """One result a source document reports: the trials it corresponds to and the source's numbers.
-
-    ``match`` maps searched YAML paths to values (``{"method.name": "hinton"}``); ``teacher`` marks
-    the source's teacher row instead. ``metrics`` uses kdtune's metric names (``test/acc``).
-    """
-
-    label: str
-    metrics: dict[str, float]
-    match: dict[str, Any] = field(default_factory=dict)
-    teacher: bool = False
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A source's results to show next to kdtune's; ``source`` cites it and states dataset differences."""
-
-    source: str
-    rows: list[ReferenceRow]

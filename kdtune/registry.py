@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -64,17 +65,38 @@ def _schema_from_signature(name: str, fn: Callable[..., Any], context: tuple[str
     return pydantic.create_model(f"{name}_params", __config__=config, **fields)
 
 
+# Every live registry by kind: a registry enrolls itself when it is created (``registry_of``).
+_INDEX: weakref.WeakValueDictionary[str, Registry] = weakref.WeakValueDictionary()
+
+
+def registry_of(kind: str) -> Registry:
+    """The registry of one kind of component (``"model"``, ``"loss"``, ...), from the index."""
+    try:
+        return _INDEX[kind]
+    except KeyError:
+        known = sorted(_INDEX)
+        raise ConfigError(f"no registry of kind '{kind}'{did_you_mean(kind, known)}; known: {', '.join(known)}") from None
+
+
+def registries() -> dict[str, Registry]:
+    """Every enrolled registry by kind, in the order they were created."""
+    return dict(_INDEX.items())
+
+
 class Registry(Generic[F]):
-    """Names -> functions, for one kind of component (e.g. ``"loss"``).
+    """Names -> functions, for one kind of component (e.g. ``"loss"``); it enrolls itself under its kind.
 
     ``context`` names keyword arguments that kdtune supplies at build time (e.g. a model's
     ``n_classes`` from the dataset); they are not user parameters.
     """
 
     def __init__(self, kind: str, *, context: tuple[str, ...] = ()) -> None:
+        if kind in _INDEX:
+            raise ValueError(f"a registry of kind '{kind}' exists already; register into it instead")
         self.kind = kind
         self.context = context
         self._entries: dict[str, Entry] = {}
+        _INDEX[kind] = self
 
     def register(
         self,
@@ -129,7 +151,7 @@ class Registry(Generic[F]):
             model = entry.schema.model_validate(dict(params))
         except pydantic.ValidationError as err:
             raise ConfigError(_param_error(self.kind, name, entry, err)) from None
-        params = model.model_dump()
+        params = {k: getattr(model, k) for k in type(model).model_fields}  # validated values, specs kept typed
         if entry.check is not None:
             entry.check(params)
         return params

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdtune.evaluate import eps_name, eval_mode
+from kdtune import metrics
+from kdtune.evaluate import eval_mode
 
 if TYPE_CHECKING:
-    from kdtune.config import EvaluationSpec
+    pass
 
 # The reduced CPU budget (standard AutoAttack: 100 APGD iterations, 5 restarts, 5000 Square queries).
 APGD_ITER, APGD_RESTARTS, SQUARE_QUERIES = 50, 1, 1000
@@ -30,16 +31,6 @@ AUTOATTACK_BUDGET = (
     f"untargeted APGD-CE and APGD-DLR ({APGD_ITER} iterations, {APGD_RESTARTS} restart each), "
     f"then Square ({SQUARE_QUERIES} queries)"
 )
-
-
-def autoattack_metric(eps: float, split: str = "test") -> str:
-    """The metric name of AutoAttack accuracy at ``eps``: ``test/autoattack_acc@0.1``."""
-    return f"{split}/autoattack_acc@{eps_name(eps)}"
-
-
-def autoattack_metric_names(spec: EvaluationSpec) -> list[str]:
-    """The AutoAttack metric columns a study reports: none unless ``spec.autoattack.enabled``."""
-    return [autoattack_metric(e) for e in spec.autoattack.eps] if spec.autoattack.enabled else []
 
 
 def autoattack_accuracy(
@@ -116,7 +107,7 @@ def _current_cuda(device: torch.device) -> Iterator[None]:
 
 
 def masking_checks(
-    metrics: Mapping[str, float], eps_list: Sequence[float], split: str = "test", *, tol: float = 0.01
+    measured: Mapping[str, float], eps_list: Sequence[float], split: str = "test", *, tol: float = 0.01
 ) -> list[str]:
     """Gradient-masking sanity checks on one model's metrics; one line per violation, [] if it passes.
 
@@ -124,12 +115,12 @@ def masking_checks(
     PGD is no weaker than FGSM and AutoAttack no weaker than PGD at the same eps; no robust accuracy
     exceeds clean accuracy. Metrics that are missing or not finite are skipped. arXiv:1902.06705.
     """
-    attacks = {"PGD": "robust_acc", "FGSM": "fgsm_acc", "AutoAttack": "autoattack_acc"}
+    attacks = {"PGD": "pgd", "FGSM": "fgsm", "AutoAttack": "autoattack"}
     eps_sorted = sorted(set(eps_list))
 
     def value(kind: str, eps: float) -> tuple[str, float]:
-        name = f"{split}/{attacks[kind]}@{eps_name(eps)}"
-        return name, _finite(metrics.get(name))
+        name = metrics.attacked_acc(split, eps, attacks[kind])  # type: ignore[arg-type]
+        return name, _finite(measured.get(name))
 
     violations = []
     for kind in attacks:  # robust accuracy must not rise with eps (between the eps it was measured at)
@@ -137,13 +128,13 @@ def masking_checks(
         for (m_small, v_small), (m_large, v_large) in itertools.pairwise(present):
             if _exceeds(v_large, v_small, tol):
                 violations.append(f"{kind} accuracy rises with eps: {m_large}={v_large:.4f} > {m_small}={v_small:.4f}")
-    clean_name = f"{split}/acc"
-    clean = _finite(metrics.get(clean_name))
+    clean_name = metrics.acc(split)
+    clean = _finite(measured.get(clean_name))
     for eps in eps_sorted:
         for stronger, weaker in (("PGD", "FGSM"), ("AutoAttack", "PGD")):
             (m_strong, v_strong), (m_weak, v_weak) = value(stronger, eps), value(weaker, eps)
             if _exceeds(v_strong, v_weak, tol):
-                violations.append(f"{stronger} weaker than {weaker} at eps={eps_name(eps)}: "
+                violations.append(f"{stronger} weaker than {weaker} at eps={metrics.eps_name(eps)}: "
                                   f"{m_strong}={v_strong:.4f} > {m_weak}={v_weak:.4f}")
         for kind in attacks:
             name, robust = value(kind, eps)

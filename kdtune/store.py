@@ -96,10 +96,6 @@ def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None
     study.set_user_attr(TEACHER, {k: v for k, v in metrics.items() if math.isfinite(v)})
 
 
-def teacher_metrics(study: optuna.Study) -> dict[str, float]:
-    return dict(study.user_attrs.get(TEACHER, {}))
-
-
 def sweeps(study: optuna.Study) -> list[dict[str, Any]]:
     """The log of sweeps: ``[{"name": "sweep-001", "status": "running" | "finished"}, ...]``."""
     return list(study.user_attrs.get(SWEEPS, []))

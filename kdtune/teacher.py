@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from kdtune.models import build_model
 from kdtune.train import fit_teacher
 
 if TYPE_CHECKING:
-    from kdtune.config import TrainSpec
+    from kdtune.spec import TrainSpec
     from kdtune.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -37,12 +36,6 @@ class Teacher:
     history: list[dict[str, float]]
     path: Path
     from_cache: bool
-
-
-def cache_dir(configured: str | None) -> Path:
-    """``configured``, else $KDTUNE_CACHE_DIR, else ~/.cache/kdtune, as an absolute path."""
-    raw = configured or os.environ.get("KDTUNE_CACHE_DIR") or "~/.cache/kdtune"
-    return Path(raw).expanduser().resolve()
 
 
 def teacher_key(spec: TrainSpec, data: Dataset, seed: int) -> str:

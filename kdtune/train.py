@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from kdtune.errors import TrainingError
 from kdtune.evaluate import accuracy
-from kdtune.lean_torch import LeanAdam, LeanSGD
+from kdtune.compat.optim import LeanAdam, LeanSGD
 
 if TYPE_CHECKING:
-    from kdtune.config import TrainSpec
+    from kdtune.spec import TrainSpec
     from kdtune.data import Dataset, Split
     from kdtune.methods import Distiller
 
@@ -49,7 +49,7 @@ class Penalty:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
-    """torch's SGD (momentum 0.9) or Adam, as ``kdtune.lean_torch`` steps them (without torch._dynamo)."""
+    """torch's SGD (momentum 0.9) or Adam, as ``kdtune.compat.optim`` steps them (without torch._dynamo)."""
     if spec.optimizer == "sgd":
         return LeanSGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
     return LeanAdam(params, lr=spec.lr, weight_decay=spec.weight_decay)

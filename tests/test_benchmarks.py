@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from kdtune.attacks import fgsm, pgd
+from kdtune.data import MNIST_INFO
 from kdtune.losses import hinton_kd
 from kdtune.models import build_model
 from kdtune.penalties import hessian, jacobian
@@ -34,7 +35,7 @@ STEP_KEYS = ("kd_step", "cached_teacher_step", "jacobian_rp", "hessian", "fgsm_a
 def twins():
     """A kdtune student and its hand-written twin with the same weights, and a batch."""
     torch.manual_seed(0)
-    model = build_model("seed000_student")
+    model = build_model("seed000_student", None, MNIST_INFO)
     torch.manual_seed(0)
     twin = hand.MLP([64])
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))

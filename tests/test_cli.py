@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +13,7 @@ import pytest
 
 from kdtune import cli
 from kdtune.config import registry_of
-from kdtune.runner import SweepPace
+from kdtune.study import SweepPace
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "studies" / "smoke.yaml"
@@ -57,7 +59,7 @@ def test_validate_smoke_exits_0(capsys, clean_cwd):
 
 @pytest.fixture
 def fake_run(monkeypatch):
-    """``kdtune.runner.run_study`` replaced by a recorder: no data, no Ray, no training."""
+    """``kdtune.study.run_study`` replaced by a recorder: no data, no Ray, no training."""
     calls: list[dict] = []
 
     def run_study(cfg, *, address=None, **kwargs):
@@ -68,7 +70,7 @@ def fake_run(monkeypatch):
                                pace=pace)
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr("kdtune.runner.run_study", run_study)
+    monkeypatch.setattr("kdtune.study.run_study", run_study)
     return calls
 
 
@@ -117,14 +119,60 @@ def test_python_m_kdtune_validate_bad_file(clean_cwd):
 
 
 def test_an_unexpected_error_is_one_line_with_the_traceback_saved(monkeypatch, capsys, tmp_path):
-    import kdtune.runner
+    import kdtune.study
 
     def broken(cfg, **kwargs):
         raise ZeroDivisionError("division by zero\nsecond line")
 
     monkeypatch.setenv("KDTUNE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(kdtune.runner, "run_study", broken)
+    monkeypatch.setattr(kdtune.study, "run_study", broken)
     assert cli.main(["studies/smoke.yaml"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("kdtune: internal error: ZeroDivisionError: division by zero (")
     assert "Traceback" in (tmp_path / "last-error.log").read_text()
+
+
+# Both end in the crash handler while torch cannot be imported: directly, and through ``kdtune list``.
+BROKEN_TORCH = {
+    "handler": """
+        from kdtune import cli
+        try:
+            import torch
+        except ImportError:
+            print(cli._save_traceback())
+    """,
+    "main": """
+        import sys
+        from kdtune import cli
+        sys.exit(cli.main(["list"]))
+    """,
+}
+
+
+@pytest.mark.parametrize("how", BROKEN_TORCH)
+def test_the_crash_handler_reports_a_failed_torch_import_without_importing_torch(how, tmp_path):
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os\n"
+        "with open(os.environ['KDTUNE_TEST_TORCH_IMPORTS'], 'a') as f:\n"
+        "    f.write('x')\n"
+        "raise ImportError('torch is broken (simulated)')\n"
+    )
+    attempts, cache = tmp_path / "torch-imports", tmp_path / "cache"
+    env = {
+        **os.environ, "KDTUNE_CACHE_DIR": str(cache), "KDTUNE_TEST_TORCH_IMPORTS": str(attempts),
+        "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(BROKEN_TORCH[how])], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=tmp_path)  # fmt: skip
+    log = cache / "last-error.log"
+    if how == "handler":
+        assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", f"{log}\n")
+    else:
+        assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line: no second error from the handler
+        assert proc.stderr.startswith("kdtune: internal error: ImportError: torch is broken (simulated)")
+        assert f"traceback saved to {log}" in proc.stderr
+    assert "ImportError: torch is broken (simulated)" in log.read_text()
+    assert attempts.read_text() == "x"  # torch was tried once, by the failing code, never by the handler

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdtune.config import load_study
+from kdtune.config import load_study, with_overrides
 from kdtune.errors import KdtuneError
-from kdtune.study import init_ray, resolve_address
+from kdtune.sweep import init_ray, resolve_address
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each worker node gets its own loopback address, so Tune's per-result ``node_ip`` names the node a trial
@@ -175,12 +175,12 @@ def test_init_ray_connects_to_a_running_cluster(cluster):
 def test_a_study_spreads_its_trials_over_the_nodes_of_a_cluster(cluster, tmp_path, monkeypatch):
     import ray
 
-    from kdtune.runner import run_study
+    from kdtune.study import run_study
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # Trials long enough to overlap: three actors start at once on 2 cores, seconds apart (the head node's
     # raylet has a worker prestarted); with 1-epoch trials the first one up ran all three on its node.
-    cfg = _write_study(tmp_path).with_overrides({"student.epochs": SPREAD_EPOCHS})
+    cfg = with_overrides(_write_study(tmp_path), {"student.epochs": SPREAD_EPOCHS})
     lines = []
     outcome = run_study(cfg, workdir=tmp_path, address=cluster.address, echo=lines.append)
 

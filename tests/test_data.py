@@ -1,6 +1,6 @@
 """Tests for kdtune.data: the bundled mnist_5k subset, scikit-learn's digits, torchvision MNIST /
 Fashion-MNIST read from hand-written IDX files, CIFAR-10 read from hand-written python batches,
-Split.batches, fingerprints and the user-facing errors."""
+Split.index_batches, fingerprints and the user-facing errors."""
 
 from __future__ import annotations
 
@@ -207,7 +207,17 @@ def _small_dataset(n_train: int = 3, name: str = "toy") -> Dataset:
     x = torch.arange(5 * 4, dtype=torch.float32).view(5, 1, 2, 2) / 20
     y = torch.tensor([0, 1, 0, 1, 0])
     split = lambda a, b: Split(x[a:b], y[a:b])  # noqa: E731
-    return Dataset(name, split(0, n_train), split(n_train, 4), split(4, 5), n_classes=2, input_shape=(1, 2, 2))
+    return Dataset(
+        name, split(0, n_train), split(n_train, 4), split(4, 5), n_classes=2, input_shape=(1, 2, 2),
+        mean=(0.5,), std=(0.25,),
+    )  # fmt: skip
+
+
+def test_a_dataset_has_no_default_pixel_statistics() -> None:
+    split = Split(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(TypeError, match="mean"):
+        Dataset("toy", split, split, split, n_classes=2, input_shape=(1, 2, 2))  # type: ignore[call-arg]
+    assert _small_dataset().info.mean == (0.5,) and _small_dataset().info.std == (0.25,)
 
 
 def test_fingerprint_is_sensitive_to_name_pixels_labels_and_boundaries() -> None:
@@ -248,41 +258,32 @@ def test_split_rejects_mismatched_tensors() -> None:
         Split(torch.zeros(3, 4), torch.zeros(3, dtype=torch.int64))
 
 
-def test_batches_in_order_keep_the_last_partial_batch() -> None:
+def test_shuffled_index_batches_cover_every_index_once() -> None:
     split = _indexed_split(103)
-    batches = list(split.batches(10, shuffle=False))
-    assert [len(y) for _, y in batches] == [10] * 10 + [3]
-    assert torch.cat([y for _, y in batches]).tolist() == list(range(103))
-    assert len(split) == 103
-
-
-def test_shuffled_batches_cover_every_index_once_and_keep_pairs() -> None:
-    split = _indexed_split(103)
-    batches = list(split.batches(16, shuffle=True, generator=torch.Generator().manual_seed(0)))
-    assert [len(y) for _, y in batches] == [16] * 6 + [7]
-    order = torch.cat([y for _, y in batches])
+    batches = list(split.index_batches(16, generator=torch.Generator().manual_seed(0)))
+    assert [len(idx) for idx in batches] == [16] * 6 + [7] and len(split) == 103
+    order = torch.cat(batches)
     assert sorted(order.tolist()) == list(range(103))
     assert order.tolist() != list(range(103))
-    for x, y in batches:
-        assert torch.equal(x[:, 0, 0, 0], y.float() / 103)
+    for idx in batches:
+        assert torch.equal(split.x[idx, 0, 0, 0], split.y[idx].float() / 103)
 
 
-def test_shuffled_batches_are_reproducible_with_a_generator() -> None:
+def test_shuffled_index_batches_are_reproducible_with_a_generator() -> None:
     split = _indexed_split(50)
 
     def order(seed: int) -> list[int]:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.cat([y for _, y in split.batches(8, shuffle=True, generator=gen)]).tolist()
+        return torch.cat(list(split.index_batches(8, generator=torch.Generator().manual_seed(seed)))).tolist()
 
     assert order(3) == order(3)
     assert order(3) != order(4)
 
 
-def test_batches_edge_cases() -> None:
+def test_index_batches_edge_cases() -> None:
     split = _indexed_split(5)
-    assert [len(y) for _, y in split.batches(64, shuffle=True)] == [5]
+    assert [len(idx) for idx in split.index_batches(64)] == [5]
     with pytest.raises(ValueError, match="batch_size"):
-        split.batches(0, shuffle=False)
+        split.index_batches(0)
 
 
 # ---------------------------------------------------------------- torchvision MNIST / Fashion-MNIST

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from kdtune import datafree
+from kdtune.cache import save_atomic
 from kdtune.config import TrainSpec
-from kdtune.data import Split, load_dataset
+from kdtune.data import MNIST_INFO, Split, load_dataset
 from kdtune.errors import ConfigError
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.methods._datafree import NAMES
@@ -77,7 +78,8 @@ def test_adversarial_noise_makes_the_teacher_predict_each_target_class(teacher):
 
 def test_activation_stats_match_moments_computed_by_hand():
     torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [16, 8]}).eval()  # net: Flatten, Linear, ReLU, Linear, ReLU, Linear
+    # net: Flatten, Linear, ReLU, Linear, ReLU, Linear
+    model = build_model("mlp", {"hidden": [16, 8]}, MNIST_INFO).eval()
     x, labels = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
     stats = datafree.activation_stats(model, x, labels=labels, spectral=True, spectral_keep=0.5, batch_size=25)
     net = model.net
@@ -112,7 +114,7 @@ def test_activation_stats_match_moments_computed_by_hand():
 
 
 def test_spectral_stats_need_linear_layers():
-    model = build_model("mlp", {"hidden": [16, 8]})
+    model = build_model("mlp", {"hidden": [16, 8]}, MNIST_INFO)
     with pytest.raises(ValueError, match="nn.Linear"):
         datafree.activation_stats(model, torch.rand(8, 1, 28, 28), layers=("net.2", "net.4"), spectral=True)
     with pytest.raises(ValueError, match="no module named"):
@@ -121,7 +123,7 @@ def test_spectral_stats_need_linear_layers():
 
 def test_stats_round_trip_exactly_through_save_and_load(teacher, data, tmp_path):
     stats = datafree.activation_stats(teacher, data.train.x, labels=data.train.y, spectral=True)
-    datafree.save_stats(stats, tmp_path / "meta" / "stats.pt")
+    save_atomic(tmp_path / "meta" / "stats.pt", datafree.stats_to_dict(stats), what="statistics")
     back = datafree.load_stats(tmp_path / "meta" / "stats.pt")
     assert (back.layers, back.n_classes, back.input_shape) == (stats.layers, stats.n_classes, stats.input_shape)
     assert torch.equal(back.counts, stats.counts)

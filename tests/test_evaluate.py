@@ -4,16 +4,17 @@ from torch import nn
 
 from kdtune import evaluate as evaluate_module
 from kdtune.config import EvaluationSpec, LatencySpec, TrainSpec
+from kdtune.data import MNIST_INFO
 from kdtune.evaluate import (
     accuracy,
     correct,
-    eps_name,
     evaluate_model,
     mean_jacobian_norm,
     measure_latency,
-    metric_names,
     robust_accuracy,
 )
+from kdtune.metrics import eps_name
+from kdtune.metrics import trial_metric_names as metric_names
 from kdtune.models import build_model
 from kdtune.train import fit_teacher
 
@@ -21,7 +22,7 @@ from kdtune.train import fit_teacher
 @pytest.fixture(scope="module")
 def trained(small_data):
     torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [32]})
+    model = build_model("mlp", {"hidden": [32]}, small_data.info)
     fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 3}), seed=0)
     return model
 
@@ -89,7 +90,7 @@ def test_evaluation_leaves_the_model_mode_alone(small_data, trained):
 
 def test_jacobian_norm_of_a_linear_model_is_its_scaled_weight_norm():
     """For logits = W (x - m)/s + b, d logits / dx = W / s, so ||J||_F = ||W||_F / s for every input."""
-    model = build_model("mlp", {"hidden": []})
+    model = build_model("mlp", {"hidden": []}, MNIST_INFO)
     expected = model.net[-1].weight.norm().item() / 0.3081
     assert mean_jacobian_norm(model, torch.rand(10, 1, 28, 28)) == pytest.approx(expected, rel=1e-5)
 

@@ -1,11 +1,11 @@
-"""kdtune.lean_torch: torch's optimizers, stepped without importing torch._dynamo, update exactly as torch's do."""
+"""kdtune.compat.optim: torch's optimizers, stepped without importing torch._dynamo, update exactly as torch's do."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kdtune.lean_torch import LeanAdam, LeanSGD, _lean, optimizers_without_dynamo
+from kdtune.compat.optim import LeanAdam, LeanSGD, _lean, optimizers_without_dynamo
 from tests.fresh_python import fresh_python
 
 
@@ -77,7 +77,7 @@ def test_a_trial_trains_without_importing_dynamo():
         import sys
         from types import SimpleNamespace
         import torch
-        from kdtune.lean_torch import optimizers_without_dynamo
+        from kdtune.compat.optim import optimizers_without_dynamo
         from kdtune.train import make_optimizer
         print(optimizers_without_dynamo())
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))

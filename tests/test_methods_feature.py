@@ -8,7 +8,7 @@ from torch import nn
 
 import kdtune.train
 from kdtune.config import TrainSpec
-from kdtune.data import load_dataset
+from kdtune.data import MNIST_INFO, load_dataset
 from kdtune.errors import ConfigError
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.methods._feature import pool_to_common_size
@@ -33,7 +33,7 @@ def data():
 @pytest.fixture(scope="module")
 def teacher(data):
     torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [64]})
+    model = build_model("mlp", {"hidden": [64]}, data.info)
     fit_teacher(model, data, spec(model={"name": "mlp", "hidden": [64]}, epochs=2), seed=0)
     return frozen(model, "cpu")
 
@@ -54,7 +54,7 @@ def conv_net(channels: int, pool: int) -> nn.Module:
 
 @pytest.mark.parametrize(("layer", "width"), [("auto", 32), ("net.2", 32), ("net.1", 32), ("net.0", 784)])
 def test_tap_captures_the_named_layer(layer, width):
-    model = build_model("mlp", {"hidden": [32]})  # net: Flatten, Linear, ReLU, Linear
+    model = build_model("mlp", {"hidden": [32]}, MNIST_INFO)  # net: Flatten, Linear, ReLU, Linear
     tap = FeatureTap(model, layer)
     model(torch.rand(5, 1, 28, 28))
     assert tap.features.shape == (5, width)
@@ -69,7 +69,7 @@ def test_tap_auto_is_the_input_of_the_last_linear():
 
 
 def test_tap_unknown_layer_suggests_the_closest_name():
-    model = build_model("mlp", {"hidden": [32]})
+    model = build_model("mlp", {"hidden": [32]}, MNIST_INFO)
     with pytest.raises(ConfigError, match=r"unknown layer 'net\.22' \(did you mean 'net\.2'\?\).*net\.0, net\.1"):
         FeatureTap(model, "net.22", what="student_layer")
 
@@ -80,7 +80,7 @@ def test_tap_auto_needs_a_linear_head():
 
 
 def test_tap_context_manager_unhooks():
-    model = build_model("mlp", {"hidden": [8]})
+    model = build_model("mlp", {"hidden": [8]}, MNIST_INFO)
     with FeatureTap(model, "net.2") as tap:
         model(torch.rand(2, 1, 28, 28))
     first = tap.features
@@ -103,7 +103,7 @@ def test_pool_to_common_size_averages_the_longer_vector():
 
 def test_cosine_term_equals_one_minus_cos_by_hand(data, teacher, tmp_path):
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [32]})
+    student = build_model("mlp", {"hidden": [32]}, data.info)
     d = build_method("cosine", {"weight": 0.4}, context(data, teacher, tmp_path))
     d.attach(student)
     idx = torch.arange(16)
@@ -126,7 +126,7 @@ def test_cosine_term_equals_one_minus_cos_by_hand(data, teacher, tmp_path):
 
 def test_fitnets_vector_regressor_maps_student_to_teacher_width(data, teacher, tmp_path):
     d = build_method("fitnets", {}, context(data, teacher, tmp_path))
-    d.attach(build_model("mlp", {"hidden": [32]}))
+    d.attach(build_model("mlp", {"hidden": [32]}, data.info))
     assert isinstance(d.regressor, nn.Linear)
     assert (d.regressor.in_features, d.regressor.out_features) == (32, 64)
 
@@ -163,7 +163,7 @@ def test_fitnets_regressor_is_in_the_optimizer_and_is_trained(data, teacher, tmp
 
     monkeypatch.setattr(kdtune.train, "make_optimizer", spy)
     d = build_method("fitnets", {}, context(data, teacher, tmp_path))
-    fit_student(build_model("mlp", {"hidden": [32]}), data, spec(epochs=1), distiller=d, seed=0)
+    fit_student(build_model("mlp", {"hidden": [32]}, data.info), data, spec(epochs=1), distiller=d, seed=0)
     assert {id(p) for p in d.regressor.parameters()} <= seen["ids"]
     assert not {id(p) for p in teacher.parameters()} & seen["ids"]
     assert all(not torch.equal(b, p) for b, p in zip(seen["before"], d.regressor.parameters()))
@@ -183,7 +183,7 @@ def test_feature_methods_need_a_teacher_and_check_its_layer(name, data, teacher,
 
 @pytest.mark.parametrize("name", FEATURE_METHODS)
 def test_the_student_hook_goes_away_with_the_distiller(name, data, teacher, tmp_path):
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, data.info)
     d = build_method(name, {}, context(data, teacher, tmp_path))
     d.attach(student)
     assert student.net[3]._forward_pre_hooks
@@ -195,7 +195,7 @@ def test_the_student_hook_goes_away_with_the_distiller(name, data, teacher, tmp_
 @pytest.mark.parametrize("name", FEATURE_METHODS)
 def test_feature_method_trains_a_student(name, data, teacher, tmp_path):
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [32]})
+    student = build_model("mlp", {"hidden": [32]}, data.info)
     d = build_method(name, {}, context(data, teacher, tmp_path))
     history = fit_student(student, data, spec(), distiller=d, seed=0)
     assert history[-1]["train/task"] < history[0]["train/task"]

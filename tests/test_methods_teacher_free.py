@@ -84,7 +84,7 @@ def test_helper_model_is_trained_once_then_loaded_from_cache(name, data, tmp_pat
 def test_tfkd_self_pretrains_a_copy_of_the_student_spec(data, tmp_path):
     d = build_method("tfkd_self", {}, context(data, tmp_path))
     assert d.helper.path.stem == teacher_key(spec(), data, 0)  # shared with any identical teacher
-    student = build_model("mlp", {"hidden": [32]})
+    student = build_model("mlp", {"hidden": [32]}, data.info)
     assert [p.shape for p in d.helper.model.parameters()] == [p.shape for p in student.parameters()]
 
 
@@ -116,7 +116,7 @@ def test_reversed_builds_the_weak_teacher_and_distils_from_it_live(data, tmp_pat
 def test_teacher_free_method_trains_a_student(name, data, tmp_path):
     d = build_method(name, HELPERS.get(name, {}), context(data, tmp_path))
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [32]})
+    student = build_model("mlp", {"hidden": [32]}, data.info)
     history = fit_student(student, data, spec(), distiller=d, seed=0)
     assert history[-1]["train/task"] < history[0]["train/task"]
     assert history[-1]["val/acc"] > 0.5  # chance is 0.1

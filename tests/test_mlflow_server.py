@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kdtune.config import load_study
-from kdtune.runner import run_study
+from kdtune.study import run_study
 from tests.test_study import BASE  # the tiny end-to-end study
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def call(port: int, path: str, body: dict) -> dict:
 def study_with_server(tmp_path_factory):
     import ray
 
-    from kdtune.study import init_ray
+    from kdtune.sweep import init_ray
 
     workdir = tmp_path_factory.mktemp("served")
     path = workdir / "study.yaml"

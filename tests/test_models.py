@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kdtune.data import DataInfo
+from kdtune.data import MNIST_INFO, DataInfo
 from kdtune.errors import ConfigError
 from kdtune.models import MODELS, build_model, n_params
 
@@ -12,8 +12,8 @@ def mlp_params(sizes):
 
 
 def test_seed000_sizes_are_exact():
-    assert n_params(build_model("seed000_teacher")) == 535_818
-    assert n_params(build_model("seed000_student")) == 50_890
+    assert n_params(build_model("seed000_teacher", None, MNIST_INFO)) == 535_818
+    assert n_params(build_model("seed000_student", None, MNIST_INFO)) == 50_890
 
 
 @pytest.mark.parametrize(
@@ -21,17 +21,17 @@ def test_seed000_sizes_are_exact():
     [("hinton_1200", [784, 1200, 1200, 10]), ("hinton_800", [784, 800, 800, 10])],
 )
 def test_hinton_mlps_match_their_layer_sizes(name, sizes):
-    assert n_params(build_model(name)) == mlp_params(sizes)
+    assert n_params(build_model(name, None, MNIST_INFO)) == mlp_params(sizes)
 
 
 @pytest.mark.parametrize("hidden", [[], [16], [32, 8], [100, 50, 25]])
 def test_mlp_parameter_count_follows_the_formula(hidden):
-    assert n_params(build_model("mlp", {"hidden": hidden})) == mlp_params([784, *hidden, 10])
+    assert n_params(build_model("mlp", {"hidden": hidden}, MNIST_INFO)) == mlp_params([784, *hidden, 10])
 
 
 def test_normalization_lives_inside_the_model():
     """A linear 'mlp' maps pixels x to W((x - mean)/std) + b: attacks can stay in pixel space."""
-    model = build_model("mlp", {"hidden": []})
+    model = build_model("mlp", {"hidden": []}, MNIST_INFO)
     linear = model.net[-1]
     x = torch.rand(3, 1, 28, 28)
     expected = linear((x.flatten(1) - 0.1307) / 0.3081)
@@ -49,6 +49,11 @@ def test_models_take_their_shape_and_normalization_from_the_data():
     assert model(x).shape == (2, 7)
 
 
+def test_build_model_assumes_no_dataset():
+    with pytest.raises(TypeError, match="info"):
+        build_model("mlp", {"hidden": [5]})  # type: ignore[call-arg]
+
+
 def test_context_arguments_are_not_user_parameters():
     with pytest.raises(ConfigError, match="unexpected parameter 'n_classes'"):
         MODELS.validate("mlp", {"n_classes": 3})
@@ -56,7 +61,7 @@ def test_context_arguments_are_not_user_parameters():
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model_builds_and_gives_finite_logits(name):
-    model = build_model(name)
+    model = build_model(name, None, MNIST_INFO)
     logits = model(torch.rand(4, 1, 28, 28))
     assert logits.shape == (4, 10)
     assert torch.isfinite(logits).all()

@@ -77,11 +77,12 @@ def test_tutorial_cnns_size_their_classifier_from_the_input() -> None:
 
 
 def test_tutorial_cnns_keep_the_dropout_as_a_parameter() -> None:
-    dropouts = [m for m in build_model("deepnn").net.classifier if isinstance(m, nn.Dropout)]
+    dropouts = [m for m in build_model("deepnn", None, info((1, 28, 28))).net.classifier if isinstance(m, nn.Dropout)]
     assert [d.p for d in dropouts] == [0.1]
-    assert not any(isinstance(m, nn.Dropout) for m in build_model("lightnn", {"dropout": 0}).net.modules())
+    no_dropout = build_model("lightnn", {"dropout": 0}, info((1, 28, 28)))
+    assert not any(isinstance(m, nn.Dropout) for m in no_dropout.net.modules())
     with pytest.raises(ConfigError, match="parameter 'dropout'"):
-        build_model("lightnn", {"dropout": 1.0})
+        build_model("lightnn", {"dropout": 1.0}, info((1, 28, 28)))
 
 
 @pytest.mark.parametrize("c", [1, 3])

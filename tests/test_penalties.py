@@ -215,6 +215,13 @@ def test_finite_difference_needs_two_samples():
         hessian(model, xr, y, logits, estimator="finite_difference", n_samples=1)
 
 
+def test_finite_difference_one_sample_fails_at_load_time():
+    with pytest.raises(ConfigError, match=r"n_samples >= 2 .*set n_samples to 2 or more"):
+        PENALTIES.validate("hessian", {"estimator": "finite_difference", "n_samples": 1})
+    assert PENALTIES.validate("hessian", {"estimator": "hutchinson", "n_samples": 1})["n_samples"] == 1
+    assert PENALTIES.validate("hessian", {"estimator": "finite_difference"})["n_samples"] is None
+
+
 @pytest.mark.parametrize("estimator", ["hutchinson", "finite_difference"])
 def test_hessian_penalty_is_differentiable(estimator):
     model, (x, y) = _mlp(11), _batch(11)

@@ -58,7 +58,7 @@ def test_a_system_that_refuses_leaves_the_thread_as_it_was(monkeypatch):
 
 @linux_only
 def test_the_driver_work_beside_the_sweep_runs_at_the_lowest_priority():
-    from kdtune.runner import _alongside
+    from kdtune.priority import alongside as _alongside
 
     with _alongside(_nice_here) as pending:
         pass

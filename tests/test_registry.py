@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kdtune.data import MNIST_INFO
 from kdtune.errors import ConfigError
 from kdtune.losses import LOSSES
 from kdtune.models import build_model
@@ -43,7 +44,7 @@ def test_every_loss_is_finite_and_differentiable(name):
 @pytest.mark.parametrize("name", PENALTIES.names())
 def test_every_penalty_is_finite_nonnegative_and_trains_the_model(name):
     torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [16]})
+    model = build_model("mlp", {"hidden": [16]}, MNIST_INFO)
     x = torch.rand(8, 1, 28, 28, requires_grad=True)
     y = torch.randint(0, 10, (8,))
     value = PENALTIES.bind(name, {})(model, x, y, model(x))

@@ -17,7 +17,7 @@ from kdtune.errors import KdtuneError
 from kdtune.records import Objective, TrialRecord
 from kdtune.report import HYPERVOLUME_FORMAT, hypervolume_of, write_report
 from kdtune.report._analysis import Space, hypervolume_by_trial, knee_index, param_importances
-from kdtune.report._tables import front_mask
+from kdtune.pareto import front_mask
 from tests.fresh_python import fresh_python
 
 OBJECTIVES = [

@@ -19,7 +19,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from kdtune.config import load_study
-from kdtune.runner import rebuild_report, run_study
+from kdtune.study import rebuild_report, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +79,7 @@ def optuna_trials(workdir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
 def ray_session():
     import ray
 
-    from kdtune.study import init_ray
+    from kdtune.sweep import init_ray
 
     init_ray(None)
     yield
@@ -214,7 +214,7 @@ def test_an_unwritable_report_directory_fails_clearly_and_loses_nothing(tmp_path
 
 
 def test_rerun_retrains_a_stored_trial_and_reproduces_its_metrics(tmp_path, ray_session, monkeypatch):
-    from kdtune.runner import rerun_trial
+    from kdtune.study import rerun_trial
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_study(write(tmp_path, name="again"))
@@ -231,7 +231,7 @@ def test_rerun_retrains_a_stored_trial_and_reproduces_its_metrics(tmp_path, ray_
 
 
 def test_seed_summary_is_the_t_interval():
-    from kdtune.runner import seed_summary
+    from kdtune.metrics import seed_summary
 
     runs = [{"val/acc": 0.90, "x": 1.0}, {"val/acc": 0.92, "x": 2.0}, {"val/acc": 0.94}]
     out = seed_summary(runs)

@@ -1,4 +1,4 @@
-"""Tests for kdtune.robustness: gradient-masking checks, AutoAttack accuracy (ART), their config and runner hooks."""
+"""Tests for kdtune.robustness: gradient-masking checks, AutoAttack accuracy (ART), their config and the study stages that use them."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import functools
 import pytest
 import torch
 
-from kdtune import attacks, runner
+from kdtune import attacks
 from kdtune.config import AutoAttackSpec, EvaluationSpec, StudyConfig, TrainSpec, load_study
 from kdtune.errors import ConfigError
-from kdtune.evaluate import accuracy, metric_names, robust_accuracy
+from kdtune.evaluate import accuracy, robust_accuracy
+from kdtune.metrics import AA_SUBSET, autoattack_metric_names
+from kdtune.metrics import trial_metric_names as metric_names
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
-from kdtune.robustness import autoattack_accuracy, autoattack_metric, autoattack_metric_names, masking_checks
+from kdtune.robustness import autoattack_accuracy, masking_checks
+from kdtune.study import StudyPaths, StudyRun
+from kdtune.study._stored import load_students
+from kdtune.study.stages import autoattack, masking
 from kdtune.teacher import Teacher
 from kdtune.train import fit_teacher
-from kdtune.trainable import STUDENT_FILE
+from kdtune.sweep import STUDENT_FILE
 
 EPS = [0.05, 0.1, 0.2]
 CLEAN = {  # a plausible, unflagged model: accuracy falls with eps, PGD <= FGSM, AutoAttack <= PGD
@@ -116,7 +121,7 @@ def test_autoattack_is_at_least_as_strong_as_pgd(small_data, trained):
     assert aa == autoattack_accuracy(trained, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)  # seeded
 
 
-# ---------------------------------------------------------------- config and runner integration
+# ---------------------------------------------------------------- config and study-stage integration
 
 MINI = """\
 name: mini
@@ -141,7 +146,6 @@ def test_autoattack_config_validates_and_names_its_metrics(tmp_path):
     cfg = _study(tmp_path, MINI + enabled)
     assert cfg.evaluation.autoattack == AutoAttackSpec(enabled=True, eps=[0.1, 0.2], n_samples=64, members="all")
     assert autoattack_metric_names(cfg.evaluation) == ["test/autoattack_acc@0.1", "test/autoattack_acc@0.2"]
-    assert autoattack_metric(0.05) == "test/autoattack_acc@0.05"
 
 
 @pytest.mark.parametrize("bad", ["{members: some}", "{eps: [0.0]}", "{n_samples: 0}", "{enable: true}"])
@@ -159,7 +163,7 @@ def test_disabled_autoattack_leaves_metric_columns_unchanged(tmp_path):
 
 
 @pytest.mark.usefixtures("_art_home")
-def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_data):
+def test_study_stages_attack_teacher_and_front_and_flags_every_model(tmp_path, small_data):
     cfg = _study(tmp_path, MINI + "evaluation: {eps: [0.1], autoattack: {enabled: true, n_samples: 16}}\n")
     records = []
     for i, acc in enumerate([0.9, 0.5]):  # t0 is the front (one objective: val/acc)
@@ -171,14 +175,16 @@ def test_runner_attacks_teacher_and_front_and_flags_every_model(tmp_path, small_
     records.append(TrialRecord("t2", "FAILED", error="boom"))
     teacher = Teacher(build_model("mlp", {}, small_data.info), [], tmp_path, from_cache=False)
     lines: list[str] = []
-    students = runner._load_students(cfg, small_data, records)
-    records, teacher_metrics = runner._autoattack(
-        cfg, small_data, teacher, students, records, {"test/acc": 1.0}, lines.append
-    )
+    run = StudyRun(cfg, StudyPaths.of(cfg, tmp_path), echo=lines.append, data=small_data, teacher=teacher,
+                   records=records, teacher_metrics={"test/acc": 1.0})
+    load_students(run)
+    autoattack.attack(run)
+    records, teacher_metrics = run.records, run.teacher_metrics
     name = "test/autoattack_acc@0.1"
     assert 0.0 <= records[0].metrics[name] <= 1.0 and 0.0 <= teacher_metrics[name] <= 1.0
     assert name not in records[1].metrics and not records[2].metrics
-    flags = runner._masking_flags(cfg, records, teacher_metrics, lines.append)
+    masking.check(run)
+    flags = run.flags
     assert set(flags) == {"teacher", "t0", "t1"} and flags["teacher"] == []
     assert flags["t1"] == ["PGD accuracy above clean accuracy: test/robust_acc@0.1=0.3000 > test/acc=0.1000"]
     assert lines[-1] == "robustness sanity checks: 2 of 3 models flagged (t0, t1)"
@@ -193,11 +199,13 @@ def test_autoattack_is_checked_against_pgd_on_its_own_images(tmp_path, subset_aa
     metrics = {
         "test/acc": 0.95, "test/robust_acc@0.1": 0.30, "test/fgsm_acc@0.1": 0.40,  # all 1,000 test images
         "test/autoattack_acc@0.1": subset_aa,  # the first 200, which happen to be easier
-        f"{runner.AA_SUBSET}/acc": 0.99, f"{runner.AA_SUBSET}/robust_acc@0.1": 0.46,
-        f"{runner.AA_SUBSET}/autoattack_acc@0.1": subset_aa,
+        f"{AA_SUBSET}/acc": 0.99, f"{AA_SUBSET}/robust_acc@0.1": 0.46,
+        f"{AA_SUBSET}/autoattack_acc@0.1": subset_aa,
     }
-    records = [TrialRecord("t0", "COMPLETE", {}, metrics)]
-    flags = runner._masking_flags(cfg, records, {"test/acc": 1.0}, lambda line: None)
+    run = StudyRun(cfg, StudyPaths.of(cfg, tmp_path), echo=lambda line: None,
+                   records=[TrialRecord("t0", "COMPLETE", {}, metrics)], teacher_metrics={"test/acc": 1.0})
+    masking.check(run)
+    flags = run.flags
     if flagged:
         assert flags["t0"] == [
             "AutoAttack weaker than PGD at eps=0.1: test/autoattack_acc@0.1=0.6000 > test/robust_acc@0.1=0.4600"

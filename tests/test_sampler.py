@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from kdtune.config import SearchSpec
-from kdtune.study import build_sampler
+from kdtune.sweep import build_sampler
 
 OBJECTIVES = [{"metric": "val/acc", "mode": "max"}, {"metric": "latency/ms_b1", "mode": "min"}]
 FLAT = {"method.temperature": {"type": "float", "low": 1.0, "high": 10.0}}

@@ -4,9 +4,9 @@ import optuna
 import pytest
 import yaml
 
-from kdtune.config import load_study
+from kdtune.config import load_study, with_overrides
 from kdtune.errors import ConfigError
-from kdtune.study import DefineByRun
+from kdtune.sweep import DefineByRun
 
 STUDY = """
 name: families
@@ -30,10 +30,10 @@ def write(tmp_path, text):
 
 def test_switching_a_component_keeps_only_the_parameters_it_accepts(tmp_path):
     cfg = load_study(write(tmp_path, STUDY))
-    assert cfg.with_overrides({"method.name": "ce"}).method.params == {}
-    same = cfg.with_overrides({"method.name": "hinton"})
+    assert with_overrides(cfg, {"method.name": "ce"}).method.params == {}
+    same = with_overrides(cfg, {"method.name": "hinton"})
     assert same.method.params == {"temperature": 3.0, "alpha": 0.5}  # the study's own settings stay
-    both = cfg.with_overrides({"method.temperature": 6.0, "method.name": "hinton"})
+    both = with_overrides(cfg, {"method.temperature": 6.0, "method.name": "hinton"})
     assert both.method.params["temperature"] == 6.0  # the name applies first, whatever the order
 
 
@@ -83,5 +83,5 @@ def test_define_by_run_suggests_conditional_entries_only_when_active(tmp_path):
         study.tell(trial, 0.0)
     for params in seen:
         assert ("method.temperature" in params) == (params["method.name"] == "hinton")
-        assert cfg.with_overrides(params)  # every sampled configuration is valid
+        assert with_overrides(cfg, params)  # every sampled configuration is valid
     assert {p["method.name"] for p in seen} == {"hinton", "ce"}

@@ -8,7 +8,7 @@ import yaml
 
 from kdtune.config import load_study
 from kdtune.errors import KdtuneError
-from kdtune.runner import _flatten_top
+from kdtune.study.stages.start import _parent_params as _flatten_top
 from kdtune.store import open_study, redact
 
 PACKAGE = Path(__file__).parent.parent / "kdtune"

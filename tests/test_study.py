@@ -9,8 +9,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from kdtune.config import load_study
-from kdtune.evaluate import metric_names
-from kdtune.runner import SweepPace, run_study
+from kdtune.metrics import trial_metric_names as metric_names
+from kdtune.study import SweepPace, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ BASE = {
 def ray_session():
     import ray
 
-    from kdtune.study import init_ray
+    from kdtune.sweep import init_ray
 
     init_ray(None)
     yield
@@ -205,7 +205,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path,
 def test_driver_work_alongside_the_sweep_uses_one_thread_and_restores_the_count():
     import torch
 
-    from kdtune.runner import _alongside
+    from kdtune.priority import alongside as _alongside
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -237,7 +237,9 @@ def test_tunes_benign_sync_race_is_dropped_and_any_other_failed_sync_still_warns
     from ray.train._internal import syncer
     from ray.tune.execution import experiment_state
 
-    from kdtune.study import BenignSyncRace  # importing kdtune.study installs it on Tune's two loggers
+    from kdtune.compat import BenignSyncRace, setup
+
+    setup()  # installs it on Tune's two loggers (the CLI calls it; importing kdtune changes nothing)
 
     assert any(isinstance(f, BenignSyncRace) for f in syncer.logger.filters)
     assert any(isinstance(f, BenignSyncRace) for f in experiment_state.logger.filters)
@@ -286,8 +288,8 @@ def test_sweep_pace_is_trials_over_wall_time_with_what_each_trial_had():
 
 
 def test_only_a_final_report_or_a_failure_ends_a_trial():
-    from kdtune.study import _final_report
-    from kdtune.trainable import FAILED_KEY
+    from kdtune.sweep import final_report as _final_report
+    from kdtune.sweep import FAILED_KEY
 
     epoch = {"epoch": 3, "train/loss": 0.4, "val/acc": 0.9}  # has an objective, but is not the end
     assert not _final_report(epoch) and not _final_report({})

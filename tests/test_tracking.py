@@ -99,13 +99,15 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeyp
 
     import numpy as np
 
+    from kdtune.data import MNIST_INFO
     from kdtune.models import build_model
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "models", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})
-    tracker.log_model("t1", build_model("mlp", {"hidden": [4]}).eval(), np.zeros((2, 1, 28, 28), np.float32))
+    model = build_model("mlp", {"hidden": [4]}, MNIST_INFO).eval()
+    tracker.log_model("t1", model, np.zeros((2, 1, 28, 28), np.float32))
     assert tracker.failures == [] and "MLFLOW_TRACKING_URI" not in os.environ  # a later study keeps its own store
     assert "student/MLmodel" in {a.path for a in MlflowClient(tracker.uri).list_artifacts(tracker.children["t1"], "student")}
 
@@ -237,6 +239,7 @@ def test_after_preload_logging_a_model_imports_nothing_new():
         import sys, tempfile
         from pathlib import Path
         import numpy as np
+        from kdtune.data import MNIST_INFO
         from kdtune.models import build_model
         from kdtune.tracking import Tracker
         d = Path(tempfile.mkdtemp())
@@ -245,7 +248,8 @@ def test_after_preload_logging_a_model_imports_nothing_new():
         tracker.start_trial("t1", {}, {})
         Tracker.preload()
         before = set(sys.modules)
-        tracker.log_model("t1", build_model("mlp", {"hidden": [4]}).eval(), np.zeros((2, 1, 28, 28), np.float32))
+        model = build_model("mlp", {"hidden": [4]}, MNIST_INFO).eval()
+        tracker.log_model("t1", model, np.zeros((2, 1, 28, 28), np.float32))
         print(tracker.failures)
         print(sorted(set(sys.modules) - before))
     """, timeout_s=300)

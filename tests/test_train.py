@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ class LossOf(Distiller):
     """A test method: task = fn(student logits, teacher logits at idx, y)."""
 
     def __init__(self, data, teacher_logits, fn):
-        super().__init__(MethodContext(data, None, teacher_logits, spec(), 0, None))
+        super().__init__(MethodContext(data, None, teacher_logits, spec(), 0, Path("unused-cache")))  # never written
         self.fn = fn
 
     def terms(self, logits, x, y, idx):
@@ -36,13 +38,13 @@ def spec(**kw):
 @pytest.fixture(scope="module")
 def teacher_and_logits(small_data):
     torch.manual_seed(0)
-    teacher = build_model("mlp", {"hidden": [128]})
+    teacher = build_model("mlp", {"hidden": [128]}, small_data.info)
     fit_teacher(teacher, small_data, spec(epochs=4), seed=0)
     return teacher, logits_of(teacher, small_data.train.x)
 
 
 def test_teacher_training_beats_chance_and_lowers_its_loss(small_data):
-    model = build_model("mlp", {"hidden": [64]})
+    model = build_model("mlp", {"hidden": [64]}, small_data.info)
     history = fit_teacher(model, small_data, spec(epochs=4), seed=0)
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert accuracy(model, small_data.test.x, small_data.test.y) > 0.6  # chance is 0.1
@@ -58,7 +60,7 @@ def test_cached_teacher_logits_equal_live_teacher_logits(small_data, teacher_and
 
 def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits):
     _, logits = teacher_and_logits
-    student = build_model("mlp", {"hidden": [16]})
+    student = build_model("mlp", {"hidden": [16]}, small_data.info)
     loss = lambda s, t, y: hinton_kd(s, t, y, temperature=4.0, alpha=0.9)  # noqa: E731
     history = fit_student(student, small_data, spec(), distiller=LossOf(small_data, logits, loss), seed=0)
     assert history[-1]["train/task"] < history[0]["train/task"]
@@ -67,7 +69,7 @@ def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits)
 
 def test_each_epoch_is_reported(small_data, teacher_and_logits):
     seen = []
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
     fit_student(student, small_data, spec(epochs=2), distiller=LossOf(small_data, teacher_and_logits[1], ce), seed=0, on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2]
     assert {"train/loss", "train/task", "val/acc", "time/epoch_s"} <= set(seen[0][1])
@@ -77,7 +79,7 @@ def test_zero_weight_penalties_are_never_computed(small_data, teacher_and_logits
     def boom(*args, **kwargs):
         raise AssertionError("a zero-weight penalty was computed")
 
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
     fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("boom", 0.0, boom)], seed=0)
 
 
@@ -88,7 +90,7 @@ def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_a
         calls.append(x.requires_grad)
         return logits.pow(2).mean()
 
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
     history = fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("probe", 0.1, probe)], seed=0)
     assert calls and all(calls)
     assert history[0]["train/loss"] == pytest.approx(history[0]["train/task"] + 0.1 * history[0]["train/probe"])
@@ -106,8 +108,8 @@ def test_penalty_steps_differentiate_the_parameters_only(small_data):
 
     n = len(small_data.train)
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [8]})
-    reference = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
+    reference = build_model("mlp", {"hidden": [8]}, small_data.info)
     reference.load_state_dict(student.state_dict())
     fit_student(student, small_data, spec(epochs=1, batch_size=n, optimizer="sgd", lr=0.5),
                 distiller=LossOf(small_data, None, ce), penalties=[Penalty("jac", 0.1, input_jacobian)], seed=0)
@@ -131,13 +133,13 @@ def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_
         seen.append((x_adv - x).abs().max().item())
         return x_adv
 
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
     fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), adversary=adversary, seed=0)
     assert seen and max(seen) == pytest.approx(0.1, abs=1e-6)
 
 
 def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logits):
-    student = build_model("mlp", {"hidden": [8]})
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
     with pytest.raises(TrainingError) as err:
         fit_student(student, small_data, spec(optimizer="sgd", lr=1.0e30),
                     distiller=LossOf(small_data, None, ce), seed=0)
@@ -148,7 +150,7 @@ def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logi
 def test_training_is_reproducible_for_a_seed(small_data, teacher_and_logits):
     def train(seed):
         torch.manual_seed(seed)
-        student = build_model("mlp", {"hidden": [8]})
+        student = build_model("mlp", {"hidden": [8]}, small_data.info)
         fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, None, ce), seed=seed)
         return torch.cat([p.flatten() for p in student.parameters()])
 

@@ -1,4 +1,4 @@
-"""kdtune.trainable's adjustments to Ray Tune's trainable (the rest of the trainable is exercised through
+"""kdtune.compat.tune's adjustments to Ray Tune's trainable (the rest of the trainable is exercised through
 studies: tests/test_study.py, tests/test_worker_retry.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tests.fresh_python import fresh_python
 def test_a_trial_actor_does_not_import_ipython_to_disable_a_shell_it_does_not_have():
     lines = fresh_python("""
         import sys
-        import kdtune.trainable
+        import kdtune.sweep._trainable
         from ray.tune.trainable import trainable
         # what Trainable.__init__ calls in every actor: it must be the guarded version
         print(trainable.Trainable.__init__.__globals__["disable_ipython"] is trainable.disable_ipython)
@@ -27,7 +27,7 @@ def test_a_process_with_an_ipython_shell_still_gets_it_cleared():
     from IPython.core.interactiveshell import InteractiveShell
     from ray.tune.trainable import trainable
 
-    import kdtune.trainable  # noqa: F401
+    import kdtune.sweep._trainable  # noqa: F401
 
     InteractiveShell.instance()
     assert InteractiveShell.initialized()

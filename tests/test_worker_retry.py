@@ -17,7 +17,9 @@ import torch
 import yaml
 from ray import tune
 
-import kdtune.study
+import kdtune.sweep
+import kdtune.sweep._tuner
+from kdtune.sweep import SweepJob
 from kdtune import store
 from kdtune.attacks import pgd
 from kdtune.config import TrainSpec, load_study
@@ -26,7 +28,8 @@ from kdtune.methods import MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.teacher import frozen, load_or_train_teacher
 from kdtune.train import FitState, fit_student, fit_teacher, logits_of
-from kdtune.trainable import STATE_FILE, STUDENT_FILE, EpochReporter, make_trainable, resume_state, save_atomic
+from kdtune.cache import save_atomic
+from kdtune.sweep._trainable import STATE_FILE, STUDENT_FILE, EpochReporter, make_trainable, resume_state
 
 # ---------------------------------------------------------------- resuming fit, without Ray
 
@@ -44,7 +47,7 @@ def data():
 @pytest.fixture(scope="module")
 def teacher(data):
     torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [32]})
+    model = build_model("mlp", {"hidden": [32]}, data.info)
     fit_teacher(model, data, spec(model={"name": "mlp", "hidden": [32]}, epochs=1), seed=0)
     return frozen(model, "cpu")
 
@@ -57,7 +60,7 @@ def fresh(data, teacher, tmp_path):
     """Student + FitNets distiller (its regressor is trained too) built as a trial builds them."""
     torch.manual_seed(0)
     ctx = MethodContext(data, teacher, logits_of(teacher, data.train.x), spec(), 0, tmp_path)
-    return build_model("mlp", {"hidden": [16]}), build_method("fitnets", {}, ctx)
+    return build_model("mlp", {"hidden": [16]}, data.info), build_method("fitnets", {}, ctx)
 
 
 def train(data, teacher, tmp_path, train_spec, **kw):
@@ -147,8 +150,8 @@ def test_a_checkpoint_without_a_training_state_starts_afresh(tmp_path):
 
 def test_student_weights_are_replaced_atomically(tmp_path):
     path = tmp_path / "students" / "abc.pt"
-    save_atomic({"w": torch.zeros(2)}, path)
-    save_atomic({"w": torch.ones(2)}, path)  # a retried trial writes the same file again
+    save_atomic(path, {"w": torch.zeros(2)}, what="weights", checksum=False)
+    save_atomic(path, {"w": torch.ones(2)}, what="weights", checksum=False)  # a retried trial writes it again
     torch.testing.assert_close(torch.load(path, weights_only=True)["w"], torch.ones(2))
     assert [p.name for p in path.parent.iterdir()] == ["abc.pt"]
 
@@ -184,7 +187,7 @@ STUDY = {
 def ray_session():
     import ray
 
-    from kdtune.study import init_ray
+    from kdtune.sweep import init_ray
 
     init_ray(None)
     yield
@@ -241,17 +244,16 @@ def sweep(study, tmp_path, name, callback, monkeypatch):
     cfg, data, teacher, logits = study
     students = {}
 
-    def trainable(*args, students_dir=None, **kw):  # whatever directory the driver picks, remember it
-        students["dir"] = students_dir = students_dir or tmp_path / "students"
-        return make_trainable(*args, students_dir=students_dir, **kw)
+    def trainable(job):  # whatever directory the driver picks, remember it
+        students["dir"] = job.students_dir
+        return make_trainable(job)
 
-    monkeypatch.setattr(kdtune.study, "make_trainable", trainable)
+    monkeypatch.setattr(kdtune.sweep._tuner, "make_trainable", trainable)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna_study = store.open_study(url, cfg.name, [o.mode + "imize" for o in cfg.search.objectives])
-    errors = kdtune.study.run_sweep(
-        cfg, data, teacher, logits, storage=tmp_path / "ray", run_name=name, n_trials=1,
-        optuna_storage=url, students_dir=tmp_path / "students", callbacks=[callback],
-    )  # fmt: skip
+    job = SweepJob(cfg=cfg, data=data, teacher=teacher, teacher_logits=logits, storage=tmp_path / "ray",
+                   run_name=name, n_trials=1, optuna_storage=url, students_dir=tmp_path / "students")
+    errors = kdtune.sweep.run_sweep(job, [callback])
     assert errors == {}
     (record,) = store.read_records(optuna_study, students["dir"])
     return record, students["dir"]
@@ -314,7 +316,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_to_the_uninterrupted_result
 def test_an_unreadable_checkpoint_restarts_the_trial_instead_of_failing_it(tmp_path):
     from ray import tune
 
-    from kdtune.trainable import STATE_FILE, resume_state
+    from kdtune.sweep._trainable import STATE_FILE, resume_state
 
     (tmp_path / STATE_FILE).write_bytes(b"cut short by kill -9")
     assert resume_state(tune.Checkpoint.from_directory(str(tmp_path))) is None
@@ -323,7 +325,7 @@ def test_an_unreadable_checkpoint_restarts_the_trial_instead_of_failing_it(tmp_p
 def test_epochs_between_reports_ride_along_with_the_next_one(monkeypatch, tmp_path):
     """With an interval, only epochs reached after it are reported (with a checkpoint); the others
     travel in the next report, so every epoch still arrives, in order."""
-    from kdtune.trainable import EPOCHS_KEY, carried_epochs
+    from kdtune.sweep._trainable import EPOCHS_KEY, carried_epochs
 
     now = [0.0]
     reported = []
@@ -352,7 +354,7 @@ def test_epochs_between_reports_ride_along_with_the_next_one(monkeypatch, tmp_pa
 
 
 def test_no_interval_reports_every_epoch(monkeypatch):
-    from kdtune.trainable import carried_epochs
+    from kdtune.sweep._trainable import carried_epochs
 
     reported = []
     monkeypatch.setattr(tune, "report", lambda metrics, *, checkpoint=None: reported.append(metrics))

@@ -1,39 +1,56 @@
-"""Typed, frozen study config and ``load_study(path)`` (the only YAML reader)."""
+"""Loading and checking a study: ``load_study(path)`` (the only YAML reader), ``validate_study`` and
+``with_overrides``. The spec types themselves live in ``kdtune.spec`` and are re-exported here."""
 
+from kdtune.config._errors import format_validation_error
 from kdtune.config._load import load_study
-from kdtune.config._search import (
-    CategoricalDist,
-    Distribution,
-    FloatDist,
-    IntDist,
-    ObjectiveSpec,
-    SamplerSpec,
-    SearchSpec,
-)
-from kdtune.config._specs import (
+from kdtune.config._validate import validate_study, with_overrides
+from kdtune.registry import registry_of
+from kdtune.spec import (
     AdversarySpec,
     AttackSpec,
     AutoAttackSpec,
+    CategoricalDist,
     Component,
     DatasetSpec,
+    Distribution,
     EvaluationSpec,
+    FloatDist,
+    IntDist,
     LatencySpec,
     MethodSpec,
+    Mode,
     ModelSpec,
+    NonNegFloat,
+    Objective,
+    ObjectiveSpec,
     OutputSpec,
     PenaltySpec,
+    PositiveFloat,
+    PositiveInt,
     RaySpec,
+    Reference,
+    ReferenceRow,
+    ReferenceRowSpec,
+    ReferenceSpec,
+    ReportSpec,
     ResourcesSpec,
+    SamplerSpec,
+    Scalar,
+    SearchSpec,
+    Strict,
+    StudyConfig,
     TeacherSpec,
     TrackingSpec,
     TrainSpec,
-    registry_of,
+    get_path,
+    set_path,
 )
-from kdtune.config._study import StudyConfig, format_validation_error, get_path, set_path
 
 __all__ = [
-    "AdversarySpec", "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
-    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "ModelSpec", "ObjectiveSpec",
-    "OutputSpec", "PenaltySpec", "RaySpec", "ResourcesSpec", "SamplerSpec", "SearchSpec", "StudyConfig", "TeacherSpec",
-    "TrackingSpec", "TrainSpec", "format_validation_error", "get_path", "load_study", "registry_of", "set_path",
+    "format_validation_error", "load_study", "registry_of", "validate_study", "with_overrides", "AdversarySpec",
+    "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution", "EvaluationSpec",
+    "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "Mode", "ModelSpec", "NonNegFloat", "Objective",
+    "ObjectiveSpec", "OutputSpec", "PenaltySpec", "PositiveFloat", "PositiveInt", "RaySpec", "Reference",
+    "ReferenceRow", "ReferenceRowSpec", "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar",
+    "SearchSpec", "Strict", "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
 ]

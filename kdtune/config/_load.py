@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from kdtune.config._search import CategoricalDist
-from kdtune.config._study import StudyConfig, _validate, get_path
+from kdtune.config._validate import validate_study, with_overrides
 from kdtune.errors import ConfigError
+from kdtune.spec import CategoricalDist, StudyConfig, get_path
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):
@@ -42,7 +42,7 @@ def load_study(path: str | Path) -> StudyConfig:
     """Read, validate and return the study at ``path``; any problem raises ``ConfigError``."""
     path = Path(path)
     raw = _read_yaml(path)
-    cfg = _validate(raw, source=str(path))
+    cfg = validate_study(raw, source=str(path))
     _check_search_space(cfg, source=str(path))
     return cfg
 
@@ -73,7 +73,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-
 def _check_search_space(cfg: StudyConfig, *, source: str) -> None:
     """Apply each search entry's extreme values to the study and validate: catches bad paths and ranges.
 
@@ -85,7 +84,7 @@ def _check_search_space(cfg: StudyConfig, *, source: str) -> None:
         candidates = dist.choices if isinstance(dist, CategoricalDist) else [dist.low, dist.high]
         for case, value in itertools.product(conditions, candidates):
             try:
-                cfg.with_overrides({**case, path: value})
+                with_overrides(cfg, {**case, path: value})
             except ConfigError as err:
                 detail = str(err).removeprefix("overrides: ")
                 when = f" when {', '.join(f'{k}={v!r}' for k, v in case.items())}" if case else ""

@@ -3,7 +3,8 @@
 normalize internally.
 
     ds = load_dataset("mnist_5k", {"n_train": 3000})
-    for x, y in ds.train.batches(128, shuffle=True, generator=g): ...
+    for idx in ds.train.index_batches(128, generator=g):
+        x, y = ds.train.x[idx], ds.train.y[idx]
 """
 
 from kdtune.data import _cifar, _digits, _mnist  # noqa: F401 - registers the datasets

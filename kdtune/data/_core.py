@@ -53,17 +53,6 @@ class Split:
         order = torch.randperm(len(self), generator=generator, device=device).to(self.x.device)
         return iter(order.split(batch_size))
 
-    def batches(
-        self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) mini-batches covering every example once; the last one may be smaller."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not shuffle:
-            starts = range(0, len(self), batch_size)
-            return ((self.x[i : i + batch_size], self.y[i : i + batch_size]) for i in starts)
-        return ((self.x[idx], self.y[idx]) for idx in self.index_batches(batch_size, generator=generator))
-
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -95,8 +84,8 @@ class Dataset:
     test: Split
     n_classes: int
     input_shape: tuple[int, ...]  # (C, H, W)
-    mean: tuple[float, ...] = (0.5,)  # per-channel normalization used inside models
-    std: tuple[float, ...] = (0.5,)
+    mean: tuple[float, ...]  # per-channel pixel statistics in [0, 1], used to normalize inside models
+    std: tuple[float, ...]
 
     @property
     def info(self) -> DataInfo:

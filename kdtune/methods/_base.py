@@ -12,7 +12,7 @@ from kdtune.losses import hinton_kd
 from kdtune.registry import Registry
 
 if TYPE_CHECKING:
-    from kdtune.config import TrainSpec
+    from kdtune.spec import TrainSpec
     from kdtune.data import Dataset, Split
 
 METHODS: Registry = Registry("method", context=("ctx",))

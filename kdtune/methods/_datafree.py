@@ -163,7 +163,7 @@ def _lopes(
 ) -> Distiller:  # fmt: skip
     """``spectral_keep`` is None for the non-spectral objectives (their statistics have no spectra)."""
     name, teacher = f"lopes_{objective}", _teacher_of(ctx, f"lopes_{objective}")
-    stats_path = _stats_path(ctx, teacher, name, spectral_keep=spectral_keep)
+    stats_path = _stats_path(ctx, teacher, spectral_keep=spectral_keep)
 
     def make(teacher: nn.Module, gen: torch.Generator, device: torch.device) -> Tensor:
         _ensure_stats(ctx, teacher, stats_path, spectral_keep=spectral_keep)
@@ -199,20 +199,18 @@ def _build(
         return {"x": x.cpu(), "logits": logits_of(teacher, x).cpu()}
 
     key = _key(ctx, teacher, {"method": name, "seed": ctx.seed, **params})
-    path = None if ctx.cache is None else ctx.cache / "datafree" / f"{name}-{key}.pt"
-    payload = _cached(path, compute)
+    path = ctx.cache / "datafree" / f"{name}-{key}.pt"
+    payload = cached(path, compute, what="data-free cache")[0]
     x, logits = payload["x"].to(device), payload["logits"].to(device)
     provenance = {
         "transfer_set": "synthetic", "method": name, "from_real_data": from_real_data, "n": len(x),
-        "cache": str(path) if path is not None else None,
+        "cache": str(path),
     }  # fmt: skip
     return _Synthetic(ctx, Split(x, logits.argmax(1)), logits, provenance, temperature=temperature, alpha=alpha)
 
 
-def _stats_path(ctx: MethodContext, teacher: nn.Module, name: str, *, spectral_keep: float | None) -> Path:
+def _stats_path(ctx: MethodContext, teacher: nn.Module, *, spectral_keep: float | None) -> Path:
     """Where the teacher's activation statistics (the metadata) live; one file per teacher and kind."""
-    if ctx.cache is None:
-        raise ConfigError(f"method '{name}' keeps its teacher statistics on disk; set output.cache")
     return ctx.cache / "datafree" / f"stats-{_key(ctx, teacher, {'spectral_keep': spectral_keep})}.pt"
 
 
@@ -227,7 +225,7 @@ def _ensure_stats(ctx: MethodContext, teacher: nn.Module, path: Path, *, spectra
         )
         return datafree.stats_to_dict(stats)
 
-    _cached(path, compute)
+    cached(path, compute, what="data-free cache")
 
 
 def _key(ctx: MethodContext, teacher: nn.Module, params: dict[str, Any]) -> str:
@@ -241,11 +239,3 @@ def _key(ctx: MethodContext, teacher: nn.Module, params: dict[str, Any]) -> str:
     meta = {"params": params, "shape": info.input_shape, "mean": info.mean, "std": info.std, "v": CACHE_FORMAT}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:20]
-
-
-# ---------------------------------------------------------------- checksummed atomic cache
-
-
-def _cached(path: Path | None, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """The payload at ``path`` if intact, else ``compute()`` written there (see ``kdtune.cache``)."""
-    return compute() if path is None else cached(path, compute, what="data-free cache")[0]

@@ -21,7 +21,7 @@ from torch import Tensor
 from kdtune.errors import ConfigError
 from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
 from kdtune.models import MODELS
-from kdtune.teacher import Teacher, cache_dir, frozen, load_or_train_teacher
+from kdtune.teacher import Teacher, frozen, load_or_train_teacher
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,7 @@ class _LiveTeacherKD(SoftTargetKD):
 
 
 def _train_helper(ctx: MethodContext, spec: Any, what: str) -> Teacher:
-    root = ctx.cache if ctx.cache is not None else cache_dir(None)
-    helper = load_or_train_teacher(spec, ctx.data, seed=ctx.seed, root=root, role="student")
+    helper = load_or_train_teacher(spec, ctx.data, seed=ctx.seed, root=ctx.cache, role="student")
     log.info("%s: %s helper model %s (%s)", what, "loaded" if helper.from_cache else "trained",
              spec.model.name, helper.path)  # fmt: skip
     return helper

@@ -11,8 +11,9 @@ from typing import Any
 
 from kdtune.records import Objective, TrialRecord
 
-__all__ = ["HYPERVOLUME_FORMAT", "hypervolume_of", "preload_report", "write_report"]
-_LAZY = {"HYPERVOLUME_FORMAT": "_write", "hypervolume_of": "_tables", "write_report": "_write"}
+__all__ = ["HYPERVOLUME_FORMAT", "ReportProcess", "hypervolume_of", "preload_report", "write_report"]
+_LAZY = {"HYPERVOLUME_FORMAT": "_write", "ReportProcess": "_process", "hypervolume_of": "_tables",
+         "write_report": "_write"}
 
 
 def __getattr__(name: str) -> Any:

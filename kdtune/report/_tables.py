@@ -11,21 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdtune.pareto import hypervolume, normalized_objectives, pareto_mask
+from kdtune.pareto import hypervolume, normalized_objectives
 from kdtune.records import Objective, TrialRecord
 
 MISSING = "–"
-
-
-def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
-    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify."""
-    values = [r.objective_values(list(objectives)) for r in records]
-    eligible = np.array([v is not None for v in values], dtype=bool)
-    mask = np.zeros(len(records), dtype=bool)
-    if eligible.any():
-        rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
-        mask[eligible] = pareto_mask(rows, [o.mode for o in objectives])
-    return mask
 
 
 def hypervolume_of(

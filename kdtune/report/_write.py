@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kdtune.errors import KdtuneError
-from kdtune.pareto import usable_scale
+from kdtune.pareto import front_mask, usable_scale
 from kdtune.records import Objective, Reference, TrialRecord
 from kdtune.report import _interactive, _tables
 from kdtune.report._analysis import (
@@ -69,7 +69,7 @@ def write_report(
     if not objectives:
         raise ValueError("write_report needs at least one objective")
     out_dir = Path(out_dir)
-    front = _tables.front_mask(records, objectives)
+    front = front_mask(records, objectives)
     trials = _tables.trials_frame(
         records, front, search_params=search_params, metric_columns=metric_columns
     )

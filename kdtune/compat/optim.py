@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from kdtune.compat import check_version
+
 _DYNAMO_MODULE = "torch._dynamo"
 _DISABLE_ATTR = "__dynamo_disable"  # where torch._compile._disable_dynamo caches its wrapped function
 
@@ -34,6 +36,7 @@ def optimizers_without_dynamo() -> list[str]:
 
     Returns the names of the methods it applies to (empty when none is wrapped so: nothing changes then).
     """
+    check_version("torch")
     if _DYNAMO_MODULE in sys.modules:
         return []
     filled = []

@@ -1,4 +1,5 @@
-"""One configuration end to end, without Ray: build the student and its KD stack, train, evaluate."""
+"""One configuration end to end, without Ray: build the student and its KD stack, train, evaluate (what
+one trial of a sweep runs, and what `kdtune rerun` and seed repeats run again)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kdtune.penalties import PENALTIES
 from kdtune.train import EpochCallback, FitState, Penalty, StateCallback, amp_dtype, fit_student
 
 if TYPE_CHECKING:
-    from kdtune.config import StudyConfig
+    from kdtune.spec import StudyConfig
 
 
 @dataclass(frozen=True)

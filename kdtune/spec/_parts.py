@@ -1,84 +1,13 @@
-"""Typed specs of a study's parts: components ``{name: ..., **params}``, training, evaluation, outputs."""
+"""Typed specs of a study's parts: training, adversary, evaluation, resources and outputs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from kdtune.errors import ConfigError
-from kdtune.registry import Registry
-
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Component(BaseModel):
-    """``{name: ..., **params}`` in YAML; ``params`` are validated against the registry entry."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    registry: ClassVar[str] = ""
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @pydantic.model_serializer
-    def _flat(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params}
-
-    @pydantic.model_validator(mode="before")
-    @classmethod
-    def _split_params(cls, raw: Any) -> Any:
-        if isinstance(raw, Component):
-            return {"name": raw.name, "params": raw.params}
-        if isinstance(raw, str):
-            raw = {"name": raw}
-        if not isinstance(raw, dict) or "name" not in raw:
-            raise ValueError(f"expected a mapping with a 'name' key, e.g. {{name: ..., ...}}; got {raw!r}")
-        raw = dict(raw)
-        name = raw.pop("name")
-        if not isinstance(name, str):
-            raise ValueError(f"'name' must be a string, got {name!r}")
-        try:
-            params = registry_of(cls.registry).validate(name, raw)
-        except ConfigError as err:
-            raise ValueError(str(err)) from None
-        return {"name": name, "params": params}
-
-
-def registry_of(kind: str) -> Registry:
-    """The registry of one extension point (imported lazily: the modules pull in torch)."""
-    from kdtune import attacks, data, losses, methods, models, penalties
-
-    return {
-        "dataset": data.DATASETS,
-        "model": models.MODELS,
-        "loss": losses.LOSSES,
-        "method": methods.METHODS,
-        "penalty": penalties.PENALTIES,
-        "attack": attacks.ATTACKS,
-    }[kind]
-
-
-class DatasetSpec(Component):
-    registry: ClassVar[str] = "dataset"
-
-
-class ModelSpec(Component):
-    registry: ClassVar[str] = "model"
-
-
-class MethodSpec(Component):
-    registry: ClassVar[str] = "method"
-
-
-class AttackSpec(Component):
-    registry: ClassVar[str] = "attack"
+from kdtune.spec._base import AttackSpec, ModelSpec, NonNegFloat, PositiveFloat, PositiveInt, Strict
 
 
 class PenaltySpec(BaseModel):
@@ -93,7 +22,7 @@ class PenaltySpec(BaseModel):
         return {"weight": self.weight, **self.params}
 
 
-class TrainSpec(_Strict):
+class TrainSpec(Strict):
     model: ModelSpec
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
@@ -102,7 +31,7 @@ class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
-class AdversarySpec(_Strict):
+class AdversarySpec(Strict):
     """Adversarial training: each batch is replaced by ``attack(student, x, y)`` when enabled."""
 
     enabled: bool = True
@@ -115,7 +44,7 @@ class TeacherSpec(TrainSpec):
     adversary: AdversarySpec | None = None
 
 
-class LatencySpec(_Strict):
+class LatencySpec(Strict):
     """Latency protocol: one thread, inference mode, warm-up, interleaved repeats; per model and batch size,
     the fastest of all timed calls (``statistic: min``) or their median.
 
@@ -132,7 +61,7 @@ class LatencySpec(_Strict):
     statistic: Literal["min", "median"] = "min"
 
 
-class AutoAttackSpec(_Strict):
+class AutoAttackSpec(Strict):
     """AutoAttack (L-inf, arXiv:2003.01690) after the sweep on the first ``n_samples`` test images, for
     the teacher and the Pareto-front members (``members: all``: every complete trial)."""
 
@@ -142,7 +71,7 @@ class AutoAttackSpec(_Strict):
     members: Literal["front", "all"] = "front"
 
 
-class EvaluationSpec(_Strict):
+class EvaluationSpec(Strict):
     """``seeds`` > 1: after the sweep, each Pareto-front member is retrained with that many seeds in all
     and reported as mean ± 95% interval (the front is then drawn with error bars)."""
 
@@ -150,12 +79,12 @@ class EvaluationSpec(_Strict):
     eps: list[NonNegFloat] = [0.05, 0.1, 0.2]
     pgd_steps: PositiveInt = 20
     fgsm: bool = True
-    n_jacobian: PositiveInt = 256
+    n_jacobian: PositiveInt = 256  # jacobian/norm: mean over the first n_jacobian *test* images
     latency: LatencySpec = LatencySpec()
     autoattack: AutoAttackSpec = AutoAttackSpec()
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(Strict):
     """Per trial: CPUs (also its thread count), a GPU share (0.25 packs four trials on one GPU), how
     often a trial whose worker died is retried from its last checkpoint, and how often it checkpoints.
 
@@ -177,19 +106,19 @@ class ResourcesSpec(_Strict):
     amp: Literal["auto", "bf16", "off"] = "auto"
 
 
-class RaySpec(_Strict):
+class RaySpec(Strict):
     """Where trials run: ``address`` of a running Ray cluster (``auto``, ``host:6379``, ``ray://host:10001``).
     Precedence: ``--address`` on the command line, then this, then $RAY_ADDRESS; none starts Ray locally."""
 
     address: str | None = None
 
 
-class TrackingSpec(_Strict):
+class TrackingSpec(Strict):
     uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
     experiment: str | None = None  # default: the study name
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     reports: str = "reports"
     ray: str = ".kdtune/ray"
     cache: str | None = None  # default: $KDTUNE_CACHE_DIR, else ~/.cache/kdtune

@@ -1,12 +1,9 @@
-"""The Ray Tune trainable: sampled config -> typed config -> train -> report (one trial)."""
+"""The Ray Tune trainable: sampled config -> typed config -> ``kdtune.student`` -> report (one trial)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,39 +13,26 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 from ray import tune
-from ray.tune.trainable import trainable as _tune_trainable
 from torch import nn
 
+from kdtune.cache import cache_dir, save_atomic
+from kdtune.compat.optim import optimizers_without_dynamo
+from kdtune.compat.tune import skip_ipython_in_trials
+from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import measure_latency
-from kdtune.lean_torch import optimizers_without_dynamo
 from kdtune.methods import MethodContext
-from kdtune.pipeline import run_student
-from kdtune.teacher import cache_dir, frozen
+from kdtune.student import run_student
+from kdtune.teacher import frozen
 from kdtune.train import FitState
 
 if TYPE_CHECKING:
-    from kdtune.config import StudyConfig
     from kdtune.data import Dataset
+    from kdtune.spec import StudyConfig
+    from kdtune.sweep._tuner import SweepJob
 
 log = logging.getLogger(__name__)
 
-
-def _disable_ipython_if_loaded(disable: Callable[[], None]) -> Callable[[], None]:
-    """Tune's ``Trainable`` calls ``disable_ipython`` in every trial actor, which imports IPython (0.3 s,
-    where it is installed) to clear a shell that a fresh Ray worker does not have; only a process that
-    has loaded IPython can have one."""
-
-    @functools.wraps(disable)
-    def disable_if_loaded() -> None:
-        if "IPython" in sys.modules:
-            disable()
-
-    return disable_if_loaded
-
-
-if hasattr(_tune_trainable, "disable_ipython"):  # this module is imported in the actor before the trainable
-    _tune_trainable.disable_ipython = _disable_ipython_if_loaded(_tune_trainable.disable_ipython)
 
 STUDENT_FILE = "student.pt"
 CONFIG_FILE = "overrides.json"
@@ -63,24 +47,19 @@ EPOCHS_KEY = "kdtune/epochs"
 # sweep records it at once; Ray's retries are kept for failures of the infrastructure (a dead worker).
 FAILED_KEY = "kdtune/error"
 
+skip_ipython_in_trials()  # this module is imported in the trial's actor before Tune's trainable is made
 
-def make_trainable(
-    cfg: StudyConfig,
-    data: Dataset,
-    teacher: nn.Module,
-    teacher_logits: torch.Tensor,
-    *,
-    students_dir: Path | None = None,
-) -> Any:
-    """The study's trainable with data, teacher and its logits shipped once through Ray's object store.
 
-    Each finished trial also writes its student's weights to ``<students_dir>/<trial id>.pt`` (when given).
+def make_trainable(job: SweepJob) -> Any:
+    """The sweep's trainable with data, teacher and its logits shipped once through Ray's object store.
+
+    Each finished trial also writes its student's weights to ``<job.students_dir>/<trial id>.pt``.
     """
     trainable = tune.with_parameters(
-        run_trial, study=cfg, data=data, teacher=teacher.cpu(), teacher_logits=teacher_logits.cpu(),
-        students_dir=students_dir.resolve() if students_dir is not None else None,  # trials run elsewhere
+        run_trial, study=job.cfg, data=job.data, teacher=job.teacher.cpu(), teacher_logits=job.teacher_logits.cpu(),
+        students_dir=job.students_dir.resolve(),  # trials run in another working directory
     )
-    return tune.with_resources(trainable, {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+    return tune.with_resources(trainable, {"cpu": job.cfg.resources.cpu, "gpu": job.cfg.resources.gpu})
 
 
 def trial_device() -> torch.device:
@@ -101,8 +80,8 @@ def run_trial(
 
     A retried trial (its worker died) resumes from the latest epoch's checkpoint.
     """
-    optimizers_without_dynamo()  # this process is the trial's alone and compiles nothing: see kdtune.lean_torch
-    cfg = study.with_overrides(config)
+    optimizers_without_dynamo()  # this process is the trial's alone and compiles nothing: see kdtune.compat.optim
+    cfg = with_overrides(study, config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()
     data = data.to(device)
@@ -121,7 +100,8 @@ def run_trial(
     final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance,
              **reporter.unreported()}
     if students_dir is not None:  # before the final report: a COMPLETE trial always has its weights there
-        save_atomic(run.student.state_dict(), students_dir / f"{tune.get_context().get_trial_id()}.pt")
+        save_atomic(students_dir / f"{tune.get_context().get_trial_id()}.pt", run.student.state_dict(),
+                    what="the student's weights", checksum=False)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(run.student.state_dict(), Path(tmp) / STUDENT_FILE)
         (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True))
@@ -175,17 +155,3 @@ def resume_state(checkpoint: tune.Checkpoint | None) -> FitState | None:
     except Exception as err:  # noqa: BLE001 - e.g. cut short by a kill -9: training is seeded, start over
         log.warning("checkpoint %s is unreadable (%s); the trial restarts from scratch", checkpoint.path, err)
         return None
-
-
-def save_atomic(state: dict[str, torch.Tensor], path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(state, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise
-    os.replace(tmp.name, path)

@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal, Union
 import pydantic
 from pydantic import Field
 
-from kdtune.config._specs import PositiveInt, _Strict
-from kdtune.records import Objective
+from kdtune.spec._base import PositiveInt, Strict
+from kdtune.spec._records import Objective
 
 Scalar = Union[bool, int, float, str, None]
 
 
-class _Dist(_Strict):
+class _Dist(Strict):
     """A search entry; ``when: {path: [values]}`` makes it conditional: it is sampled only for trials
     whose value at ``path`` (an earlier categorical entry, or the study's fixed setting) is listed."""
 
@@ -64,7 +64,7 @@ def _check_range(low: float, high: float, log: bool) -> None:
 Distribution = Annotated[Union[FloatDist, IntDist, CategoricalDist], Field(discriminator="type")]
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(Strict):
     """``auto`` (the default): Gaussian-process Bayesian optimization (``gp``: Optuna's GPSampler, log-EHVI
     with several objectives), or multivariate TPE (``tpe``) when the space has conditional (``when``)
     entries, which a GP models poorly. ``n_startup_trials`` random trials come first (gp: 10; tpe:
@@ -75,7 +75,7 @@ class SamplerSpec(_Strict):
     population_size: PositiveInt | None = None  # nsga2
 
 
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(Strict):
     metric: str
     mode: Literal["max", "min"]
 
@@ -83,7 +83,7 @@ class ObjectiveSpec(_Strict):
         return Objective(self.metric, self.mode)
 
 
-class SearchSpec(_Strict):
+class SearchSpec(Strict):
     space: dict[str, Distribution]
     objectives: Annotated[list[ObjectiveSpec], Field(min_length=1)]
     sampler: SamplerSpec = SamplerSpec()
@@ -124,7 +124,6 @@ class SearchSpec(_Strict):
         for dist in self.space.values():
             n *= len(dist.choices)  # type: ignore[union-attr]
         return n
-
 
 
 

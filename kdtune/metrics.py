@@ -1,0 +1,172 @@
+"""Metric names: one typed vocabulary, used everywhere a name is built or read.
+
+A name is ``<group>/<kind>[@<eps>][/<stat>]``:
+
+- accuracy on a split: ``val/acc``, ``test/acc``; under attack at an L-inf radius: ``val/robust_acc@0.1``
+  (PGD), ``test/fgsm_acc@0.1``, ``test/autoattack_acc@0.1``;
+- ``test_autoattack_images/...``: the same measured on the images AutoAttack attacks (the first
+  ``evaluation.autoattack.n_samples`` test images);
+- costs: ``latency/ms_b1`` (milliseconds per call at batch 1), ``model/params``;
+- ``jacobian/norm``: the mean input-Jacobian Frobenius norm over the first ``evaluation.n_jacobian``
+  images of the *test* split;
+- ``seeds/n`` and ``<metric>/mean``, ``<metric>/ci95`` over repeated seeds.
+
+MLflow forbids ``@``: ``Metric.mlflow`` spells it ``_at_`` (``val/robust_acc_at_0.1``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from kdtune.spec import EvaluationSpec
+
+SPLITS = ("val", "test")
+AA_SUBSET = "test_autoattack_images"  # metrics measured on the images AutoAttack attacks
+ATTACK_KINDS = {"pgd": "robust_acc", "fgsm": "fgsm_acc", "autoattack": "autoattack_acc"}
+COST_GROUPS = ("latency", "model")  # what a model costs to run and to ship: no split
+STATS = ("mean", "ci95")
+Attack = Literal["pgd", "fgsm", "autoattack"]
+
+_NAME = re.compile(r"(?P<group>[a-z0-9_]+)/(?P<kind>[a-z0-9_]+)(?:@(?P<eps>[0-9.e+-]+))?(?:/(?P<stat>mean|ci95))?")
+_UNSAFE = re.compile(r"[^\w\-. :/]")
+
+
+def eps_name(eps: float) -> str:
+    """How an eps appears in metric names: 0.1 -> '0.1', 0.05 -> '0.05'."""
+    return f"{eps:g}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric name, parsed: ``Metric.parse("val/robust_acc@0.1")`` has group ``val``, kind
+    ``robust_acc``, eps 0.1; ``str()`` gives the name back."""
+
+    group: str
+    kind: str
+    eps: float | None = None
+    stat: str | None = None
+
+    def __str__(self) -> str:
+        name = f"{self.group}/{self.kind}"
+        if self.eps is not None:
+            name += f"@{eps_name(self.eps)}"
+        return f"{name}/{self.stat}" if self.stat else name
+
+    @classmethod
+    def parse(cls, name: str) -> Metric:
+        """The parts of ``name``; a name outside the vocabulary raises ``ValueError``."""
+        match = _NAME.fullmatch(name)
+        if match is None:
+            raise ValueError(f"'{name}' is not a metric name (<group>/<kind>[@<eps>][/mean|/ci95])")
+        eps = match["eps"]
+        return cls(match["group"], match["kind"], float(eps) if eps is not None else None, match["stat"])
+
+    @property
+    def split(self) -> str | None:
+        """The data split it is measured on (``val`` or ``test``); None for costs."""
+        if self.group in SPLITS:
+            return self.group
+        if self.group in (AA_SUBSET, "jacobian"):
+            return "test"
+        return None
+
+    @property
+    def mlflow(self) -> str:
+        return mlflow_key(str(self))
+
+    @property
+    def base(self) -> Metric:
+        """The metric without its seed statistic: ``val/acc/mean`` -> ``val/acc``."""
+        return replace(self, stat=None)
+
+
+def mlflow_key(name: str) -> str:
+    """A name MLflow accepts: ``val/robust_acc@0.1`` -> ``val/robust_acc_at_0.1``; any other character
+    outside letters, digits and ``_ - . : / space`` becomes ``_``."""
+    return _UNSAFE.sub("_", name.replace("@", "_at_"))
+
+
+def acc(split: str) -> str:
+    """Clean accuracy on ``split``: ``val/acc``."""
+    return str(Metric(split, "acc"))
+
+
+def attacked_acc(split: str, eps: float, attack: Attack = "pgd") -> str:
+    """Accuracy under ``attack`` at radius ``eps``: ``val/robust_acc@0.1`` (PGD), ``test/fgsm_acc@0.1``."""
+    return str(Metric(split, ATTACK_KINDS[attack], eps))
+
+
+def latency(batch_size: int) -> str:
+    """Milliseconds per call at ``batch_size``: ``latency/ms_b1``."""
+    return str(Metric("latency", f"ms_b{batch_size}"))
+
+
+def latency_batch(name: str) -> int | None:
+    """The batch size of a latency metric (``latency/ms_b256`` -> 256); None for any other metric."""
+    match = re.fullmatch(r"latency/ms_b(\d+)", name)
+    return int(match[1]) if match else None
+
+
+def eps_of(name: str) -> float:
+    """The attack radius in ``name`` (``val/robust_acc@0.1`` -> 0.1); NaN where it has none."""
+    eps = Metric.parse(name).eps
+    return float("nan") if eps is None else eps
+
+
+def mean_of(name: str) -> str:
+    return f"{name}/mean"
+
+
+def ci95_of(name: str) -> str:
+    return f"{name}/ci95"
+
+
+PARAMS = str(Metric("model", "params"))
+JACOBIAN_NORM = str(Metric("jacobian", "norm"))  # on the first evaluation.n_jacobian test images
+SEEDS_DONE = str(Metric("seeds", "n"))  # how many seeds a front member was evaluated over
+
+
+def trial_metric_names(spec: EvaluationSpec) -> list[str]:
+    """Every final metric a trial reports, in report order."""
+    names = [acc(s) for s in SPLITS]
+    names += [attacked_acc(s, e) for s in SPLITS for e in spec.eps]
+    if spec.fgsm:
+        names += [attacked_acc(s, e, "fgsm") for s in SPLITS for e in spec.eps]
+    names += [latency(b) for b in spec.latency.batch_sizes]
+    return [*names, PARAMS, JACOBIAN_NORM]
+
+
+def autoattack_metric_names(spec: EvaluationSpec) -> list[str]:
+    """The AutoAttack metric columns a study reports: none unless ``spec.autoattack.enabled``."""
+    return [attacked_acc("test", e, "autoattack") for e in spec.autoattack.eps] if spec.autoattack.enabled else []
+
+
+def objective_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an objective (None if it can): objectives steer the search, so they must be
+    measured on the validation split or be costs; a test-split metric would leak the test set into it."""
+    metric = Metric.parse(name)
+    if metric.split == "val" or metric.group in COST_GROUPS:
+        return None
+    fix = f"; search on '{Metric('val', metric.kind, metric.eps)}' instead" if metric.group in ("test", AA_SUBSET) else ""
+    where = f"is measured on the {metric.split} split" if metric.split else "is not a measurement of the model"
+    return (f"'{name}' {where}, and objectives may only be validation "
+            f"metrics (val/...), latency or size (latency/..., model/params){fix}")
+
+
+def seed_summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% t-interval) over ``runs`` (one dict of
+    metrics per seed), for every metric they all have."""
+    from scipy import stats
+
+    out = {}
+    for name in set.intersection(*(set(r) for r in runs)):
+        values = [r[name] for r in runs]
+        mean, sd = statistics.fmean(values), statistics.stdev(values)
+        out[mean_of(name)] = mean
+        out[ci95_of(name)] = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return out

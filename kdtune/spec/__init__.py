@@ -1,0 +1,50 @@
+"""The study's spec types: typed, frozen, structure only. This layer imports nothing else of kdtune.
+
+``kdtune.config`` sits above it: it reads the YAML, checks every component against its registry and
+every metric name against ``kdtune.metrics``, and applies search overrides.
+"""
+
+from kdtune.spec._base import (
+    AttackSpec,
+    Component,
+    DatasetSpec,
+    MethodSpec,
+    ModelSpec,
+    NonNegFloat,
+    PositiveFloat,
+    PositiveInt,
+    Strict,
+)
+from kdtune.spec._parts import (
+    AdversarySpec,
+    AutoAttackSpec,
+    EvaluationSpec,
+    LatencySpec,
+    OutputSpec,
+    PenaltySpec,
+    RaySpec,
+    ResourcesSpec,
+    TeacherSpec,
+    TrackingSpec,
+    TrainSpec,
+)
+from kdtune.spec._records import Mode, Objective, Reference, ReferenceRow
+from kdtune.spec._search import (
+    CategoricalDist,
+    Distribution,
+    FloatDist,
+    IntDist,
+    ObjectiveSpec,
+    SamplerSpec,
+    Scalar,
+    SearchSpec,
+)
+from kdtune.spec._study import ReferenceRowSpec, ReferenceSpec, ReportSpec, StudyConfig, get_path, set_path
+
+__all__ = [
+    "AdversarySpec", "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
+    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "Mode", "ModelSpec", "NonNegFloat",
+    "Objective", "ObjectiveSpec", "OutputSpec", "PenaltySpec", "PositiveFloat", "PositiveInt", "RaySpec", "Reference",
+    "ReferenceRow", "ReferenceRowSpec", "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar",
+    "SearchSpec", "Strict", "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
+]

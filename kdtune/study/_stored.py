@@ -1,0 +1,56 @@
+"""What a study has stored: its Optuna study, its trials' records, their students and the teacher."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdtune import store
+from kdtune.config import with_overrides
+from kdtune.data import load_dataset
+from kdtune.evaluate import evaluate_model
+from kdtune.models import build_model
+from kdtune.records import TrialRecord
+from kdtune.study._run import StudyRun
+from kdtune.teacher import frozen, load_or_train_teacher
+
+
+def open_study(run: StudyRun, *, create: bool = True) -> None:
+    """``run.optuna_study``: the study's record in its Optuna storage (``store.open_study``)."""
+    cfg = run.cfg
+    run.optuna_study = store.open_study(run.paths.storage, cfg.name, [o.mode + "imize" for o in cfg.objectives],
+                                        create=create)
+
+
+def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:
+    """``run.data`` and ``run.teacher`` (loaded from the cache, or trained and cached when allowed)."""
+    cfg = run.cfg
+    run.data = data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+    run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    run.teacher = load_or_train_teacher(cfg.teacher, data, seed=cfg.seed, root=run.paths.cache, train=train_teacher)
+    run.echo(f"teacher {'loaded from cache' if run.teacher.from_cache else 'trained and cached'}: {run.teacher.path}")
+
+
+def teacher_metrics(run: StudyRun) -> dict[str, float]:
+    """The teacher's metrics, measured as the students' are."""
+    metrics = evaluate_model(frozen(run.teacher.model, "cpu"), run.data, run.cfg.evaluation, seed=run.cfg.seed)
+    run.echo(f"teacher val/acc={metrics['val/acc']:.4f} test/acc={metrics['test/acc']:.4f}")
+    return metrics
+
+
+def read_records(run: StudyRun) -> list[TrialRecord]:
+    """Every trial stored for the study, across sweeps."""
+    return store.read_records(run.optuna_study, run.paths.students)
+
+
+def load_students(run: StudyRun) -> None:
+    """``run.students``: every complete trial whose weights are stored, rebuilt and loaded once (CPU)."""
+    run.students = {r.trial_id: load_student(run, r) for r in run.records if r.status == "COMPLETE" and r.checkpoint}
+
+
+def load_student(run: StudyRun, record: TrialRecord) -> nn.Module:
+    """A finished trial's student, rebuilt from its config and loaded from its stored weights (on the CPU)."""
+    spec = with_overrides(run.cfg, record.params).student.model
+    student = build_model(spec.name, spec.params, run.data.info)
+    student.load_state_dict(torch.load(str(record.checkpoint), map_location="cpu", weights_only=True))
+    return student

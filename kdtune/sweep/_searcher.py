@@ -1,0 +1,84 @@
+"""The searcher: Ray Tune's ``OptunaSearch``, recording each finished trial in the study's storage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from kdtune import store
+from kdtune.compat.tune import optuna_trial, tell_failed
+from kdtune.metrics import trial_metric_names
+from kdtune.records import TrialRecord
+from kdtune.spec import StudyConfig
+from kdtune.sweep._space import DefineByRun, build_sampler
+from kdtune.sweep._trainable import FAILED_KEY
+
+log = logging.getLogger(__name__)
+
+
+class _Searcher(OptunaSearch):
+    """OptunaSearch that records each trial in the study's storage and tells Optuna FAIL for failures.
+
+    The record (metrics, error, provenance) is attached to the Optuna trial before its outcome is told,
+    so the storage alone rebuilds the report (``kdtune.store``). Upstream turns a multi-objective failed
+    trial with partial metrics into a list of Nones that Optuna rejects, leaving it RUNNING forever.
+    """
+
+    def __init__(self, *args: Any, known: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known = set(known)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = optuna_trial(self, trial_id)
+        if ot_trial is None:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        record = trial_record(trial_id, ot_trial.params, result or {}, ray_error=error, known=self._known)
+        try:
+            store.write_record(ot_trial, record)
+        except Exception as err:  # noqa: BLE001 - e.g. a trial already finished before a restore
+            log.warning("could not record trial %s in the study storage: %s", trial_id, err)
+        if record.status == "COMPLETE":
+            return super().on_trial_complete(trial_id, result=result, error=False)
+        try:
+            tell_failed(self, trial_id)
+        except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
+            log.debug("optuna tell: %s", err)
+
+
+def trial_record(trial_id: str, params: dict[str, Any], result: dict[str, Any], *, ray_error: bool, known: set[str]) -> TrialRecord:
+    """A trial's final result as a TrialRecord (a failed trial keeps no partial metrics)."""
+    reported = result.get(FAILED_KEY)
+    metrics = {k: float(v) for k, v in result.items() if k in known}
+    if reported is None and not ray_error and len(metrics) == len(known):
+        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=provenance(result))
+    reason = reported or (
+        "the trial's Ray worker failed (retried up to resources.max_failures times); see its error.txt "
+        "under the study's Ray storage" if ray_error else "the trial ended without its final metrics"
+    )
+    return TrialRecord(trial_id, "FAILED", dict(params), {}, error=reason, provenance=provenance(result))
+
+
+def provenance(result: dict[str, Any]) -> dict[str, str]:
+    """The trial's provenance fields (Tune flattens the reported dict to ``provenance/<key>``)."""
+    nested = result.get("provenance")
+    if isinstance(nested, dict):
+        return {k: str(v) for k, v in nested.items()}
+    return {k.split("/", 1)[1]: str(v) for k, v in result.items() if k.startswith("provenance/")}
+
+
+def build_searcher(cfg: StudyConfig, optuna_storage: str) -> OptunaSearch:
+    """The study's multi-objective ``OptunaSearch`` over its persistent Optuna study at ``optuna_storage``."""
+    objectives = cfg.search.objectives
+    return _Searcher(
+        space=DefineByRun(cfg.search, cfg.to_raw()),
+        metric=[o.metric for o in objectives],
+        mode=[o.mode for o in objectives],
+        sampler=build_sampler(cfg.search, cfg.seed),
+        storage=optuna.storages.RDBStorage(optuna_storage),
+        study_name=cfg.name,
+        known=trial_metric_names(cfg.evaluation),
+    )

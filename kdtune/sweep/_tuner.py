@@ -1,0 +1,96 @@
+"""The sweep: a Ray Tune ``Tuner`` over the study's trainable, searched by Optuna, resumable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.schedulers import FIFOScheduler
+
+from kdtune.compat import setup
+from kdtune.compat.tune import restore_callbacks
+from kdtune.data import Dataset
+from kdtune.errors import SweepInterrupted
+from kdtune.spec import StudyConfig
+from kdtune.sweep._callbacks import error_reason
+from kdtune.sweep._searcher import build_searcher, provenance
+from kdtune.sweep._trainable import FAILED_KEY, make_trainable
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One sweep of a study: what its trials share and where it keeps its state.
+
+    ``storage``: the folder of the study's Tune experiments (one per sweep, ``<storage>/<run_name>``);
+    ``optuna_storage``: the study's Optuna storage URL; ``students_dir``: where each finished trial's
+    weights go; ``resume``: continue the interrupted sweep ``run_name`` instead of starting it.
+    """
+
+    cfg: StudyConfig
+    data: Dataset
+    teacher: torch.nn.Module
+    teacher_logits: torch.Tensor  # (N_train, K): the teacher's logits on the training split
+    storage: Path
+    run_name: str
+    n_trials: int
+    optuna_storage: str
+    students_dir: Path
+    resume: bool = False
+
+
+def run_sweep(job: SweepJob, callbacks: list[tune.Callback]) -> dict[str, str]:
+    """Run (or, with ``job.resume``, continue) the Tune sweep ``job.run_name``; each trial records itself in
+    the study's storage. Returns ``{trial_id: reason}`` for the trials whose Ray worker failed."""
+    setup()  # Tune's environment, before any Tuner is made (the CLI has done it already)
+    trainable = make_trainable(job)
+    path = job.storage.resolve() / job.run_name
+    callbacks = [*callbacks, JsonLoggerCallback()]
+    cfg = job.cfg
+    if job.resume:
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True)
+        restore_callbacks(tuner, callbacks)  # the pickled ones hold stale state
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=build_searcher(cfg, job.optuna_storage),  # metric/mode on the searcher only
+                scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives
+                num_samples=job.n_trials,
+                max_concurrent_trials=cfg.search.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=job.run_name,
+                storage_path=str(job.storage.resolve()),
+                callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                # two: a kill -9 while the newest is being written leaves the previous one intact
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+            ),
+        )
+    results = tuner.fit()
+    # Tune returns normally after Ctrl-C, with the sweep unfinished; a trial stopped by it can even count
+    # as terminated, so a trial has ended only if it errored or made its final report.
+    ended = sum(1 for r in results if r.error is not None or final_report(r.metrics or {}))
+    if ended < job.n_trials:
+        raise SweepInterrupted(
+            f"interrupted: {ended} of {job.n_trials} trials of {job.run_name} ended and are stored; "
+            "run the same command again to resume"
+        )
+    return {Path(r.path).name: error_reason(r.error) for r in results if r.error is not None}
+
+
+def final_report(result: dict[str, Any]) -> bool:
+    """Whether a trial's last result is its final report (it alone carries the provenance; per-epoch
+    reports carry training metrics, which may include an objective such as val/acc) or a failure."""
+    return FAILED_KEY in result or bool(provenance(result))
+
+
+def can_resume(storage: Path, run_name: str) -> bool:
+    """Whether Tune left a restorable experiment for ``run_name`` (an interrupted sweep)."""
+    return tune.Tuner.can_restore(str(storage.resolve() / run_name))
