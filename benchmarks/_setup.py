@@ -111,7 +111,7 @@ def load_bench(settings: Settings, root: Path) -> Bench:
     from kdtune.config import load_study
     from kdtune.data import load_dataset
     from kdtune.teacher import frozen, load_or_train_teacher
-    from kdtune.train import logits_of
+    from kdtune.evaluate import logits_of
 
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(study_raw(settings, root / "cache")))

@@ -36,9 +36,9 @@ def _loss_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 @ATTACKS.register("fgsm")
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, eps: Radius = 0.1) -> Tensor:
-    """Fast gradient sign method: one signed-gradient step of size eps.
+    """Fast gradient sign method (Goodfellow et al. 2014, arXiv:1412.6572): one signed-gradient step of size eps.
 
-    x_adv = clip_[0,1](x + eps * sign(grad_x CE(f(x), y))). arXiv:1412.6572.
+    x_adv = clip_[0,1](x + eps * sign(grad_x CE(f(x), y))).
     """
     x = x.detach()
     return _loss_grad(model, x, y).sign_().mul_(eps).add_(x).clamp_(0.0, 1.0)  # in place on the fresh gradient
@@ -56,10 +56,10 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Projected gradient descent: iterated FGSM steps of size alpha, projected onto the eps-ball.
+    """Projected gradient descent (Madry et al. 2017, arXiv:1706.06083): iterated FGSM steps within the eps-ball.
 
     x_{t+1} = Proj_{B_inf(x, eps) ∩ [0,1]}(x_t + alpha * sign(grad_x CE(f(x_t), y))), x_0 uniform in
-    the ball when ``random_start``; alpha None means 2.5 * eps / steps. arXiv:1706.06083.
+    the ball when ``random_start``; alpha None means 2.5 * eps / steps.
     """
     x = x.detach()
     if eps == 0:

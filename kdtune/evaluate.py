@@ -41,8 +41,15 @@ def correct(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -
     return torch.cat(hits)  # (an empty tensor splits into one empty chunk)
 
 
+@torch.no_grad()  # not inference_mode: the result is used as a KD target inside autograd
+def logits_of(model: nn.Module, x: Tensor, *, batch_size: int = 1000) -> Tensor:
+    """The model's logits on ``x`` in eval mode, shape (N, K)."""
+    model.eval()
+    return torch.cat([model(xb) for xb in x.split(batch_size)])
+
+
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), in inference mode."""
+    """Top-1 accuracy of ``model`` on (x, y), mean_i [argmax f(x_i) = y_i], in inference mode."""
     return share(correct(model, x, y, batch_size=batch_size))
 
 
@@ -50,13 +57,13 @@ def robust_accuracy(
     model: nn.Module, x: Tensor, y: Tensor, attack: Callable[..., Tensor], *, batch_size: int = 1000,
     right: Tensor | None = None,
 ) -> float:
-    """Share of the examples classified right both as they are and after ``attack(model, x, y)``.
+    """Robust accuracy: share of the examples classified right both clean and after ``attack(model, x, y)``.
 
-    As AutoAttack and RobustBench count: an attack that happens to move a misclassified example into its
-    class has not shown it robust, so robust accuracy never exceeds clean accuracy (with a random start,
-    PGD does that to a few examples of a barely trained model). ``right`` is ``correct(model, x, y)`` where
-    the caller has it already (it is the same for every attack on the same images). The attack gets
-    gradients, the scoring does not.
+    mean_i [f(x_i) = y_i and f(x_adv_i) = y_i]. As AutoAttack and RobustBench count: an attack that happens
+    to move a misclassified example into its class has not shown it robust, so robust accuracy never exceeds
+    clean accuracy (with a random start, PGD does that to a few examples of a barely trained model). ``right``
+    is ``correct(model, x, y)`` where the caller has it already (it is the same for every attack on the same
+    images). The attack gets gradients, the scoring does not.
     """
     right = correct(model, x, y, batch_size=batch_size) if right is None else right
     hits = 0
@@ -74,7 +81,7 @@ def share(hits: Tensor) -> float:
 
 
 def mean_jacobian_norm(model: nn.Module, x: Tensor, *, batch_size: int = 256) -> float:
-    """Mean over samples of the exact per-sample input-Jacobian Frobenius norm ||d logits / d x_i||_F."""
+    """Mean input-Jacobian norm: mean_i ||d logits_i / d x_i||_F, exact (the quantity arXiv:1908.02729 penalizes)."""
     with eval_mode(model):
         norms = [jacobian_norm(model, xb) for xb in x.split(batch_size)]  # each (B,)
     return float(torch.cat(norms).mean())

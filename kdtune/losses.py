@@ -25,7 +25,7 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 def cross_entropy(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor) -> Tensor:
     """Cross-entropy on the labels, the no-distillation baseline; ``teacher_logits`` is ignored.
 
-    loss = mean_i -log softmax(s_i)[y_i]
+    loss = mean_i -log softmax(s_i)[y_i].
     """
     return F.cross_entropy(student_logits, labels)
 
@@ -39,11 +39,11 @@ def hinton_kd(
     temperature: Temperature = 4.0,
     alpha: Fraction = 0.9,
 ) -> Tensor:
-    """Hinton knowledge distillation: soft teacher targets at temperature T plus hard labels.
+    """Hinton KD (Hinton et al. 2015, arXiv:1503.02531): soft teacher targets at temperature T plus hard labels.
 
-    loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)),
-    batch mean; T^2 keeps the soft term's gradient scale independent of T. ``labels`` may be
-    None when ``alpha == 1`` (e.g. an unlabeled transfer set). arXiv:1503.02531.
+    loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), batch mean;
+    T^2 keeps the soft term's gradient scale independent of T. ``labels`` may be None when ``alpha == 1``
+    (e.g. an unlabeled transfer set).
     """
     t = temperature
     log_p_student = F.log_softmax(student_logits / t, dim=1)  # (B, K)

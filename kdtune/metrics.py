@@ -113,9 +113,25 @@ def latency_batch(name: str) -> int | None:
 
 
 def eps_of(name: str) -> float:
-    """The attack radius in ``name`` (``val/robust_acc@0.1`` -> 0.1); NaN where it has none."""
-    eps = Metric.parse(name).eps
-    return float("nan") if eps is None else eps
+    """The attack radius in ``name`` (``val/robust_acc@0.1`` -> 0.1); infinity where it has none, so that
+    sorting by it puts such names last."""
+    metric = parse_or_none(name)
+    return math.inf if metric is None or metric.eps is None else metric.eps
+
+
+def parse_or_none(name: str) -> Metric | None:
+    """``Metric.parse(name)``, or None for a name outside the vocabulary (e.g. a user's column)."""
+    try:
+        return Metric.parse(name)
+    except ValueError:
+        return None
+
+
+def is_attacked_acc(name: str, split: str, attack: Attack = "pgd") -> bool:
+    """Whether ``name`` is ``<split>/<attack>_acc@<eps>`` itself (not a seed statistic of it)."""
+    metric = parse_or_none(name)
+    return (metric is not None and metric.group == split and metric.kind == ATTACK_KINDS[attack]
+            and metric.eps is not None and metric.stat is None)
 
 
 def mean_of(name: str) -> str:

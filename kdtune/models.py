@@ -156,9 +156,10 @@ def _lenet(name: str, widths: tuple[int, int, int, int], input_shape: tuple[int,
 
 @MODELS.register("lenet5")
 def lenet5(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """LeNet-5 of Lopes et al.'s data-free KD code (arXiv:1710.07535): conv 6, 16 (5x5), FC 120-84-n.
+    """LeNet-5 (LeCun et al. 1998) as in Lopes et al.'s data-free KD code: conv 6, 16 (5x5), FC 120-84-n.
 
-    61,706 parameters on MNIST; images under 32x32 are zero-padded in the first conv (see ``_lenet``).
+    ReLU and 2x2 max-pooling; 61,706 parameters on MNIST; images under 32x32 are zero-padded in the first
+    conv (see ``_lenet``). Lopes et al. 2017, arXiv:1710.07535.
     """
     return _lenet("lenet5", (6, 16, 120, 84), input_shape, n_classes)
 
@@ -178,7 +179,7 @@ def _conv3(c_in: int, c_out: int) -> list[nn.Module]:
 
 @MODELS.register("deepnn")
 def deepnn(*, input_shape: tuple[int, ...], n_classes: int, dropout: DropRate = 0.1) -> nn.Module:
-    """The PyTorch KD tutorial's CIFAR-10 teacher: conv 128, 64, pool, conv 64, 32, pool, FC 512-n.
+    """The PyTorch KD tutorial's CIFAR-10 teacher (DeepNN): conv 128, 64, pool, conv 64, 32, pool, FC 512-n.
 
     3x3 convs with padding 1; 1,186,986 parameters on CIFAR-10 (flatten size 2048 = 32x8x8 there,
     computed from the input shape elsewhere). Needs images of at least 4x4.
@@ -193,7 +194,7 @@ def deepnn(*, input_shape: tuple[int, ...], n_classes: int, dropout: DropRate = 
 
 @MODELS.register("lightnn")
 def lightnn(*, input_shape: tuple[int, ...], n_classes: int, dropout: DropRate = 0.1) -> nn.Module:
-    """The PyTorch KD tutorial's CIFAR-10 student: conv 16, pool, conv 16, pool, FC 256-n.
+    """The PyTorch KD tutorial's CIFAR-10 student (LightNN): conv 16, pool, conv 16, pool, FC 256-n.
 
     3x3 convs with padding 1; 267,738 parameters on CIFAR-10 (flatten size 1024 = 16x8x8 there).
     Needs images of at least 4x4.
@@ -205,8 +206,9 @@ def lightnn(*, input_shape: tuple[int, ...], n_classes: int, dropout: DropRate =
 
 @MODELS.register("resnet18")
 def resnet18(*, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """ResNet-18 (He et al., arXiv:1512.03385) from torchvision, adapted to small images as usual for CIFAR:
-    a 3x3 stride-1 first conv and no max-pool. 11,173,962 parameters on CIFAR-10.
+    """ResNet-18 (He et al. 2015, arXiv:1512.03385) from torchvision with the usual CIFAR stem for small images.
+
+    The stem is a 3x3 stride-1 conv without max-pool; 11,173,962 parameters on CIFAR-10.
     """
     import torchvision.models  # lazy: only this model needs it
 

@@ -38,8 +38,8 @@ def _input_grad(output: Tensor, x: Tensor, weights: Tensor | None = None, *, cre
 
     The weights go in as the backward's ``grad_outputs`` rather than through a product and a sum in
     the graph, so the penalty's own backward has two fewer nodes to differentiate. Without weights the
-    output is summed instead: ``autograd.grad`` imports ``torch.fx``'s symbolic shapes (sympy, 0.2 s) the
-    first time it is given ``grad_outputs``, which a plain-KD trial process otherwise never pays for."""
+    output is summed instead: the first ``autograd.grad`` given ``grad_outputs`` imports ``torch.fx``'s
+    symbolic shapes (sympy), which a plain-KD trial process otherwise never loads (docs/performance.md)."""
     target, grad_outputs = (output.sum(), None) if weights is None else (output, weights.detach())
     (g,) = torch.autograd.grad(target, x, grad_outputs=grad_outputs, create_graph=create_graph, retain_graph=True)
     return g.flatten(1)  # (B, D)
@@ -71,10 +71,10 @@ def jacobian(
     estimator: Literal["projection", "exact"] = "projection",
     n_projections: Count = 1,
 ) -> Tensor:
-    """Squared Frobenius norm of the input-Jacobian of the logits, batch mean.
+    """Jacobian regularization (Hoffman et al. 2019, arXiv:1908.02729): batch mean of ||d logits / d x||_F^2.
 
-    ||J||_F^2 = K * E_v ||v^T J||^2, v uniform on the unit sphere of R^K ("projection", one
-    backward per projection, arXiv:1908.02729); "exact" takes one backward per class.
+    ||J||_F^2 = K * E_v ||v^T J||^2 with v uniform on the unit sphere of R^K ("projection": the paper's
+    random-projection estimator, one backward per projection); "exact" takes one backward per class.
     """
     _require_input_grad(x)
     if estimator == "exact":
@@ -135,11 +135,12 @@ def hessian(
     n_samples: Count | None = None,
     fd_eps: Positive = 0.1,
 ) -> Tensor:
-    """Approximate Hessian penalty w.r.t. the input, batch mean.
+    """Input-Hessian penalty, batch mean: Hutchinson's ||d^2 CE/dx^2||_F^2 or Peebles et al.'s (arXiv:2008.10599).
 
-    "hutchinson": ||H v||^2 with Rademacher v and H = d^2 CE(logits, y)/dx^2, so E||Hv||^2 =
-    ||H||_F^2 (double backprop; ``y`` None uses the model's own argmax). "finite_difference":
-    max_k Var_v[(f_k(x+eps v) - 2 f_k(x) + f_k(x-eps v)) / eps^2] on the logits f (arXiv:2008.10599).
+    "hutchinson" (Hutchinson 1989 trace estimator): ||H v||^2 with Rademacher v and H = d^2 CE(logits, y)/dx^2,
+    so E||Hv||^2 = tr(H^T H) = ||H||_F^2 (double backprop; ``y`` None uses the model's own argmax).
+    "finite_difference" (Hessian penalty, Peebles et al. 2020, arXiv:2008.10599):
+    max_k Var_v[(f_k(x+eps v) - 2 f_k(x) + f_k(x-eps v)) / eps^2] on the logits f.
     A ReLU MLP is piecewise linear, so its logit Hessian is zero almost everywhere and the
     finite-difference penalty is non-zero only across activation kinks; the CE Hessian is
     non-zero through the softmax, hence "hutchinson" is the default. ``n_samples`` (None: 1

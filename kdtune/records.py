@@ -3,14 +3,44 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from kdtune.spec import Mode, Objective, Reference, ReferenceRow
 
-__all__ = ["Mode", "Objective", "Reference", "ReferenceRow", "Status", "TrialRecord"]
+__all__ = ["Mode", "Objective", "Provenance", "Reference", "ReferenceRow", "Status", "TrialRecord"]
 
 Status = Literal["COMPLETE", "FAILED"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a student learned from: its KD method, the examples it trained on, and what of the real
+    training data it saw. Stored and logged flat, as ``{field: text}`` (``as_dict`` / ``from_dict``)."""
+
+    method: str
+    transfer_set: str  # "training split", or "synthetic" for a data-free transfer set
+    from_real_data: str  # e.g. "training images", "nothing"
+    n: int | None = None  # examples in a synthetic transfer set
+    objective: str | None = None  # the data-free reconstruction objective
+    metadata: str | None = None  # where the teacher statistics a data-free method used are kept
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Provenance:
+        """The record from its flat form; a missing required field reads as "unknown", an unknown key raises."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(raw) - known)
+        if extra:
+            raise ValueError(f"unknown provenance field(s) {extra}; known: {sorted(known)}")
+        n = raw.get("n")
+        return cls(
+            method=str(raw.get("method", "unknown")), transfer_set=str(raw.get("transfer_set", "unknown")),
+            from_real_data=str(raw.get("from_real_data", "unknown")), n=int(n) if n is not None else None,
+            objective=raw.get("objective"), metadata=raw.get("metadata"),
+        )
 
 
 @dataclass(frozen=True)
@@ -28,7 +58,7 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     checkpoint: str | None = None  # the student's weights file
-    provenance: dict[str, str] = field(default_factory=dict)  # what the student learned from
+    provenance: Provenance | None = None  # what the student learned from
 
     def objective_values(self, objectives: list[Objective]) -> list[float] | None:
         """The objectives' values, or None if the trial failed or any value is missing/non-finite."""

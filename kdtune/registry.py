@@ -65,6 +65,8 @@ def _schema_from_signature(name: str, fn: Callable[..., Any], context: tuple[str
     return pydantic.create_model(f"{name}_params", __config__=config, **fields)
 
 
+RESERVED = frozenset({"name", "params"})  # keys of a component's own spec, never parameters
+
 # Every live registry by kind: a registry enrolls itself when it is created (``registry_of``).
 _INDEX: weakref.WeakValueDictionary[str, Registry] = weakref.WeakValueDictionary()
 
@@ -113,6 +115,10 @@ class Registry(Generic[F]):
         def add(fn: F) -> F:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is already registered")
+            reserved = RESERVED & set(inspect.signature(fn).parameters)
+            if reserved:
+                raise ValueError(f"{self.kind} '{name}': a parameter may not be called {sorted(reserved)[0]!r} "
+                                 "(a study file reads {name: ..., **params}); rename it")
             doc = description or (inspect.getdoc(fn) or "").split("\n", 1)[0]
             self._entries[name] = Entry(name, fn, doc, _schema_from_signature(name, fn, self.context), check)
             return fn

@@ -47,14 +47,15 @@ def autoattack_accuracy(
     n_queries: int = SQUARE_QUERIES,
     device: torch.device | str = "cpu",
 ) -> float:
-    """Accuracy of ``model`` on (x, y) under L-inf AutoAttack of radius ``eps`` (pixels in [0, 1]).
+    """Accuracy of ``model`` on (x, y) under L-inf AutoAttack of radius ``eps`` (Croce & Hein 2020, arXiv:2003.01690).
 
-    The untargeted AutoAttack ensemble as ART provides it, each attack run on the points that
-    survived the previous ones: APGD-CE, APGD-DLR (initial step 2 * eps), then the gradient-free
-    Square attack. Reduced CPU budget by default: ``n_iter`` = 50 iterations and ``n_restarts`` = 1
-    restart per APGD (standard: 100 and 5), ``n_queries`` = 1000 Square queries (standard: 5000).
+    Pixels in [0, 1]. The untargeted AutoAttack ensemble as ART provides it, each attack run on the points
+    that survived the previous ones: APGD-CE, APGD-DLR (initial step 2 * eps), then the gradient-free
+    Square attack (Andriushchenko et al. 2019, arXiv:1912.00049). Reduced CPU budget by default: ``n_iter``
+    = 50 iterations and ``n_restarts`` = 1 restart per APGD (standard: 100 and 5), ``n_queries`` = 1000
+    Square queries (standard: 5000).
     ART's DeepFool (an L2 attack) is left out. Seeded: numpy's and Python's global generators are
-    seeded for the call and restored afterwards. arXiv:2003.01690.
+    seeded for the call and restored afterwards.
     """
     from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
     from art.estimators.classification import PyTorchClassifier
@@ -113,7 +114,8 @@ def masking_checks(
 
     Checked, each with slack ``tol``: accuracy under PGD, FGSM and AutoAttack does not rise with eps;
     PGD is no weaker than FGSM and AutoAttack no weaker than PGD at the same eps; no robust accuracy
-    exceeds clean accuracy. Metrics that are missing or not finite are skipped. arXiv:1902.06705.
+    exceeds clean accuracy. Metrics that are missing or not finite are skipped. Carlini et al. 2019,
+    arXiv:1902.06705.
     """
     attacks = {"PGD": "pgd", "FGSM": "fgsm", "AutoAttack": "autoattack"}
     eps_sorted = sorted(set(eps_list))

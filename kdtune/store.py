@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 
 from kdtune.errors import KdtuneError
-from kdtune.records import TrialRecord
+from kdtune.records import Provenance, TrialRecord
 
 RECORD = "kdtune.record"
 TEACHER = "kdtune.teacher"
@@ -63,7 +63,7 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
     trial.set_user_attr(RECORD, {
         "trial_id": record.trial_id, "status": record.status, "params": record.params,
         "metrics": {k: v for k, v in record.metrics.items() if math.isfinite(v)},
-        "error": record.error, "provenance": record.provenance,
+        "error": record.error, "provenance": record.provenance.as_dict() if record.provenance else {},
     })  # fmt: skip
 
 
@@ -79,7 +79,7 @@ def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
         records.append(TrialRecord(
             trial_id=raw["trial_id"], status=raw["status"], params=raw["params"],
             metrics={**raw["metrics"], **post.get(raw["trial_id"], {})} if raw["status"] == "COMPLETE" else {},
-            error=raw["error"], provenance=raw.get("provenance", {}),
+            error=raw["error"], provenance=Provenance.from_dict(raw["provenance"]) if raw.get("provenance") else None,
             checkpoint=str(weights) if raw["status"] == "COMPLETE" and weights.exists() else None,
         ))  # fmt: skip
     return records

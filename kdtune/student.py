@@ -15,6 +15,7 @@ from kdtune.evaluate import evaluate_model
 from kdtune.methods import Distiller, MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
+from kdtune.records import Provenance
 from kdtune.train import EpochCallback, FitState, Penalty, StateCallback, amp_dtype, fit_student
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class StudentRun:
     student: nn.Module
     history: list[dict[str, float]]
     metrics: dict[str, float]
-    provenance: dict[str, str]  # what the student learned from (method, transfer set, real data used)
+    provenance: Provenance  # what the student learned from
 
 
 def run_student(
@@ -69,5 +70,6 @@ def run_student(
         amp=amp_dtype(cfg.resources.amp, data.train.x.device),
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
-    provenance = {"method": cfg.method.name, **stack.distiller.provenance}
-    return StudentRun(student, history, metrics, {k: str(v) for k, v in provenance.items() if k != "cache"})
+    learned = {"method": cfg.method.name, **stack.distiller.provenance}
+    learned.pop("cache", None)  # where a synthetic set is cached: not what the student learned from
+    return StudentRun(student, history, metrics, Provenance.from_dict(learned))

@@ -32,6 +32,8 @@ CACHE_FORMAT = 1
 
 @dataclass(frozen=True)
 class Teacher:
+    """A trained teacher: its model, training history, cache file and whether it came from the cache."""
+
     model: nn.Module
     history: list[dict[str, float]]
     path: Path

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any, NamedTuple
 
 from kdtune import priority
 from kdtune.errors import KdtuneError
+from kdtune.metrics import mlflow_key
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LEN = 6000
@@ -33,15 +33,6 @@ MAX_PARAM_LEN = 6000
 def default_uri(configured: str | None, workdir: Path) -> str:
     """The YAML's URI, else $MLFLOW_TRACKING_URI, else ``sqlite:///<workdir>/mlflow.db`` (absolute)."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
-
-
-def metric_key(name: str) -> str:
-    """A name MLflow accepts: ``val/robust_acc@0.1`` -> ``val/robust_acc_at_0.1``; any other character
-    outside letters, digits and ``_ - . : / space`` becomes ``_``."""
-    return _UNSAFE.sub("_", name.replace("@", "_at_"))
-
-
-_UNSAFE = re.compile(r"[^\w\-. :/]")
 
 
 def guarded(method: Callable[..., None]) -> Callable[..., None]:
@@ -186,7 +177,7 @@ class Tracker:
             self.client.update_run(self.children[trial_id], status="RUNNING")
             self._ended.discard(self.children[trial_id])
             return
-        own = {metric_key(k): v for k, v in tags.items()}
+        own = {mlflow_key(k): v for k, v in tags.items()}
         tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **own}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_id}", tags=tags)
         self.children[trial_id] = run.info.run_id
@@ -206,7 +197,7 @@ class Tracker:
         if run_id is None:
             return
         now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, step) for step, metrics in steps
+        batch = [Metric(mlflow_key(k), float(v), now, step) for step, metrics in steps
                  for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
@@ -281,7 +272,7 @@ class Tracker:
 
         run_id = self._run_id(trial_id)
         if run_id and tags:  # one write for all of them
-            self.client.log_batch(run_id, tags=[RunTag(metric_key(k), str(v)) for k, v in tags.items()])
+            self.client.log_batch(run_id, tags=[RunTag(mlflow_key(k), str(v)) for k, v in tags.items()])
 
     @guarded
     def end_sweep(self, status: str = "FINISHED") -> None:
@@ -300,7 +291,7 @@ class Tracker:
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(metric_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        items = [Param(mlflow_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 

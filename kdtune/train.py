@@ -18,20 +18,33 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdtune.errors import TrainingError
+from kdtune import metrics
 from kdtune.evaluate import accuracy
 from kdtune.compat.optim import LeanAdam, LeanSGD
 
 if TYPE_CHECKING:
-    from kdtune.spec import TrainSpec
     from kdtune.data import Dataset, Split
-    from kdtune.methods import Distiller
+    from kdtune.spec import TrainSpec
+
+
+class Distiller(Protocol):
+    """What ``fit_student`` drives: a KD method bound to its hyperparameters, an ``nn.Module`` whose own
+    parameters (e.g. a FitNets regressor) train with the student (``kdtune.methods.Distiller``)."""
+
+    amp_safe: bool  # whether ``terms`` may see logits of a bfloat16 forward pass
+
+    def attach(self, student: nn.Module) -> None: ...
+
+    def transfer_set(self) -> Split: ...
+
+    def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]: ...
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 StateCallback = Callable[["FitState"], None]
@@ -124,9 +137,9 @@ def fit(
     train: Split | None = None,
     extra: nn.Module | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` (and the ``extra`` module's parameters) for ``spec.epochs`` with ``step`` over
-    ``train`` (default: the training split); returns per-epoch means of the terms + val/acc.
+    """The shared training loop: ``spec.epochs`` epochs of ``step`` over ``train``; per-epoch term means + val/acc.
 
+    Trains ``model`` and the ``extra`` module's parameters; ``train`` defaults to the training split.
     ``on_state`` gets a ``FitState`` after every epoch; ``resume`` (one such state, for the same
     configuration) continues after its epoch and ends with what an uninterrupted run would have.
     """
@@ -142,7 +155,7 @@ def fit(
     for epoch in range(done + 1, spec.epochs + 1):
         start = time.perf_counter()
         stats = _train_epoch(model, train, spec, step, opt, gen, epoch)
-        stats["val/acc"] = accuracy(model, data.val.x, data.val.y)
+        stats[metrics.acc("val")] = accuracy(model, data.val.x, data.val.y)
         stats["time/epoch_s"] = time.perf_counter() - start
         history.append(stats)
         if on_epoch is not None:
@@ -194,7 +207,10 @@ def fit_teacher(
     on_state: StateCallback | None = None,
     resume: FitState | None = None,
 ) -> list[dict[str, float]]:
-    """Cross-entropy training of a teacher (on ``adversary(model, x, y)`` when given: Madry-style AT)."""
+    """Cross-entropy training of a teacher: min_θ mean CE(f_θ(x'), y), x' = ``adversary(model, x, y)`` or x.
+
+    With an adversary this is adversarial training (Madry et al. 2017, arXiv:1706.06083).
+    """
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         if adversary is not None:
@@ -218,11 +234,13 @@ def fit_student(
     resume: FitState | None = None,
     amp: torch.dtype | None = None,
 ) -> list[dict[str, float]]:
-    """Distil into ``student``: the method's task loss on student(x') + sum_w w * penalty(x').
+    """KD training of ``student``: loss = task(student(x'), y) + sum_p w_p * penalty_p(x').
 
-    The student trains on ``distiller.transfer_set()``; ``x'`` is ``adversary(student, x, y)`` when
-    adversarial training is on, else ``x``. The distiller's state (e.g. a FitNets regressor, created
-    by ``attach``) is part of every ``FitState``: ``resume`` restores it after ``attach``.
+    ``task`` is the method's loss; the student trains on ``distiller.transfer_set()``; ``x'`` is
+    ``adversary(student, x, y)`` when adversarial training is on, else ``x``, while the method's targets
+    come from the clean ``x`` (ARD, Goldblum et al. 2020, arXiv:1905.09747). The distiller's state (e.g. a
+    FitNets regressor, created by ``attach``) is part of every ``FitState``: ``resume`` restores it after
+    ``attach``.
 
     ``amp`` (e.g. ``torch.bfloat16``) runs the student's forward pass under autocast, the loss on its
     logits cast back to float32, where that is safe (``amp_step``); the adversary always runs in float32.
@@ -269,10 +287,3 @@ def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
-
-
-@torch.no_grad()  # not inference_mode: the result is used as a KD target inside autograd
-def logits_of(model: nn.Module, x: Tensor, *, batch_size: int = 1000) -> Tensor:
-    """The model's logits on ``x`` in eval mode, shape (N, K)."""
-    model.eval()
-    return torch.cat([model(xb) for xb in x.split(batch_size)])

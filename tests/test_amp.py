@@ -12,7 +12,8 @@ from kdtune.evaluate import accuracy
 from kdtune.methods import MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
-from kdtune.train import Penalty, amp_dtype, fit_student, logits_of
+from kdtune.train import Penalty, amp_dtype, fit_student
+from kdtune.evaluate import logits_of
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,6 @@ BAD = REPO / "tests" / "bad_studies" / "method_temprature.yaml"
 KINDS = ("dataset", "model", "method", "loss", "penalty", "attack")
 
 
-@pytest.fixture
-def clean_cwd(tmp_path, monkeypatch) -> Path:
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
-
-
 def _sections(out: str) -> list[tuple[str, list[str]]]:
     """``kdtune list`` output as [(header, [names])]: ``kinds:`` headers, then indented ``name  description``."""
     sections: list[tuple[str, list[str]]] = []

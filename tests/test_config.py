@@ -18,22 +18,14 @@ from kdtune import cli
 from kdtune.config import load_study, registry_of, validate_study, with_overrides
 from kdtune.errors import ConfigError
 from kdtune.metrics import trial_metric_names as metric_names
+from tests.studies import base_study, study_yaml, write_study
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 BAD = sorted((TESTS / "bad_studies").glob("*.yaml"))
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 
-MINI = """\
-name: mini
-teacher: {model: {name: mlp}}
-student: {model: {name: mlp, hidden: [16]}}
-search:
-  space:
-    method.temperature: {type: float, low: 1.0, high: 8.0}
-  objectives: [{metric: val/acc, mode: max}]
-  budget: 2
-"""
+MINI = study_yaml(base_study())
 
 # Malformed files that cannot carry a ``# expect:`` header: written by the test itself.
 GENERATED = {
@@ -65,19 +57,26 @@ def _materialize(path_or_name: Path | str, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def clean_cwd(tmp_path, monkeypatch) -> Path:
-    """An empty working directory; tests assert it is still empty afterwards."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
+def _write(tmp_path: Path, raw: dict | str) -> Path:
+    return write_study(tmp_path / "study.yaml", raw)
 
 
-def _write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+def _grid(choices: dict[str, list]) -> dict:
+    """The base study searching ``choices`` ({path: values}) on a grid (no budget: the grid's size)."""
+    raw = base_study()
+    raw["search"]["space"] = {path: {"type": "categorical", "choices": values} for path, values in choices.items()}
+    raw["search"]["sampler"] = {"name": "grid"}
+    del raw["search"]["budget"]
+    return raw
+
+
+def _numbers_as_typed() -> dict:
+    """The base study with numbers written in exponent notation, as people type them: the YAML text has
+    ``lr: 1e-3``, which PyYAML reads as a string."""
+    raw = base_study(method={"name": "hinton", "temperature": "2e0"}, penalties={"jacobian": {"weight": "1e-2"}})
+    raw["teacher"].update(lr="1e-3", weight_decay="5e-4")
+    raw["search"]["space"]["method.temperature"].update(low="1e-1", high="8e0", log=True)
+    return raw
 
 
 # ---------------------------------------------------------------- the malformed corpus
@@ -139,29 +138,23 @@ def test_to_raw_round_trips(path):
 
 
 VALID_VARIANTS = {
-    "minimal": MINI,
-    "dataset_as_bare_name": MINI + "dataset: mnist_5k\n",
-    "penalty_without_params": MINI + "penalties: {jacobian: null}\n",
-    "adversary_disabled": MINI + "adversary: {enabled: false, attack: {name: pgd}}\n",
-    "grid_without_budget": MINI.replace(
-        "    method.temperature: {type: float, low: 1.0, high: 8.0}",
-        "    method.temperature: {type: categorical, choices: [1.0, 4.0]}",
-    ).replace("  budget: 2\n", "  sampler: {name: grid}\n"),
-    "numeric_strings": MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3}"),
+    "minimal": base_study(),
+    "dataset_as_bare_name": base_study(dataset="mnist_5k"),
+    "penalty_without_params": base_study(penalties={"jacobian": None}),
+    "adversary_disabled": base_study(adversary={"enabled": False, "attack": {"name": "pgd"}}),
+    "grid_without_budget": _grid({"method.temperature": [1.0, 4.0]}),
+    "numeric_strings": _numbers_as_typed(),
 }
 
 
-@pytest.mark.parametrize("text", VALID_VARIANTS.values(), ids=VALID_VARIANTS)
-def test_valid_variants_load(text, tmp_path):
-    load_study(_write(tmp_path, text))
+@pytest.mark.parametrize("raw", VALID_VARIANTS.values(), ids=VALID_VARIANTS)
+def test_valid_variants_load(raw, tmp_path):
+    load_study(_write(tmp_path, raw))
 
 
 def test_numeric_strings_are_coerced_to_float(tmp_path):
-    text = (
-        MINI.replace("teacher: {model: {name: mlp}}", "teacher: {model: {name: mlp}, lr: 1e-3, weight_decay: 5e-4}")
-        .replace("low: 1.0, high: 8.0}", "low: 1e-1, high: 8e0, log: true}")
-        + "method: {name: hinton, temperature: 2e0}\npenalties: {jacobian: {weight: 1e-2}}\n"
-    )
+    text = study_yaml(_numbers_as_typed())
+    assert "lr: 1e-3\n" in text and "high: 8e0\n" in text  # written plain, as typed
     assert yaml.safe_load(text)["teacher"]["lr"] == "1e-3"  # the PyYAML gotcha this guards against
     cfg = load_study(_write(tmp_path, text))
     assert cfg.teacher.lr == 0.001 and isinstance(cfg.teacher.lr, float)
@@ -173,7 +166,7 @@ def test_numeric_strings_are_coerced_to_float(tmp_path):
 
 
 def test_registry_defaults_are_filled(tmp_path):
-    cfg = load_study(_write(tmp_path, MINI))
+    cfg = load_study(_write(tmp_path, base_study()))
     specs = [(cfg.teacher.model, "model"), (cfg.student.model, "model"), (cfg.method, "method"), (cfg.dataset, "dataset")]
     for spec, kind in specs:
         defaults = registry_of(kind).entry(spec.name).defaults
@@ -216,13 +209,8 @@ def test_grid_n_trials_is_product_of_choice_counts(tmp_path):
     path = REPO / "studies" / "seed000_combinations.yaml"
     space = yaml.safe_load(path.read_text())["search"]["space"]
     assert load_study(path).search.n_trials == math.prod(len(d["choices"]) for d in space.values())
-    text = MINI.replace(
-        "    method.temperature: {type: float, low: 1.0, high: 8.0}",
-        "    method.temperature: {type: categorical, choices: [1.0, 2.0, 4.0]}\n"
-        "    student.model.hidden.0: {type: categorical, choices: [8, 16]}\n"
-        "    method.alpha: {type: categorical, choices: [0.5]}",
-    ).replace("  budget: 2\n", "  sampler: {name: grid}\n")
-    assert load_study(_write(tmp_path, text)).search.n_trials == 6
+    raw = _grid({"method.temperature": [1.0, 2.0, 4.0], "student.model.hidden.0": [8, 16], "method.alpha": [0.5]})
+    assert load_study(_write(tmp_path, raw)).search.n_trials == 6
 
 
 def test_unknown_objective_lists_known_metrics(tmp_path):

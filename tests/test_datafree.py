@@ -16,7 +16,8 @@ from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.methods._datafree import NAMES
 from kdtune.models import build_model
 from kdtune.teacher import frozen
-from kdtune.train import fit_student, fit_teacher, logits_of
+from kdtune.train import fit_student, fit_teacher
+from kdtune.evaluate import logits_of
 
 # Small budgets: each set builds in about a second on one core.
 SMALL = {

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from kdtune import evaluate as evaluate_module
-from kdtune.config import EvaluationSpec, LatencySpec, TrainSpec
-from kdtune.data import MNIST_INFO
+from kdtune.config import EvaluationSpec, LatencySpec
+from kdtune.data import MNIST_INFO, Dataset, Split
 from kdtune.evaluate import (
     accuracy,
     correct,
@@ -16,15 +16,6 @@ from kdtune.evaluate import (
 from kdtune.metrics import eps_name
 from kdtune.metrics import trial_metric_names as metric_names
 from kdtune.models import build_model
-from kdtune.train import fit_teacher
-
-
-@pytest.fixture(scope="module")
-def trained(small_data):
-    torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [32]}, small_data.info)
-    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 3}), seed=0)
-    return model
 
 
 def test_eps_names_are_stable():
@@ -64,9 +55,9 @@ def test_an_example_is_robust_only_if_it_was_classified_right_before_the_attack(
     assert robust_accuracy(Fixed(), x, y, breaks_first, right=right, batch_size=3) == 0.25
 
 
-def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, trained):
+def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, small_teacher):
     spec = EvaluationSpec(eps=[0.05, 0.1, 0.2], pgd_steps=10, n_jacobian=64)
-    metrics = evaluate_model(trained, small_data, spec)
+    metrics = evaluate_model(small_teacher, small_data, spec)
     latency = {f"latency/ms_b{b}" for b in spec.latency.batch_sizes}
     assert set(metrics) | latency == set(metric_names(spec))
     for split in ("val", "test"):
@@ -79,13 +70,60 @@ def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean
             assert pgd <= fgsm + 0.02  # PGD is at least as strong as FGSM (small slack for randomness)
             assert pgd <= previous + 0.02  # robust accuracy does not rise with eps
             previous = pgd
-    assert metrics["model/params"] == sum(p.numel() for p in trained.parameters())
+    assert metrics["model/params"] == sum(p.numel() for p in small_teacher.parameters())
 
 
-def test_evaluation_leaves_the_model_mode_alone(small_data, trained):
-    trained.train()
-    evaluate_model(trained, small_data, EvaluationSpec(eps=[0.1], pgd_steps=2, n_jacobian=8))
-    assert trained.training
+# Shares of class 0 in each split: a model that always predicts class 0 scores exactly these.
+ZERO_SHARE = {"train": 0.5, "val": 0.75, "test": 0.25}
+
+
+def _split(n: int, n_zero: int, seed: int) -> Split:
+    """``n`` noise images (1, 2, 2), the first ``n_zero`` labelled 0, the others 1."""
+    x = torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(seed))
+    return Split(x, (torch.arange(n) >= n_zero).long())
+
+
+def _split_data() -> Dataset:
+    """Train, val and test of different sizes with different shares of class 0 (``ZERO_SHARE``)."""
+    sizes = {"train": 40, "val": 20, "test": 12}
+    splits = {k: _split(n, int(ZERO_SHARE[k] * n), seed) for seed, (k, n) in enumerate(sizes.items())}
+    return Dataset("splits", **splits, n_classes=2, input_shape=(1, 2, 2), mean=(0.5,), std=(0.25,))
+
+
+def always_zero() -> nn.Module:
+    """A linear model (1, 2, 2) -> 2 logits with zero weights and a bias for class 0: it predicts 0 for every
+    input, and attacks can still differentiate it (the gradient is zero, so no attack changes a prediction)."""
+    linear = nn.Linear(4, 2)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(torch.tensor([2.0, -2.0]))
+    return nn.Sequential(nn.Flatten(), linear)
+
+
+def test_val_metrics_come_from_the_val_split_and_test_metrics_from_the_test_split():
+    """Each split has its own share of class 0, so a constant model's accuracy names the split it was
+    measured on: swapping val and test, or measuring "val" on train, changes the numbers."""
+    data = _split_data()
+    spec = EvaluationSpec(eps=[0.1, 0.3], pgd_steps=2, n_jacobian=4)
+    metrics = evaluate_model(always_zero(), data, spec, seed=0)
+    assert metrics["val/acc"] == ZERO_SHARE["val"] and metrics["test/acc"] == ZERO_SHARE["test"]
+    assert ZERO_SHARE["train"] not in (metrics["val/acc"], metrics["test/acc"])
+    for eps in spec.eps:
+        for split in ("val", "test"):
+            for kind in ("robust_acc", "fgsm_acc"):
+                name = f"{split}/{kind}@{eps_name(eps)}"
+                # no attack moves a constant prediction: robust = clean, on the split's own images
+                assert metrics[name] <= metrics[f"{split}/acc"]
+                assert metrics[name] == ZERO_SHARE[split], name
+    split_metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    assert len(split_metrics) == 2 * (1 + 2 * len(spec.eps))
+    assert all(v == ZERO_SHARE[k.split("/")[0]] for k, v in split_metrics.items())
+
+
+def test_evaluation_leaves_the_model_mode_alone(small_data):
+    model = build_model("mlp", {"hidden": [8]}, small_data.info).train()
+    evaluate_model(model, small_data, EvaluationSpec(eps=[0.1], pgd_steps=2, n_jacobian=8))
+    assert model.training
 
 
 def test_jacobian_norm_of_a_linear_model_is_its_scaled_weight_norm():

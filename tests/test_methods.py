@@ -7,7 +7,8 @@ from kdtune.config import TrainSpec
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.teacher import frozen
-from kdtune.train import fit_student, fit_teacher, logits_of
+from kdtune.train import fit_student, fit_teacher
+from kdtune.evaluate import logits_of
 
 # Small budgets for the methods whose defaults synthesize large transfer sets; any other method
 # (including one added later) runs with its defaults.

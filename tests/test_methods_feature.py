@@ -15,7 +15,8 @@ from kdtune.methods._feature import pool_to_common_size
 from kdtune.methods._taps import FeatureTap
 from kdtune.models import build_model
 from kdtune.teacher import frozen
-from kdtune.train import fit_student, fit_teacher, logits_of
+from kdtune.train import fit_student, fit_teacher
+from kdtune.evaluate import logits_of
 
 FEATURE_METHODS = ["cosine", "fitnets"]
 

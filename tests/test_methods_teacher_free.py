@@ -4,7 +4,9 @@ import torch.nn.functional as F
 
 from kdtune.config import TrainSpec
 from kdtune.data import load_dataset
+from kdtune.config import validate_study
 from kdtune.errors import ConfigError
+from kdtune.spec import ModelSpec
 from kdtune.losses import hinton_kd
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.methods._teacher_free import virtual_teacher
@@ -88,13 +90,22 @@ def test_tfkd_self_pretrains_a_copy_of_the_student_spec(data, tmp_path):
     assert [p.shape for p in d.helper.model.parameters()] == [p.shape for p in student.parameters()]
 
 
-def test_reversed_teacher_model_is_validated_at_load():
-    with pytest.raises(ConfigError, match=r"teacher_model.*unknown model 'mpl' \(did you mean 'mlp'\?\)"):
-        METHODS.validate("reversed", {"teacher_model": {"name": "mpl"}})
+def _study_with(method: dict) -> dict:
+    return {"name": "weak", "teacher": {"model": {"name": "mlp"}}, "student": {"model": {"name": "mlp"}},
+            "method": method, "search": {"space": {"method.alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+                                         "objectives": [{"metric": "val/acc", "mode": "max"}], "budget": 2}}
+
+
+def test_reversed_teacher_model_is_a_model_spec_validated_at_load():
+    with pytest.raises(ConfigError, match=r"^x: method.teacher_model: unknown model 'mpl' \(did you mean 'mlp'\?\)"):
+        validate_study(_study_with({"name": "reversed", "teacher_model": {"name": "mpl"}}), source="x")
     with pytest.raises(ConfigError, match=r"unexpected parameter 'hiden' \(did you mean 'hidden'\?\)"):
-        METHODS.validate("reversed", {"teacher_model": {"name": "mlp", "hiden": [8]}})
-    params = METHODS.validate("reversed", {"teacher_model": {"name": "mlp"}})
-    assert params["teacher_model"] == {"name": "mlp", "hidden": [64]}  # the model's defaults filled in
+        validate_study(_study_with({"name": "reversed", "teacher_model": {"name": "mlp", "hiden": [8]}}), source="x")
+    with pytest.raises(ConfigError, match=r"parameter 'teacher_model'.*expected a mapping with a 'name' key"):
+        validate_study(_study_with({"name": "reversed", "teacher_model": {"hidden": [8]}}), source="x")
+    cfg = validate_study(_study_with({"name": "reversed", "teacher_model": {"name": "mlp"}}), source="x")
+    assert cfg.method.params["teacher_model"] == ModelSpec(name="mlp", params={"hidden": [64]})  # defaults filled
+    assert cfg.to_raw()["method"]["teacher_model"] == {"name": "mlp", "hidden": [64]}  # the YAML layout
 
 
 def test_reversed_builds_the_weak_teacher_and_distils_from_it_live(data, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.image import imread
 
 from kdtune.errors import KdtuneError
-from kdtune.records import Objective, TrialRecord
+from kdtune.records import Objective, Provenance, TrialRecord
 from kdtune.report import HYPERVOLUME_FORMAT, hypervolume_of, write_report
 from kdtune.report._analysis import Space, hypervolume_by_trial, knee_index, param_importances
 from kdtune.pareto import front_mask
@@ -358,8 +358,9 @@ def test_source_comparison_shows_matching_trials_next_to_the_source(tmp_path):
 
 
 def test_report_says_what_each_student_learned_from(tmp_path):
-    synthetic = {"method": "noise", "transfer_set": "synthetic", "n": "2000", "from_real_data": "nothing"}
-    real = {"method": "hinton", "transfer_set": "training split", "from_real_data": "training images"}
+    synthetic = Provenance.from_dict({"method": "noise", "transfer_set": "synthetic", "n": "2000",
+                                      "from_real_data": "nothing"})
+    real = Provenance("hinton", "training split", "training images")
     records = [
         TrialRecord("a", "COMPLETE", {}, {"val/acc": 0.2}, provenance=synthetic),
         TrialRecord("b", "COMPLETE", {}, {"val/acc": 0.9}, provenance=real),

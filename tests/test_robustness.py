@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdtune import attacks
-from kdtune.config import AutoAttackSpec, EvaluationSpec, StudyConfig, TrainSpec, load_study
+from kdtune.config import AutoAttackSpec, EvaluationSpec, StudyConfig, load_study
 from kdtune.errors import ConfigError
 from kdtune.evaluate import accuracy, robust_accuracy
 from kdtune.metrics import AA_SUBSET, autoattack_metric_names
@@ -20,8 +20,8 @@ from kdtune.study import StudyPaths, StudyRun
 from kdtune.study._stored import load_students
 from kdtune.study.stages import autoattack, masking
 from kdtune.teacher import Teacher
-from kdtune.train import fit_teacher
 from kdtune.sweep import STUDENT_FILE
+from tests.studies import base_study, write_study
 
 EPS = [0.05, 0.1, 0.2]
 CLEAN = {  # a plausible, unflagged model: accuracy falls with eps, PGD <= FGSM, AutoAttack <= PGD
@@ -92,14 +92,6 @@ def test_split_selects_the_metrics():
 # ---------------------------------------------------------------- AutoAttack through ART
 
 
-@pytest.fixture(scope="module")
-def trained(small_data):
-    torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [32]}, small_data.info)
-    fit_teacher(model, small_data, TrainSpec.model_validate({"model": {"name": "mlp"}, "epochs": 8, "lr": 3.0e-3}), seed=0)
-    return model
-
-
 @pytest.fixture
 def _art_home(tmp_path, monkeypatch):
     """ART writes ~/.art/config.json when first imported: keep it out of the user's home."""
@@ -107,55 +99,48 @@ def _art_home(tmp_path, monkeypatch):
 
 
 @pytest.mark.usefixtures("_art_home")
-def test_autoattack_is_at_least_as_strong_as_pgd(small_data, trained):
-    x, y = small_data.test.x[:64], small_data.test.y[:64]
-    clean = accuracy(trained, x, y)
+def test_autoattack_is_at_least_as_strong_as_pgd(small_data, small_teacher):
+    model, x, y = small_teacher, small_data.test.x[:64], small_data.test.y[:64]
+    clean = accuracy(model, x, y)
     pgd = functools.partial(attacks.pgd, eps=0.1, steps=20, generator=torch.Generator().manual_seed(0))
-    pgd_acc = robust_accuracy(trained, x, y, pgd)
-    trained.train()
-    aa = autoattack_accuracy(trained, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)
-    assert trained.training  # the model's mode is restored
+    pgd_acc = robust_accuracy(model, x, y, pgd)
+    model.train()
+    try:
+        aa = autoattack_accuracy(model, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)
+        assert model.training  # the model's mode is restored
+    finally:
+        model.eval()  # the shared teacher's own mode
     assert clean > 0.6
     assert 0.0 <= aa <= clean
     assert aa <= pgd_acc + 0.05
-    assert aa == autoattack_accuracy(trained, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)  # seeded
+    assert aa == autoattack_accuracy(model, x, y, eps=0.1, n_classes=small_data.n_classes, seed=0)  # seeded
 
 
 # ---------------------------------------------------------------- config and study-stage integration
 
-MINI = """\
-name: mini
-teacher: {model: {name: mlp}}
-student: {model: {name: mlp, hidden: [16]}}
-search:
-  space:
-    method.temperature: {type: float, low: 1.0, high: 8.0}
-  objectives: [{metric: val/acc, mode: max}]
-  budget: 2
-"""
 
 
-def _study(tmp_path, text: str) -> StudyConfig:
-    path = tmp_path / "study.yaml"
-    path.write_text(text, encoding="utf-8")
-    return load_study(path)
+def _study(tmp_path, **sections) -> StudyConfig:
+    """The base study with ``sections`` set, loaded from a study file."""
+    return load_study(write_study(tmp_path / "study.yaml", base_study(**sections)))
 
 
 def test_autoattack_config_validates_and_names_its_metrics(tmp_path):
-    enabled = "evaluation: {autoattack: {enabled: true, eps: [0.1, 0.2], n_samples: 64, members: all}}\n"
-    cfg = _study(tmp_path, MINI + enabled)
+    enabled = {"autoattack": {"enabled": True, "eps": [0.1, 0.2], "n_samples": 64, "members": "all"}}
+    cfg = _study(tmp_path, evaluation=enabled)
     assert cfg.evaluation.autoattack == AutoAttackSpec(enabled=True, eps=[0.1, 0.2], n_samples=64, members="all")
     assert autoattack_metric_names(cfg.evaluation) == ["test/autoattack_acc@0.1", "test/autoattack_acc@0.2"]
 
 
-@pytest.mark.parametrize("bad", ["{members: some}", "{eps: [0.0]}", "{n_samples: 0}", "{enable: true}"])
+@pytest.mark.parametrize("bad", [{"members": "some"}, {"eps": [0.0]}, {"n_samples": 0}, {"enable": True}],
+                         ids=["members_some", "eps_zero", "n_samples_zero", "enable_misspelled"])
 def test_bad_autoattack_config_raises(tmp_path, bad):
     with pytest.raises(ConfigError, match="autoattack"):
-        _study(tmp_path, MINI + f"evaluation: {{autoattack: {bad}}}\n")
+        _study(tmp_path, evaluation={"autoattack": bad})
 
 
 def test_disabled_autoattack_leaves_metric_columns_unchanged(tmp_path):
-    spec = _study(tmp_path, MINI).evaluation
+    spec = _study(tmp_path).evaluation
     assert spec.autoattack.enabled is False
     assert autoattack_metric_names(spec) == []
     assert autoattack_metric_names(EvaluationSpec(autoattack={"eps": [0.3]})) == []
@@ -164,7 +149,7 @@ def test_disabled_autoattack_leaves_metric_columns_unchanged(tmp_path):
 
 @pytest.mark.usefixtures("_art_home")
 def test_study_stages_attack_teacher_and_front_and_flags_every_model(tmp_path, small_data):
-    cfg = _study(tmp_path, MINI + "evaluation: {eps: [0.1], autoattack: {enabled: true, n_samples: 16}}\n")
+    cfg = _study(tmp_path, evaluation={"eps": [0.1], "autoattack": {"enabled": True, "n_samples": 16}})
     records = []
     for i, acc in enumerate([0.9, 0.5]):  # t0 is the front (one objective: val/acc)
         student = build_model("mlp", {"hidden": [16]}, small_data.info)
@@ -195,7 +180,7 @@ def test_study_stages_attack_teacher_and_front_and_flags_every_model(tmp_path, s
     [(0.455, False), (0.60, True)],  # AutoAttack vs PGD on the same images; the full split is easier/harder
 )
 def test_autoattack_is_checked_against_pgd_on_its_own_images(tmp_path, subset_aa, flagged):
-    cfg = _study(tmp_path, MINI + "evaluation: {eps: [0.1], autoattack: {enabled: true, n_samples: 200}}\n")
+    cfg = _study(tmp_path, evaluation={"eps": [0.1], "autoattack": {"enabled": True, "n_samples": 200}})
     metrics = {
         "test/acc": 0.95, "test/robust_acc@0.1": 0.30, "test/fgsm_acc@0.1": 0.40,  # all 1,000 test images
         "test/autoattack_acc@0.1": subset_aa,  # the first 200, which happen to be easier

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from kdtune.config import load_study
 from kdtune.metrics import trial_metric_names as metric_names
+from kdtune.records import Provenance
 from kdtune.study import SweepPace, run_study
 
 pytestmark = pytest.mark.slow
@@ -94,8 +95,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
 
     # every trial finished and is reported once, with one progress line each
     assert [r.status for r in outcome.records] == ["COMPLETE"] * 4
-    assert all(r.provenance == {"method": "hinton", "transfer_set": "training split",
-                                "from_real_data": "training images"} for r in outcome.records)
+    assert all(r.provenance == Provenance("hinton", "training split", "training images") for r in outcome.records)
     assert len({r.trial_id for r in outcome.records}) == 4
     assert sum("done" in line for line in lines) == 4
     # the sweep's pace: every trial that ended in it, over its wall time (part of the study's)

@@ -4,7 +4,8 @@ import logging
 
 from mlflow.tracking import MlflowClient
 
-from kdtune.tracking import Outcome, Tracker, metric_key
+from kdtune.metrics import mlflow_key as metric_key
+from kdtune.tracking import Outcome, Tracker
 
 
 def test_metric_keys_are_made_acceptable_to_mlflow():

@@ -11,7 +11,8 @@ from kdtune.evaluate import accuracy
 from kdtune.losses import hinton_kd
 from kdtune.methods import Distiller, MethodContext
 from kdtune.models import build_model
-from kdtune.train import Penalty, fit_student, fit_teacher, logits_of
+from kdtune.train import Penalty, fit_student, fit_teacher
+from kdtune.evaluate import logits_of
 
 
 class LossOf(Distiller):

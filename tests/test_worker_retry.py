@@ -27,7 +27,8 @@ from kdtune.data import load_dataset
 from kdtune.methods import MethodContext, build_method
 from kdtune.models import build_model
 from kdtune.teacher import frozen, load_or_train_teacher
-from kdtune.train import FitState, fit_student, fit_teacher, logits_of
+from kdtune.train import FitState, fit_student, fit_teacher
+from kdtune.evaluate import logits_of
 from kdtune.cache import save_atomic
 from kdtune.sweep._trainable import STATE_FILE, STUDENT_FILE, EpochReporter, make_trainable, resume_state
 

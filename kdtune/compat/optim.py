@@ -1,11 +1,11 @@
 """torch.optim without importing ``torch._dynamo``, which kdtune never uses.
 
-The first time a process takes an optimizer step, torch imports ``torch._dynamo`` (1.0-1.3 s of CPU
-measured in a Ray trial actor, where every study starts a fresh process): ``Optimizer.step`` is wrapped so
-that it can place two graph breaks for ``torch.compile``, and ``add_param_group``, ``zero_grad``,
-``state_dict`` and ``load_state_dict`` are wrapped to build a "do not compile" version of themselves on
-first call. Outside ``torch.compile`` neither does anything else: a graph break is a no-op and the "do not
-compile" version of a method is the method.
+The first time a process takes an optimizer step, torch imports ``torch._dynamo``, a cost every fresh Ray
+trial actor would pay (docs/performance.md): ``Optimizer.step`` is wrapped so that it can place two graph
+breaks for ``torch.compile``, and ``add_param_group``, ``zero_grad``, ``state_dict`` and ``load_state_dict``
+are wrapped to build a "do not compile" version of themselves on first call. Outside ``torch.compile``
+neither does anything else: a graph break is a no-op and the "do not compile" version of a method is the
+method.
 
 ``LeanAdam`` and ``LeanSGD`` are ``torch.optim.Adam`` and ``torch.optim.SGD`` whose ``step`` runs torch's
 own step under the grad mode torch sets, without the graph breaks; ``optimizers_without_dynamo`` caches the

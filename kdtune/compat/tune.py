@@ -36,7 +36,8 @@ def tell_failed(searcher: Any, trial_id: str) -> None:
 def skip_ipython_in_trials() -> None:
     """Tune's ``Trainable`` calls ``disable_ipython`` in every trial actor, which imports IPython (0.3 s,
     where it is installed) to clear a shell that a fresh Ray worker does not have; only a process that
-    has loaded IPython can have one. Called in the actor before the trainable is created (idempotent)."""
+    has loaded IPython can have one. Ray runs it in each worker of a study's job before any actor starts
+    (``worker_process_setup_hook``, ``kdtune.sweep``); idempotent."""
     check_version("ray")
     from ray.tune.trainable import trainable as tune_trainable
 

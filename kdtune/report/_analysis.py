@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from kdtune.metrics import Metric, attacked_acc, eps_of, is_attacked_acc
+from kdtune.metrics import acc as acc_name
 from kdtune.pareto import hypervolume, normalized_objectives
 from kdtune.records import Objective, TrialRecord
 
@@ -82,14 +84,9 @@ def hypervolume_by_trial(space: Space, n_records: int) -> np.ndarray:
 
 def robust_curve(metrics: dict[str, float], *, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(eps, accuracy) sorted by eps from ``<split>/robust_acc@<eps>``; eps 0 is the clean ``<split>/acc``."""
-    points = {}
-    for name, value in metrics.items():
-        if name.startswith(f"{split}/robust_acc@") and value is not None and math.isfinite(value):
-            try:
-                points[float(name.split("@", 1)[1])] = float(value)
-            except ValueError:
-                continue
-    clean = metrics.get(f"{split}/acc")
+    points = {eps_of(name): float(value) for name, value in metrics.items()
+              if is_attacked_acc(name, split) and value is not None and math.isfinite(value)}
+    clean = metrics.get(acc_name(split))
     if points and clean is not None and math.isfinite(clean):
         points.setdefault(0.0, float(clean))
     eps = np.array(sorted(points), dtype=float)
@@ -102,19 +99,13 @@ def share_metrics(objectives: Sequence[Objective], metric_columns: Sequence[str]
     Test split when measured; the robust one is at the eps of a robust-accuracy objective, else the smallest eps.
     """
     names = set(metric_columns) | {o.metric for o in objectives}
-    acc = next((m for m in ("test/acc", "val/acc") if m in names), None)
-    split = acc.split("/", 1)[0] if acc else "test"
-    robust = sorted((m for m in names if m.startswith(f"{split}/robust_acc@")), key=_eps_of)
-    wanted = [f"{split}/robust_acc@{o.metric.split('@', 1)[1]}" for o in objectives if "/robust_acc@" in o.metric]
+    acc = next((m for m in (acc_name("test"), acc_name("val")) if m in names), None)
+    split = Metric.parse(acc).group if acc else "test"
+    robust = sorted((m for m in names if is_attacked_acc(m, split)), key=eps_of)
+    wanted = [attacked_acc(split, eps_of(o.metric)) for o in objectives if is_attacked_acc(o.metric, "val")
+              or is_attacked_acc(o.metric, "test")]
     chosen = next((m for m in wanted if m in robust), robust[0] if robust else None)
     return acc, chosen
-
-
-def _eps_of(metric: str) -> float:
-    try:
-        return float(metric.split("@", 1)[1])
-    except ValueError:
-        return math.inf
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Drawing some of the report's PNGs beside the rest of the report.
 
-Text layout and rasterising make the PNGs most of a report's time (about 60%), all of it Python under one
-GIL. In the report's own process (``_process``), which is single-threaded, the front plots (pairwise and
-3-D) and the hypervolume by trial (``_figures.drawn_apart``) are drawn in a forked child while the parent
-computes the importances, draws everything else and builds the interactive figures: the child starts warm
-(fonts, matplotlib) at the cost of a ``fork``. If the child fails, the parent draws those PNGs itself, so a
-failure there is raised as it would be without the child.
+Text layout and rasterising make the PNGs most of a report's time (docs/performance.md), all of it Python
+under one GIL. In the report's own process (``_process``), which is single-threaded, the front plots
+(pairwise and 3-D) and the hypervolume by trial (``_figures.drawn_apart``) are drawn in a forked child while
+the parent computes the importances, draws everything else and builds the interactive figures: the child
+starts warm (fonts, matplotlib) at the cost of a ``fork``. If the child fails, the parent draws those PNGs
+itself, so a failure there is raised as it would be without the child.
 Anywhere else (a driver with Ray's and MLflow's threads, where forking is unsafe) they are drawn at once.
 """
 

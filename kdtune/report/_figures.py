@@ -40,8 +40,8 @@ def drawn_apart(
     teacher_metrics: dict[str, float],
 ) -> dict[str, Png]:
     """The PNGs the report may draw beside the rest of its work (``_drawing.Drawing``): a front plot per pair
-    of objectives, the 3-D one and the hypervolume by trial (``history``). About half of the report's work,
-    so neither side waits long for the other."""
+    of objectives, the 3-D one and the hypervolume by trial (``history``). Chosen so that the two sides'
+    work is balanced and neither waits long for the other (docs/performance.md)."""
     pngs = front_pngs(out_dir, records, front, objectives, teacher_metrics, knee=knee)
     if len(objectives) == 3:
         pngs["front_3d"] = Png(out_dir / "front_3d.png", front_3d_plot, (records, front, objectives, teacher_metrics),

@@ -63,8 +63,8 @@ def _div(fig, div_id: str, *, margin: dict | None = None) -> str:
     """``fig`` as an HTML fragment in the report's template (``TEMPLATE``).
 
     The template goes into the figure's JSON as it is: assigning it to the figure (``template=...``)
-    would validate and copy the whole template again, about 15 ms a figure, several times what the
-    rest of a report figure costs, for the same output.
+    would validate and copy the whole template again for every figure, for the same output
+    (docs/performance.md).
     """
     import plotly.io as pio
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdtune.metrics import ci95_of, mean_of
 from kdtune.pareto import pareto_mask
 from kdtune.records import Objective, TrialRecord
 from kdtune.report._drawing import Png
@@ -107,8 +108,8 @@ def _plot_pair(
 def seed_error_bars(records: Sequence[TrialRecord], x: str, y: str) -> np.ndarray | None:
     """(4, m) array of mean x, mean y, 95% half-width x, y for the trials repeated over seeds
     (``<metric>/mean`` and ``<metric>/ci95``, see ``evaluation.seeds``); None when there are none."""
-    rows = [[r.metrics[f"{m}/{k}"] for k in ("mean",) for m in (x, y)] + [r.metrics[f"{m}/ci95"] for m in (x, y)]
-            for r in records if all(f"{m}/{k}" in r.metrics for m in (x, y) for k in ("mean", "ci95"))]
+    rows = [[r.metrics[mean_of(m)] for m in (x, y)] + [r.metrics[ci95_of(m)] for m in (x, y)]
+            for r in records if all(name in r.metrics for m in (x, y) for name in (mean_of(m), ci95_of(m)))]
     return np.array(rows, dtype=float).T if rows else None
 
 

@@ -1,13 +1,13 @@
 """``write_report`` in a Python process of its own, started while the sweep runs.
 
-After the sweep the driver has two jobs left that are both Python: drawing the report (about a second:
-PNGs, fANOVA, plotly) and the MLflow writes it queued (front members' models, post-sweep metrics, about
-as long). In one interpreter they share the GIL and take turns; here the report is drawn on another core.
-The process is started early so that its imports and ``preload_report`` are done by the time the sweep
-ends; they run in a thread at the lowest CPU priority (``kdtune.priority``: the trials come first), the
-report itself at the priority the process was started with. It talks over its stdin/stdout (one pickled
-job in, one pickled result out) and is started as ``python -m kdtune.report._process``: unlike a
-``multiprocessing`` child, it never re-imports the caller's main script, so a user's script that runs a
+After the sweep the driver has two jobs left that are both Python: drawing the report (PNGs, fANOVA,
+plotly) and the MLflow writes it queued (front members' models, post-sweep metrics), of similar length
+(docs/performance.md). In one interpreter they share the GIL and take turns; here the report is drawn on
+another core. The process is started early so that its imports and ``preload_report`` are done by the time
+the sweep ends; they run in a thread at the lowest CPU priority (``kdtune.priority``: the trials come
+first), the report itself at the priority the process was started with. It talks over its stdin/stdout
+(one pickled job in, one pickled result out) and is started as ``python -m kdtune.report._process``: unlike
+a ``multiprocessing`` child, it never re-imports the caller's main script, so a user's script that runs a
 study without an ``if __name__ == "__main__"`` guard is not run again in it.
 
 If the process cannot be started or dies, the report is written in the calling process instead.
@@ -158,6 +158,6 @@ def _serve() -> None:
 if __name__ == "__main__":
     _serve()
     # Every file is written and closed and the reply sent: skip the interpreter's teardown of matplotlib,
-    # plotly, pandas and scikit-learn (up to a second, which the driver would wait for).
+    # plotly, pandas and scikit-learn, which the driver would wait for (docs/performance.md).
     sys.stderr.flush()
     os._exit(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -11,8 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kdtune import metrics as vocab  # metric names (a local "metrics" is a row's values)
 from kdtune.pareto import hypervolume, normalized_objectives
-from kdtune.records import Objective, TrialRecord
+from kdtune.records import Objective, Provenance, TrialRecord
 
 MISSING = "–"
 
@@ -80,8 +80,8 @@ def front_table(
     latency, then (when given) the share of each ``shares`` metric the teacher reaches, the distance to the
     ideal point (``knee`` marked) and the command that retrains the trial (``rerun`` + trial id)."""
     objective_metrics = [o.metric for o in objectives]
-    val_test = [m for m in metric_columns if m == "val/acc" or m.startswith("test/")]
-    cost = [m for m in metric_columns if m == "model/params" or m.startswith("latency/")]
+    val_test = [m for m in metric_columns if m == vocab.acc("val") or _split_of(m) == "test"]
+    cost = [m for m in metric_columns if m == vocab.PARAMS or vocab.latency_batch(m) is not None]
     metrics = list(dict.fromkeys([*objective_metrics, *val_test, *cost]))
     positions = {id(r): i for i, r in enumerate(records)}
     members = sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
@@ -164,7 +164,7 @@ def format_metric(name: str, value: float | None) -> str:
     value = _as_float(value)
     if math.isnan(value):
         return MISSING
-    if name == "model/params" or name.split("/")[-1].startswith("n_"):
+    if name == vocab.PARAMS or name.split("/")[-1].startswith("n_"):
         return f"{value:,.0f}"
     return f"{value:.4g}"
 
@@ -212,32 +212,22 @@ def _available_metrics(
 
 def _results_columns(available: list[str], objectives: Sequence[Objective]) -> list[tuple[str, str]]:
     """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc and AutoAttack acc per eps."""
-    split = "test" if "test/acc" in available else "val"
-    columns = [(f"{split}/acc", f"accuracy ({split})")]
-    columns.append(("model/params", "params"))
-    columns += [(m, _latency_header(m)) for m in available if m.startswith("latency/")]
-    columns.append(("jacobian/norm", "Jacobian norm"))
-    robust = [m for m in available if m.startswith(f"{split}/robust_acc@")]
-    columns += [(m, f"robust acc ε={m.split('@', 1)[1]} ({split})") for m in sorted(robust, key=_eps)]
-    autoattack = [m for m in available if "/autoattack_acc@" in m]  # measured on the test split only
-    columns += [(m, f"AutoAttack acc ε={m.split('@', 1)[1]} ({m.split('/', 1)[0]})")
-                for m in sorted(autoattack, key=_eps)]
+    split = "test" if vocab.acc("test") in available else "val"
+    columns = [(vocab.acc(split), f"accuracy ({split})")]
+    columns.append((vocab.PARAMS, "params"))
+    columns += [(m, f"latency ms (batch {vocab.latency_batch(m)})") for m in available
+                if vocab.latency_batch(m) is not None]
+    columns.append((vocab.JACOBIAN_NORM, "Jacobian norm"))
+    robust = [m for m in available if vocab.is_attacked_acc(m, split)]
+    columns += [(m, f"robust acc ε={vocab.eps_name(vocab.eps_of(m))} ({split})")
+                for m in sorted(robust, key=vocab.eps_of)]
+    autoattack = [m for m in available if vocab.is_attacked_acc(m, "test", "autoattack")]  # test split only
+    columns += [(m, f"AutoAttack acc ε={vocab.eps_name(vocab.eps_of(m))} (test)")
+                for m in sorted(autoattack, key=vocab.eps_of)]
     columns = [(m, header) for m, header in columns if m in available]
     shown = {m for m, _ in columns}
     extra = [(o.metric, o.metric) for o in objectives if o.metric not in shown and o.metric in available]
     return extra + columns
-
-
-def _latency_header(metric: str) -> str:
-    match = re.fullmatch(r"latency/ms_b(\d+)", metric)
-    return f"latency ms (batch {match.group(1)})" if match else metric
-
-
-def _eps(metric: str) -> float:
-    try:
-        return float(metric.split("@", 1)[1])
-    except ValueError:
-        return math.inf
 
 
 def provenance_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
@@ -246,18 +236,18 @@ def provenance_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
     for r in records:
         if r.status == "COMPLETE" and r.provenance:
             p = r.provenance
-            key = (p.get("method", MISSING), _describe_set(p), p.get("from_real_data", MISSING))
+            key = (p.method, _describe_set(p), p.from_real_data)
             groups.setdefault(key, []).append(r.trial_id)
     rows = [[*key, ", ".join(ids)] for key, ids in sorted(groups.items())]
     return pd.DataFrame(rows, columns=["method", "student trained on", "taken from the real training data", "trials"])
 
 
-def _describe_set(p: dict[str, str]) -> str:
-    parts = [p.get("transfer_set", MISSING)]
-    if "n" in p:
-        parts.append(f"{p['n']} examples")
-    if "objective" in p:
-        parts.append(f"objective {p['objective']}")
+def _describe_set(p: Provenance) -> str:
+    parts = [p.transfer_set]
+    if p.n is not None:
+        parts.append(f"{p.n} examples")
+    if p.objective is not None:
+        parts.append(f"objective {p.objective}")
     return ", ".join(parts)
 
 
@@ -265,11 +255,11 @@ def seeds_table(
     records: Sequence[TrialRecord], objectives: Sequence[Objective], metric_columns: Sequence[str]
 ) -> pd.DataFrame:
     """Trials repeated over seeds: ``mean ± ci95`` of each objective and of test accuracy."""
-    repeated = [r for r in records if "seeds/n" in r.metrics]
-    names = list(dict.fromkeys([o.metric for o in objectives] + [m for m in metric_columns if m == "test/acc"]))
-    names = [m for m in names if any(f"{m}/mean" in r.metrics for r in repeated)]
-    rows = [[r.trial_id, f"{r.metrics['seeds/n']:.0f}"]
-            + [_mean_ci(m, r.metrics.get(f"{m}/mean"), r.metrics.get(f"{m}/ci95")) for m in names]
+    repeated = [r for r in records if vocab.SEEDS_DONE in r.metrics]
+    names = list(dict.fromkeys([o.metric for o in objectives] + [m for m in metric_columns if m == vocab.acc("test")]))
+    names = [m for m in names if any(vocab.mean_of(m) in r.metrics for r in repeated)]
+    rows = [[r.trial_id, f"{r.metrics[vocab.SEEDS_DONE]:.0f}"]
+            + [_mean_ci(m, r.metrics.get(vocab.mean_of(m)), r.metrics.get(vocab.ci95_of(m))) for m in names]
             for r in repeated]
     return pd.DataFrame(rows, columns=["trial", "seeds", *names])
 
@@ -278,3 +268,8 @@ def _mean_ci(name: str, mean: float | None, ci: float | None) -> str:
     if mean is None:
         return MISSING
     return f"{format_metric(name, mean)} ± {format_metric(name, ci)}" if ci is not None else format_metric(name, mean)
+
+
+def _split_of(name: str) -> str | None:
+    metric = vocab.parse_or_none(name)
+    return metric.group if metric is not None else None

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kdtune.errors import KdtuneError
+from kdtune import metrics as vocab  # metric names (a local "metrics" is a row's values)
 from kdtune.pareto import front_mask, usable_scale
 from kdtune.records import Objective, Reference, TrialRecord
 from kdtune.report import _interactive, _tables
@@ -185,7 +186,7 @@ def _seed_blocks(c: _Context) -> list[Block]:
     table = _tables.seeds_table(c.records, c.objectives, c.metric_columns)
     if table.empty:
         return []
-    n = int(max(r.metrics.get("seeds/n", 0) for r in c.records))
+    n = int(max(r.metrics.get(vocab.SEEDS_DONE, 0) for r in c.records))
     return [Heading("Front over seeds"),
             Text(f"Each front member retrained with {n} seeds (the trial's own and the next {n - 1}); "
                  "mean ± half-width of the 95% t-interval."), Table(table)]

@@ -25,7 +25,9 @@ class Strict(BaseModel):
 class Component(BaseModel):
     """``{name: ..., **params}`` in YAML: a registered component of kind ``kind`` and its parameters.
 
-    A bare string is read as ``{name: <string>}``. ``params`` are kept as given here; ``kdtune.config``
+    A bare string is read as ``{name: <string>}``; ``Component(name=..., params={...})`` is the same as
+    ``{name: ..., **params}`` (which is why no registered component may take a parameter called ``params``
+    or ``name``). ``params`` are kept as given here; ``kdtune.config``
     validates them against the registry of ``kind`` and fills in the defaults.
     """
 
@@ -47,6 +49,8 @@ class Component(BaseModel):
             raw = {"name": raw}
         if not isinstance(raw, dict) or "name" not in raw:
             raise ValueError(f"expected a mapping with a 'name' key, e.g. {{name: ..., ...}}; got {raw!r}")
+        if set(raw) == {"name", "params"} and isinstance(raw["params"], dict):
+            return raw  # the split form: ModelSpec(name=..., params={...}) (no component has a 'params' parameter)
         raw = dict(raw)
         name = raw.pop("name")
         if not isinstance(name, str):

@@ -125,7 +125,7 @@ class StudyRun:
     @cached_property
     def teacher_logits(self) -> torch.Tensor:
         """(N_train, K): the teacher's logits on the training split (computed once)."""
-        from kdtune.train import logits_of
+        from kdtune.evaluate import logits_of
 
         return logits_of(self.teacher.model, self.data.train.x)
 

@@ -9,6 +9,7 @@ from kdtune import store
 from kdtune.config import with_overrides
 from kdtune.data import load_dataset
 from kdtune.evaluate import evaluate_model
+from kdtune.metrics import acc
 from kdtune.models import build_model
 from kdtune.records import TrialRecord
 from kdtune.study._run import StudyRun
@@ -33,9 +34,9 @@ def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:
 
 def teacher_metrics(run: StudyRun) -> dict[str, float]:
     """The teacher's metrics, measured as the students' are."""
-    metrics = evaluate_model(frozen(run.teacher.model, "cpu"), run.data, run.cfg.evaluation, seed=run.cfg.seed)
-    run.echo(f"teacher val/acc={metrics['val/acc']:.4f} test/acc={metrics['test/acc']:.4f}")
-    return metrics
+    measured = evaluate_model(frozen(run.teacher.model, "cpu"), run.data, run.cfg.evaluation, seed=run.cfg.seed)
+    run.echo(" ".join(["teacher", *(f"{name}={measured[name]:.4f}" for name in (acc("val"), acc("test")))]))
+    return measured
 
 
 def read_records(run: StudyRun) -> list[TrialRecord]:

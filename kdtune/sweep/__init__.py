@@ -7,7 +7,8 @@ from kdtune.sweep._cluster import cluster_summary, init_ray, resolve_address
 from kdtune.sweep._searcher import build_searcher, provenance, trial_record
 from kdtune.sweep._space import DefineByRun, build_sampler
 from kdtune.sweep._trainable import FAILED_KEY, STUDENT_FILE, make_trainable
-from kdtune.sweep._tuner import SweepJob, can_resume, final_report, run_sweep
+from kdtune.sweep._job import SweepJob
+from kdtune.sweep._tuner import can_resume, final_report, run_sweep
 
 __all__ = [
     "FAILED_KEY", "NOT_TRIAL_PARAMS", "STUDENT_FILE", "DefineByRun", "ProgressCallback", "SweepJob", "TrackingCallback",

@@ -12,6 +12,9 @@ import ray
 from kdtune.errors import KdtuneError
 
 log = logging.getLogger(__name__)
+# Every worker of a study's Ray job runs this setup first (Ray's public hook): trial actors then skip
+# Tune's IPython import (``kdtune.compat.tune``) without kdtune patching anything at import time.
+WORKERS = {"worker_process_setup_hook": "kdtune.compat.tune.skip_ipython_in_trials"}
 
 
 def resolve_address(flag: str | None, configured: str | None) -> tuple[str | None, str]:
@@ -41,13 +44,13 @@ def init_ray(
     address, source = resolve_address(address, configured)
     if address is None:
         # address="local": $RAY_ADDRESS must not turn "start a local Ray" into "connect".
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=WORKERS,
                  log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
         echo(f"Ray: local on this machine ({cluster_summary()}); pass --address to use a cluster")
         return
     _check_reachable(address, source)
     try:  # an existing cluster decides its own CPUs and node IPs: no num_cpus / _node_ip_address here
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, runtime_env=WORKERS, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as err:
         raise KdtuneError(_no_cluster(address, source, str(err).strip().splitlines()[0][:200])) from err
     except (ValueError, RuntimeError, ray.exceptions.AuthenticationError) as err:  # ray[client], versions, token

@@ -12,7 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 from kdtune import store
 from kdtune.compat.tune import optuna_trial, tell_failed
 from kdtune.metrics import trial_metric_names
-from kdtune.records import TrialRecord
+from kdtune.records import Provenance, TrialRecord
 from kdtune.spec import StudyConfig
 from kdtune.sweep._space import DefineByRun, build_sampler
 from kdtune.sweep._trainable import FAILED_KEY
@@ -54,16 +54,22 @@ def trial_record(trial_id: str, params: dict[str, Any], result: dict[str, Any], 
     reported = result.get(FAILED_KEY)
     metrics = {k: float(v) for k, v in result.items() if k in known}
     if reported is None and not ray_error and len(metrics) == len(known):
-        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=provenance(result))
+        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=_learned(result))
     reason = reported or (
         "the trial's Ray worker failed (retried up to resources.max_failures times); see its error.txt "
         "under the study's Ray storage" if ray_error else "the trial ended without its final metrics"
     )
-    return TrialRecord(trial_id, "FAILED", dict(params), {}, error=reason, provenance=provenance(result))
+    return TrialRecord(trial_id, "FAILED", dict(params), {}, error=reason, provenance=_learned(result))
+
+
+def _learned(result: dict[str, Any]) -> Provenance | None:
+    flat = provenance(result)
+    return Provenance.from_dict(flat) if flat else None
 
 
 def provenance(result: dict[str, Any]) -> dict[str, str]:
-    """The trial's provenance fields (Tune flattens the reported dict to ``provenance/<key>``)."""
+    """The trial's provenance in its flat form (``Provenance.as_dict``; Tune flattens the reported dict to
+    ``provenance/<key>``); {} when the result carries none."""
     nested = result.get("provenance")
     if isinstance(nested, dict):
         return {k: str(v) for k, v in nested.items()}

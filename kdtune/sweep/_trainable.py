@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -13,11 +14,9 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 from ray import tune
-from torch import nn
 
 from kdtune.cache import cache_dir, save_atomic
 from kdtune.compat.optim import optimizers_without_dynamo
-from kdtune.compat.tune import skip_ipython_in_trials
 from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import measure_latency
@@ -27,9 +26,7 @@ from kdtune.teacher import frozen
 from kdtune.train import FitState
 
 if TYPE_CHECKING:
-    from kdtune.data import Dataset
-    from kdtune.spec import StudyConfig
-    from kdtune.sweep._tuner import SweepJob
+    from kdtune.sweep._job import SweepJob
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +44,15 @@ EPOCHS_KEY = "kdtune/epochs"
 # sweep records it at once; Ray's retries are kept for failures of the infrastructure (a dead worker).
 FAILED_KEY = "kdtune/error"
 
-skip_ipython_in_trials()  # this module is imported in the trial's actor before Tune's trainable is made
-
 
 def make_trainable(job: SweepJob) -> Any:
     """The sweep's trainable with data, teacher and its logits shipped once through Ray's object store.
 
     Each finished trial also writes its student's weights to ``<job.students_dir>/<trial id>.pt``.
     """
-    trainable = tune.with_parameters(
-        run_trial, study=job.cfg, data=job.data, teacher=job.teacher.cpu(), teacher_logits=job.teacher_logits.cpu(),
-        students_dir=job.students_dir.resolve(),  # trials run in another working directory
-    )
+    shipped = dataclasses.replace(job, teacher=job.teacher.cpu(), teacher_logits=job.teacher_logits.cpu(),
+                                  students_dir=job.students_dir.resolve())  # trials run in another directory
+    trainable = tune.with_parameters(run_trial, job=shipped)
     return tune.with_resources(trainable, {"cpu": job.cfg.resources.cpu, "gpu": job.cfg.resources.gpu})
 
 
@@ -67,26 +61,18 @@ def trial_device() -> torch.device:
     return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
 
 
-def run_trial(
-    config: dict[str, Any],
-    *,
-    study: StudyConfig,
-    data: Dataset,
-    teacher: nn.Module,
-    teacher_logits: torch.Tensor,
-    students_dir: Path | None = None,
-) -> None:
-    """One trial: ``config`` maps searched YAML paths to sampled values.
+def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
+    """One trial of ``job``'s sweep: ``config`` maps searched YAML paths to sampled values.
 
     A retried trial (its worker died) resumes from the latest epoch's checkpoint.
     """
     optimizers_without_dynamo()  # this process is the trial's alone and compiles nothing: see kdtune.compat.optim
-    cfg = with_overrides(study, config)
+    cfg = with_overrides(job.cfg, config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()
-    data = data.to(device)
+    data = job.data.to(device)
     ctx = MethodContext(
-        data=data, teacher=frozen(teacher, device), teacher_logits=teacher_logits.to(device),
+        data=data, teacher=frozen(job.teacher, device), teacher_logits=job.teacher_logits.to(device),
         student_spec=cfg.student, seed=cfg.seed, cache=cache_dir(cfg.output.cache),
     )
     reporter = EpochReporter(cfg.resources.checkpoint_every_s)
@@ -97,11 +83,11 @@ def run_trial(
         return
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
-    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance,
+    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance.as_dict(),
              **reporter.unreported()}
-    if students_dir is not None:  # before the final report: a COMPLETE trial always has its weights there
-        save_atomic(students_dir / f"{tune.get_context().get_trial_id()}.pt", run.student.state_dict(),
-                    what="the student's weights", checksum=False)
+    # before the final report: a COMPLETE trial always has its weights there
+    save_atomic(job.students_dir / f"{tune.get_context().get_trial_id()}.pt", run.student.state_dict(),
+                what="the student's weights", checksum=False)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(run.student.state_dict(), Path(tmp) / STUDENT_FILE)
         (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True))

@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 
 from kdtune.compat import setup
 from kdtune.compat.tune import restore_callbacks
-from kdtune.data import Dataset
 from kdtune.errors import SweepInterrupted
-from kdtune.spec import StudyConfig
 from kdtune.sweep._callbacks import error_reason
+from kdtune.sweep._job import SweepJob
 from kdtune.sweep._searcher import build_searcher, provenance
 from kdtune.sweep._trainable import FAILED_KEY, make_trainable
-
-
-@dataclass(frozen=True)
-class SweepJob:
-    """One sweep of a study: what its trials share and where it keeps its state.
-
-    ``storage``: the folder of the study's Tune experiments (one per sweep, ``<storage>/<run_name>``);
-    ``optuna_storage``: the study's Optuna storage URL; ``students_dir``: where each finished trial's
-    weights go; ``resume``: continue the interrupted sweep ``run_name`` instead of starting it.
-    """
-
-    cfg: StudyConfig
-    data: Dataset
-    teacher: torch.nn.Module
-    teacher_logits: torch.Tensor  # (N_train, K): the teacher's logits on the training split
-    storage: Path
-    run_name: str
-    n_trials: int
-    optuna_storage: str
-    students_dir: Path
-    resume: bool = False
 
 
 def run_sweep(job: SweepJob, callbacks: list[tune.Callback]) -> dict[str, str]:
