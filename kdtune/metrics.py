@@ -168,7 +168,8 @@ def objective_problem(name: str) -> str | None:
     metric = Metric.parse(name)
     if metric.split == "val" or metric.group in COST_GROUPS:
         return None
-    fix = f"; search on '{Metric('val', metric.kind, metric.eps)}' instead" if metric.group in ("test", AA_SUBSET) else ""
+    on_val = Metric("val", metric.kind, metric.eps)
+    fix = f"; search on '{on_val}' instead" if metric.group in ("test", AA_SUBSET) else ""
     where = f"is measured on the {metric.split} split" if metric.split else "is not a measurement of the model"
     return (f"'{name}' {where}, and objectives may only be validation "
             f"metrics (val/...), latency or size (latency/..., model/params){fix}")

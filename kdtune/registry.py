@@ -77,7 +77,8 @@ def registry_of(kind: str) -> Registry:
         return _INDEX[kind]
     except KeyError:
         known = sorted(_INDEX)
-        raise ConfigError(f"no registry of kind '{kind}'{did_you_mean(kind, known)}; known: {', '.join(known)}") from None
+        hint = did_you_mean(kind, known)
+        raise ConfigError(f"no registry of kind '{kind}'{hint}; known: {', '.join(known)}") from None
 
 
 def registries() -> dict[str, Registry]:

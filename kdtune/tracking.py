@@ -96,13 +96,12 @@ class Tracker:
     @guarded
     def connect(self) -> None:
         """Open the store (``defer_schema``): on the background writer, ahead of every other write."""
-        _raise_unopenable(self.uri, self._open)
+        _raise_unopenable(self.uri, lambda: (_build_schema_aside(self.uri), self._open()))
 
     def _open(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        for noisy in ("alembic", "mlflow.store.db.utils"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        _quiet_migrations()
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self._experiment)
         self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(
@@ -314,7 +313,7 @@ def _new_sqlite_file(uri: str) -> bool:
     here, which checks that it can be written (``KdtuneError`` otherwise)."""
     if not uri.startswith("sqlite:///"):
         return False
-    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    path = _sqlite_path(uri)
     if str(path) in ("", ":memory:") or (path.exists() and path.stat().st_size > 0):
         return False
 
@@ -326,6 +325,37 @@ def _new_sqlite_file(uri: str) -> bool:
 
     _raise_unopenable(uri, create)
     return True
+
+
+def _build_schema_aside(uri: str) -> None:
+    """MLflow's schema for a new SQLite store, built in a temporary file beside it and then moved into place:
+    a process killed during the migrations (about a second) leaves the store empty, to be built again by
+    the next run, never half-migrated (which MLflow cannot open: "table ... already exists"). Under a lock,
+    so that of two processes creating the same store only the first moves its file into place."""
+    from mlflow.tracking import MlflowClient
+
+    from kdtune.cache import locked
+
+    _quiet_migrations()
+    path = _sqlite_path(uri)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.schema")
+    aside.unlink(missing_ok=True)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{aside}").search_experiments(max_results=1)  # runs the migrations
+        with locked(path.with_name(f".{path.name}"), what="the MLflow store"):
+            if not path.exists() or path.stat().st_size == 0:
+                os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _quiet_migrations() -> None:
+    for noisy in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 def _raise_unopenable(uri: str, open_store: Callable[[], None]) -> None:

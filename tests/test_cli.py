@@ -97,6 +97,7 @@ def test_run_bad_study_never_reaches_the_runner(fake_run, capsys):
     assert out == "" and err.startswith("kdtune: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_python_m_kdtune_validate_bad_file(clean_cwd):
     proc = subprocess.run(
         [sys.executable, "-m", "kdtune", "validate", str(BAD)],

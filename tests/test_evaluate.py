@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -56,8 +58,9 @@ def test_an_example_is_robust_only_if_it_was_classified_right_before_the_attack(
 
 
 def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean(small_data, small_teacher):
+    trained = copy.deepcopy(small_teacher).requires_grad_(True)  # as a student is: model/params counts trainable ones
     spec = EvaluationSpec(eps=[0.05, 0.1, 0.2], pgd_steps=10, n_jacobian=64)
-    metrics = evaluate_model(small_teacher, small_data, spec)
+    metrics = evaluate_model(trained, small_data, spec)
     latency = {f"latency/ms_b{b}" for b in spec.latency.batch_sizes}
     assert set(metrics) | latency == set(metric_names(spec))
     for split in ("val", "test"):
@@ -70,7 +73,7 @@ def test_evaluate_reports_exactly_the_named_metrics_and_robust_never_beats_clean
             assert pgd <= fgsm + 0.02  # PGD is at least as strong as FGSM (small slack for randomness)
             assert pgd <= previous + 0.02  # robust accuracy does not rise with eps
             previous = pgd
-    assert metrics["model/params"] == sum(p.numel() for p in small_teacher.parameters())
+    assert metrics["model/params"] == sum(p.numel() for p in trained.parameters())
 
 
 # Shares of class 0 in each split: a model that always predicts class 0 scores exactly these.

@@ -70,6 +70,7 @@ def test_with_dynamo_loaded_torchs_wrappers_are_kept():
     assert optimizers_without_dynamo() == []
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_a_trial_trains_without_importing_dynamo():
     """What a Ray trial actor does: training with kdtune's optimizer never loads torch._dynamo (a second of
     CPU in every fresh trial process). Fails when a torch release changes how torch.optim imports it."""

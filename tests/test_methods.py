@@ -6,9 +6,7 @@ import torch
 from kdtune.config import TrainSpec
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.models import build_model
-from kdtune.teacher import frozen
-from kdtune.train import fit_student, fit_teacher
-from kdtune.evaluate import logits_of
+from kdtune.train import fit_student
 
 # Small budgets for the methods whose defaults synthesize large transfer sets; any other method
 # (including one added later) runs with its defaults.
@@ -25,13 +23,9 @@ SPEC = TrainSpec.model_validate({"model": {"name": "mlp", "hidden": [32]}, "epoc
 
 
 @pytest.fixture(scope="module")
-def context(small_data, tmp_path_factory):
-    torch.manual_seed(0)
-    teacher = build_model("mlp", {"hidden": [64]}, small_data.info)
-    fit_teacher(teacher, small_data, SPEC, seed=0)
-    teacher = frozen(teacher, "cpu")
+def context(small_data, small_teacher, small_teacher_logits, tmp_path_factory):
     return MethodContext(
-        data=small_data, teacher=teacher, teacher_logits=logits_of(teacher, small_data.train.x),
+        data=small_data, teacher=small_teacher, teacher_logits=small_teacher_logits,
         student_spec=SPEC, seed=0, cache=tmp_path_factory.mktemp("methods-cache"),
     )
 

@@ -8,14 +8,14 @@ from torch import nn
 
 import kdtune.train
 from kdtune.config import TrainSpec
-from kdtune.data import MNIST_INFO, load_dataset
+from kdtune.data import MNIST_INFO
 from kdtune.errors import ConfigError
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.methods._feature import pool_to_common_size
 from kdtune.methods._taps import FeatureTap
 from kdtune.models import build_model
 from kdtune.teacher import frozen
-from kdtune.train import fit_student, fit_teacher
+from kdtune.train import fit_student
 from kdtune.evaluate import logits_of
 
 FEATURE_METHODS = ["cosine", "fitnets"]
@@ -24,19 +24,6 @@ FEATURE_METHODS = ["cosine", "fitnets"]
 def spec(**kw):
     base = {"model": {"name": "mlp", "hidden": [32]}, "epochs": 3, "batch_size": 64, "lr": 3.0e-3}
     return TrainSpec.model_validate({**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("mnist_5k", {"n_train": 600, "n_val": 200, "n_test": 200})
-
-
-@pytest.fixture(scope="module")
-def teacher(data):
-    torch.manual_seed(0)
-    model = build_model("mlp", {"hidden": [64]}, data.info)
-    fit_teacher(model, data, spec(model={"name": "mlp", "hidden": [64]}, epochs=2), seed=0)
-    return frozen(model, "cpu")
 
 
 def context(data, teacher, tmp_path):
@@ -102,19 +89,19 @@ def test_pool_to_common_size_averages_the_longer_vector():
     torch.testing.assert_close(swapped[1], pa)
 
 
-def test_cosine_term_equals_one_minus_cos_by_hand(data, teacher, tmp_path):
+def test_cosine_term_equals_one_minus_cos_by_hand(small_data, small_teacher, tmp_path):
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [32]}, data.info)
-    d = build_method("cosine", {"weight": 0.4}, context(data, teacher, tmp_path))
+    student = build_model("mlp", {"hidden": [32]}, small_data.info)
+    d = build_method("cosine", {"weight": 0.4}, context(small_data, small_teacher, tmp_path))
     d.attach(student)
     idx = torch.arange(16)
-    x, y = data.train.x[idx], data.train.y[idx]
+    x, y = small_data.train.x[idx], small_data.train.y[idx]
     logits = student(x)
     task = d.terms(logits, x, y, idx)["task"]
 
     h_s = F.relu(student.net[1](student.normalize(x).flatten(1)))  # (16, 32)
     with torch.no_grad():
-        h_t = F.relu(teacher.net[1](teacher.normalize(x).flatten(1))).view(16, 32, 2).mean(-1)  # 64 -> 32
+        h_t = F.relu(small_teacher.net[1](small_teacher.normalize(x).flatten(1))).view(16, 32, 2).mean(-1)  # 64 -> 32
     cos = (h_s * h_t).sum(1) / (h_s.norm(dim=1) * h_t.norm(dim=1))
     expected = 0.6 * F.cross_entropy(logits, y) + 0.4 * (1 - cos).mean()
     torch.testing.assert_close(task, expected)
@@ -125,24 +112,24 @@ def test_cosine_term_equals_one_minus_cos_by_hand(data, teacher, tmp_path):
 # ---------------------------------------------------------------- fitnets
 
 
-def test_fitnets_vector_regressor_maps_student_to_teacher_width(data, teacher, tmp_path):
-    d = build_method("fitnets", {}, context(data, teacher, tmp_path))
-    d.attach(build_model("mlp", {"hidden": [32]}, data.info))
+def test_fitnets_vector_regressor_maps_student_to_teacher_width(small_data, small_teacher, tmp_path):
+    d = build_method("fitnets", {}, context(small_data, small_teacher, tmp_path))
+    d.attach(build_model("mlp", {"hidden": [32]}, small_data.info))
     assert isinstance(d.regressor, nn.Linear)
     assert (d.regressor.in_features, d.regressor.out_features) == (32, 64)
 
 
-def test_fitnets_conv_regressor_pools_the_teacher_map_and_trains(data, tmp_path):
+def test_fitnets_conv_regressor_pools_the_teacher_map_and_trains(small_data, tmp_path):
     torch.manual_seed(0)
     teacher, student = frozen(conv_net(8, 2), "cpu"), conv_net(4, 4)  # maps (8, 14, 14) and (4, 7, 7)
-    ctx = MethodContext(data, teacher, None, spec(), 0, tmp_path)
+    ctx = MethodContext(small_data, teacher, None, spec(), 0, tmp_path)
     d = build_method("fitnets", {"teacher_layer": "features", "student_layer": "features"}, ctx)
     d.attach(student)
     assert isinstance(d.regressor, nn.Conv2d)
     assert (d.regressor.in_channels, d.regressor.out_channels, d.regressor.kernel_size) == (4, 8, (1, 1))
 
     idx = torch.arange(6)
-    x, y = data.train.x[idx], data.train.y[idx]
+    x, y = small_data.train.x[idx], small_data.train.y[idx]
     logits = student(x)
     pred, target = d.hint_pair(d.student_features(), d.teacher_features(x))
     assert pred.shape == target.shape == (6, 8, 7, 7)
@@ -152,7 +139,7 @@ def test_fitnets_conv_regressor_pools_the_teacher_map_and_trains(data, tmp_path)
     assert all(p.grad is None for p in teacher.parameters())
 
 
-def test_fitnets_regressor_is_in_the_optimizer_and_is_trained(data, teacher, tmp_path, monkeypatch):
+def test_fitnets_regressor_is_in_the_optimizer_and_is_trained(small_data, small_teacher, tmp_path, monkeypatch):
     seen = {}
     make = kdtune.train.make_optimizer
 
@@ -163,10 +150,10 @@ def test_fitnets_regressor_is_in_the_optimizer_and_is_trained(data, teacher, tmp
         return make(params, train_spec)
 
     monkeypatch.setattr(kdtune.train, "make_optimizer", spy)
-    d = build_method("fitnets", {}, context(data, teacher, tmp_path))
-    fit_student(build_model("mlp", {"hidden": [32]}, data.info), data, spec(epochs=1), distiller=d, seed=0)
+    d = build_method("fitnets", {}, context(small_data, small_teacher, tmp_path))
+    fit_student(build_model("mlp", {"hidden": [32]}, small_data.info), small_data, spec(epochs=1), distiller=d, seed=0)
     assert {id(p) for p in d.regressor.parameters()} <= seen["ids"]
-    assert not {id(p) for p in teacher.parameters()} & seen["ids"]
+    assert not {id(p) for p in small_teacher.parameters()} & seen["ids"]
     assert all(not torch.equal(b, p) for b, p in zip(seen["before"], d.regressor.parameters()))
 
 
@@ -174,18 +161,18 @@ def test_fitnets_regressor_is_in_the_optimizer_and_is_trained(data, teacher, tmp
 
 
 @pytest.mark.parametrize("name", FEATURE_METHODS)
-def test_feature_methods_need_a_teacher_and_check_its_layer(name, data, teacher, tmp_path):
+def test_feature_methods_need_a_teacher_and_check_its_layer(name, small_data, small_teacher, tmp_path):
     with pytest.raises(ConfigError, match="needs a teacher"):
-        build_method(name, {}, MethodContext(data, None, None, spec(), 0, tmp_path))
+        build_method(name, {}, MethodContext(small_data, None, None, spec(), 0, tmp_path))
     with pytest.raises(ConfigError, match=r"teacher_layer: unknown layer 'net\.7' \(did you mean"):
-        build_method(name, {"teacher_layer": "net.7"}, context(data, teacher, tmp_path))
+        build_method(name, {"teacher_layer": "net.7"}, context(small_data, small_teacher, tmp_path))
     assert METHODS.validate(name, {}) == {"weight": 0.25, "teacher_layer": "auto", "student_layer": "auto"}
 
 
 @pytest.mark.parametrize("name", FEATURE_METHODS)
-def test_the_student_hook_goes_away_with_the_distiller(name, data, teacher, tmp_path):
-    student = build_model("mlp", {"hidden": [8]}, data.info)
-    d = build_method(name, {}, context(data, teacher, tmp_path))
+def test_the_student_hook_goes_away_with_the_distiller(name, small_data, small_teacher, tmp_path):
+    student = build_model("mlp", {"hidden": [8]}, small_data.info)
+    d = build_method(name, {}, context(small_data, small_teacher, tmp_path))
     d.attach(student)
     assert student.net[3]._forward_pre_hooks
     del d
@@ -194,10 +181,10 @@ def test_the_student_hook_goes_away_with_the_distiller(name, data, teacher, tmp_
 
 
 @pytest.mark.parametrize("name", FEATURE_METHODS)
-def test_feature_method_trains_a_student(name, data, teacher, tmp_path):
+def test_feature_method_trains_a_student(name, small_data, small_teacher, tmp_path):
     torch.manual_seed(0)
-    student = build_model("mlp", {"hidden": [32]}, data.info)
-    d = build_method(name, {}, context(data, teacher, tmp_path))
-    history = fit_student(student, data, spec(), distiller=d, seed=0)
+    student = build_model("mlp", {"hidden": [32]}, small_data.info)
+    d = build_method(name, {}, context(small_data, small_teacher, tmp_path))
+    history = fit_student(student, small_data, spec(), distiller=d, seed=0)
     assert history[-1]["train/task"] < history[0]["train/task"]
     assert history[-1]["val/acc"] > 0.5  # chance is 0.1

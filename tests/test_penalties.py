@@ -251,6 +251,7 @@ def test_every_penalty_is_a_finite_differentiable_scalar(name):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_the_exact_jacobian_norm_does_not_load_torch_fx_symbolic_shapes():
     """Every trial evaluates the Jacobian norm: done without ``grad_outputs``, it leaves torch.fx's symbolic
     shapes (sympy, 0.2 s per fresh trial process) unloaded. Checked in a fresh process."""

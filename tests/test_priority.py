@@ -66,15 +66,16 @@ def test_the_driver_work_beside_the_sweep_runs_at_the_lowest_priority():
 
 
 @linux_only
-def test_mlflow_writes_run_at_the_lowest_priority(tmp_path):
+def test_mlflow_writes_run_at_the_lowest_priority(tmp_path, mlflow_uri):
     from kdtune.tracking import Tracker
 
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", artifact_root=tmp_path / "art")
+    tracker = Tracker(mlflow_uri, "x", artifact_root=tmp_path / "art")
     tracker.write_in_background()
     assert tracker._writer.submit(_nice_here).result() == 19
     tracker.flush()
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 @linux_only
 def test_the_report_process_warms_up_at_the_lowest_priority_and_draws_at_its_own(monkeypatch):
     import kdtune.report

@@ -99,6 +99,16 @@ def report(tmp_path_factory):
     return out_dir, records, written
 
 
+@pytest.fixture(scope="module")
+def static_report(tmp_path_factory):
+    """The same trials without plotly (PNGs in the HTML) and without a study file path."""
+    return write_report(
+        tmp_path_factory.mktemp("static"), study_name="demo", records=make_records(), objectives=OBJECTIVES,
+        search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS,
+        interactive=False,
+    )
+
+
 def read_csv(path):
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
@@ -425,7 +435,7 @@ def test_suggested_pick_is_named_at_the_top_and_in_its_section(report):
     assert "(suggested pick)" in t02
 
 
-def test_front_rows_keep_shares_of_the_teacher_and_a_rerun_command(report, tmp_path):
+def test_front_rows_keep_shares_of_the_teacher_and_a_rerun_command(report, static_report):
     _, _, written = report
     md = written["report_md"].read_text(encoding="utf-8")
     front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
@@ -442,10 +452,7 @@ def test_front_rows_keep_shares_of_the_teacher_and_a_rerun_command(report, tmp_p
     assert t01["rerun"] == "`python -m kdtune rerun 'studies/my demo.yaml' t01`"
     html = written["report_html"].read_text(encoding="utf-8")
     assert "<code>python -m kdtune rerun &#39;studies/my demo.yaml&#39; t01</code>" in html
-    plain = write_report(tmp_path, study_name="demo", records=make_records(), objectives=OBJECTIVES,
-                         search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={},
-                         metric_columns=METRIC_COLUMNS, interactive=False)
-    assert "`python -m kdtune rerun demo t01`" in plain["report_md"].read_text(encoding="utf-8")
+    assert "`python -m kdtune rerun demo t01`" in static_report["report_md"].read_text(encoding="utf-8")
 
 
 def test_robust_share_follows_a_robust_objective(tmp_path):
@@ -514,11 +521,8 @@ def test_importance_is_skipped_with_a_note(tmp_path, case):
     assert 'id="plot-importance"' not in written["report_html"].read_text(encoding="utf-8")
 
 
-def test_html_without_plotly_uses_the_pngs(tmp_path):
-    written = write_report(tmp_path, study_name="static", records=make_records(), objectives=OBJECTIVES,
-                           search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={},
-                           metric_columns=METRIC_COLUMNS, interactive=False)
-    html = written["report_html"].read_text(encoding="utf-8")
+def test_html_without_plotly_uses_the_pngs(static_report):
+    html = static_report["report_html"].read_text(encoding="utf-8")
     assert "<script" not in html and "plotly-graph-div" not in html
     assert html.count('src="data:image/png;base64,') == len(FIGURES)
 
@@ -554,6 +558,7 @@ def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_pa
     assert bars_trace["error_x"]["type"] == bars_trace["error_y"]["type"] == "data"
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_preload_report_leaves_no_import_for_the_report(tmp_path):
     """``preload_report`` (run during the sweep, in the process that will draw the report) imports every
     library the report needs, so the report after the sweep imports none: checked in a fresh process."""

@@ -12,6 +12,8 @@ from kdtune.report import write_report
 from kdtune.report._process import ReportProcess
 from tests.test_report import METRIC_COLUMNS, OBJECTIVES, SEARCH_PARAMS, TEACHER, make_records
 
+pytestmark = pytest.mark.slow  # each test starts the report's process: seconds of imports and warm-up
+
 KWARGS = dict(study_name="demo", records=make_records(), objectives=OBJECTIVES, search_params=SEARCH_PARAMS,
               teacher_metrics=TEACHER, meta={"machine": "test box"}, metric_columns=METRIC_COLUMNS)
 

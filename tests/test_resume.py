@@ -159,7 +159,6 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
         if len(done_before) >= 2:
             break
     assert driver.poll() is None, driver.stdout.read()  # still running: we kill it mid-sweep
-    kill_time = time.time()
     if how == "kill -9":
         for proc in _study_processes(marker):  # the driver and every Ray process it started
             proc.send_signal(signal.SIGKILL)
@@ -191,9 +190,10 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
     children = [r for r in runs if "trial_id" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials["trial_id"])  # one run per trial
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs) and not [r for r in runs if r.info.status == "RUNNING"]
-    for r in children:  # a trial finished before the kill was not run again
-        if r.data.tags["trial_id"] in done_before:
-            assert r.info.start_time / 1000 < kill_time and r.info.status == "FINISHED"
+    for r in children:  # a trial finished before the kill was not run again: each of its epochs logged once
+        if r.data.tags["trial_id"] in done_before:  # (its run may be written after the kill: writes are queued)
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
+            assert sorted(steps) == list(range(1, 61)) and r.info.status == "FINISHED", (steps, r.info.status)
     assert len([r for r in runs if "trial_id" not in r.data.tags]) == 1  # the resumed sweep kept its parent run
 
 

@@ -98,6 +98,7 @@ def _art_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
+@pytest.mark.slow  # ART's AutoAttack, twice: seconds (the stage test below runs it in the unit layer)
 @pytest.mark.usefixtures("_art_home")
 def test_autoattack_is_at_least_as_strong_as_pgd(small_data, small_teacher):
     model, x, y = small_teacher, small_data.test.x[:64], small_data.test.y[:64]

@@ -2,6 +2,7 @@
 
 import logging
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from kdtune.metrics import mlflow_key as metric_key
@@ -16,8 +17,8 @@ def test_metric_keys_are_made_acceptable_to_mlflow():
     assert metric_key("a|b*c") == "a_b_c"
 
 
-def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     tracker = Tracker(uri, "odd", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {"report.rows.0.metrics.test/acc@0.1": 1}, {"study": "odd"})
     tracker.start_trial("t1", {"x@y": 2}, {"tag@1": "v"})
@@ -30,8 +31,8 @@ def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path):
     assert run.data.tags["tag_at_1"] == "v" and run.info.status == "FINISHED"
 
 
-def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kill(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kill(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     before = Tracker(uri, "killed", artifact_root=tmp_path / "art")
     before.start_sweep("sweep-001", {}, {})
     for trial_id in ("done", "lost", "lost_failed", "unfinished"):
@@ -59,8 +60,8 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     assert runs["unfinished"].info.status == "KILLED"  # not finished in the study's storage: end_sweep's rule
 
 
-def test_end_sweep_looks_up_only_the_runs_it_did_not_end_itself(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_end_sweep_looks_up_only_the_runs_it_did_not_end_itself(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     tracker = Tracker(uri, "ends", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     for trial_id in ("ended", "retried", "interrupted"):
@@ -77,8 +78,8 @@ def test_end_sweep_looks_up_only_the_runs_it_did_not_end_itself(tmp_path):
     assert status == {"ended": "FINISHED", "retried": "KILLED", "interrupted": "KILLED"}
 
 
-def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken", artifact_root=tmp_path / "art")
+def test_a_failing_store_is_reported_not_raised(tmp_path, caplog, mlflow_uri):
+    tracker = Tracker(mlflow_uri, "broken", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})
 
@@ -95,7 +96,7 @@ def test_a_failing_store_is_reported_not_raised(tmp_path, caplog):
     assert caplog.text.count("the sweep goes on") == 1  # warned once, not per write
 
 
-def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch, mlflow_uri):
     import os
 
     import numpy as np
@@ -104,7 +105,7 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeyp
     from kdtune.models import build_model
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "models", artifact_root=tmp_path / "art")
+    tracker = Tracker(mlflow_uri, "models", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})
     model = build_model("mlp", {"hidden": [4]}, MNIST_INFO).eval()
@@ -113,11 +114,11 @@ def test_logging_a_model_leaves_the_process_tracking_uri_alone(tmp_path, monkeyp
     assert "student/MLmodel" in {a.path for a in MlflowClient(tracker.uri).list_artifacts(tracker.children["t1"], "student")}
 
 
-def test_background_writes_return_at_once_and_land_in_order(tmp_path):
+def test_background_writes_return_at_once_and_land_in_order(tmp_path, mlflow_uri):
     import pickle
     import threading
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     tracker = Tracker(uri, "queued", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     tracker.write_in_background()
@@ -153,8 +154,8 @@ def test_background_writes_return_at_once_and_land_in_order(tmp_path):
     assert MlflowClient(uri).get_run(tracker.parent_id).info.status == "FINISHED"
 
 
-def test_a_failing_background_write_is_reported_after_flush(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "broken-queued", artifact_root=tmp_path / "art")
+def test_a_failing_background_write_is_reported_after_flush(tmp_path, mlflow_uri):
+    tracker = Tracker(mlflow_uri, "broken-queued", artifact_root=tmp_path / "art")
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})
     tracker.write_in_background()
@@ -199,8 +200,8 @@ def test_a_new_sqlite_store_gets_its_schema_on_the_writer_and_every_write_lands(
     assert client.get_run(tracker.parent_id).info.status == "FINISHED"
 
 
-def test_an_existing_store_is_opened_at_once_even_when_the_schema_may_be_deferred(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_an_existing_store_is_opened_at_once_even_when_the_schema_may_be_deferred(tmp_path, mlflow_uri):
+    uri = mlflow_uri
     Tracker(uri, "first", artifact_root=tmp_path / "art")
     tracker = Tracker(uri, "second", artifact_root=tmp_path / "art", defer_schema=True)
     assert tracker._writer is None and tracker.client.get_experiment(tracker.experiment_id).name == "second"
@@ -231,6 +232,45 @@ def test_a_deferred_schema_that_fails_is_reported_after_flush_not_raised(tmp_pat
     assert "migration 0042 failed" in tracker.failures[0] and len(tracker.failures) == 3
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
+def test_a_driver_killed_while_building_a_new_stores_schema_leaves_it_empty_not_half_built(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "mlflow.db"
+    # A driver killed with -9 in the middle of MLflow's migrations (they run on the background writer).
+    code = f"""
+import mlflow.store.db.utils as utils
+from pathlib import Path
+from kdtune.tracking import Tracker
+real = utils._upgrade_db
+def upgrade_then_hang(engine):
+    real(engine)
+    Path({str(tmp_path / "migrated")!r}).touch()
+    import time; time.sleep(60)
+utils._upgrade_db = upgrade_then_hang
+Tracker({f"sqlite:///{store}"!r}, "x", artifact_root=Path({str(tmp_path / "art")!r}), defer_schema=True)
+import time; time.sleep(60)
+"""
+    driver = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "migrated").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert (tmp_path / "migrated").exists() and store.stat().st_size == 0  # the store itself was never touched
+    tracker = Tracker(f"sqlite:///{store}", "again", artifact_root=tmp_path / "art", defer_schema=True)
+    tracker.start_sweep("sweep-001", {}, {})
+    tracker.end_sweep()
+    tracker.flush()
+    assert tracker.failures == []
+    assert MlflowClient(f"sqlite:///{store}").get_experiment_by_name("again") is not None
+    assert sorted(p.name for p in tmp_path.iterdir() if "schema" in p.name) == [f".mlflow.db.{driver.pid}.schema"]
+
+
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_after_preload_logging_a_model_imports_nothing_new():
     """The first torch.export of a process (under log_model) loads its tracer: seconds, which preload
     (run while the sweep trains) takes off the path after the sweep."""

@@ -12,7 +12,6 @@ from kdtune.losses import hinton_kd
 from kdtune.methods import Distiller, MethodContext
 from kdtune.models import build_model
 from kdtune.train import Penalty, fit_student, fit_teacher
-from kdtune.evaluate import logits_of
 
 
 class LossOf(Distiller):
@@ -36,14 +35,6 @@ def spec(**kw):
     return TrainSpec.model_validate({**base, **kw})
 
 
-@pytest.fixture(scope="module")
-def teacher_and_logits(small_data):
-    torch.manual_seed(0)
-    teacher = build_model("mlp", {"hidden": [128]}, small_data.info)
-    fit_teacher(teacher, small_data, spec(epochs=4), seed=0)
-    return teacher, logits_of(teacher, small_data.train.x)
-
-
 def test_teacher_training_beats_chance_and_lowers_its_loss(small_data):
     model = build_model("mlp", {"hidden": [64]}, small_data.info)
     history = fit_teacher(model, small_data, spec(epochs=4), seed=0)
@@ -51,16 +42,14 @@ def test_teacher_training_beats_chance_and_lowers_its_loss(small_data):
     assert accuracy(model, small_data.test.x, small_data.test.y) > 0.6  # chance is 0.1
 
 
-def test_cached_teacher_logits_equal_live_teacher_logits(small_data, teacher_and_logits):
-    teacher, cached = teacher_and_logits
-    teacher.eval()
+def test_cached_teacher_logits_equal_live_teacher_logits(small_data, small_teacher, small_teacher_logits):
     with torch.no_grad():
-        live = teacher(small_data.train.x)
-    torch.testing.assert_close(cached, live)
+        live = small_teacher(small_data.train.x)
+    torch.testing.assert_close(small_teacher_logits, live)  # the cache: logits_of
 
 
-def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits):
-    _, logits = teacher_and_logits
+def test_student_distillation_lowers_the_kd_loss(small_data, small_teacher_logits):
+    logits = small_teacher_logits
     student = build_model("mlp", {"hidden": [16]}, small_data.info)
     loss = lambda s, t, y: hinton_kd(s, t, y, temperature=4.0, alpha=0.9)  # noqa: E731
     history = fit_student(student, small_data, spec(), distiller=LossOf(small_data, logits, loss), seed=0)
@@ -68,23 +57,23 @@ def test_student_distillation_lowers_the_kd_loss(small_data, teacher_and_logits)
     assert history[-1]["val/acc"] > 0.5
 
 
-def test_each_epoch_is_reported(small_data, teacher_and_logits):
+def test_each_epoch_is_reported(small_data, small_teacher_logits):
     seen = []
     student = build_model("mlp", {"hidden": [8]}, small_data.info)
-    fit_student(student, small_data, spec(epochs=2), distiller=LossOf(small_data, teacher_and_logits[1], ce), seed=0, on_epoch=lambda e, m: seen.append((e, m)))
+    fit_student(student, small_data, spec(epochs=2), distiller=LossOf(small_data, small_teacher_logits, ce), seed=0, on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2]
     assert {"train/loss", "train/task", "val/acc", "time/epoch_s"} <= set(seen[0][1])
 
 
-def test_zero_weight_penalties_are_never_computed(small_data, teacher_and_logits):
+def test_zero_weight_penalties_are_never_computed(small_data, small_teacher_logits):
     def boom(*args, **kwargs):
         raise AssertionError("a zero-weight penalty was computed")
 
     student = build_model("mlp", {"hidden": [8]}, small_data.info)
-    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("boom", 0.0, boom)], seed=0)
+    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, small_teacher_logits, ce), penalties=[Penalty("boom", 0.0, boom)], seed=0)
 
 
-def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_and_logits):
+def test_active_penalty_gets_input_gradients_and_is_logged(small_data, small_teacher_logits):
     calls = []
 
     def probe(model, x, y, logits):
@@ -92,7 +81,7 @@ def test_active_penalty_gets_input_gradients_and_is_logged(small_data, teacher_a
         return logits.pow(2).mean()
 
     student = build_model("mlp", {"hidden": [8]}, small_data.info)
-    history = fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), penalties=[Penalty("probe", 0.1, probe)], seed=0)
+    history = fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, small_teacher_logits, ce), penalties=[Penalty("probe", 0.1, probe)], seed=0)
     assert calls and all(calls)
     assert history[0]["train/loss"] == pytest.approx(history[0]["train/task"] + 0.1 * history[0]["train/probe"])
 
@@ -126,7 +115,7 @@ def test_penalty_steps_differentiate_the_parameters_only(small_data):
     assert inputs[0].grad is None and x.grad is not None  # the full backward pays for the input's too
 
 
-def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_logits):
+def test_adversarial_training_trains_on_attacked_inputs(small_data, small_teacher_logits):
     seen = []
 
     def adversary(model, x, y):
@@ -135,11 +124,11 @@ def test_adversarial_training_trains_on_attacked_inputs(small_data, teacher_and_
         return x_adv
 
     student = build_model("mlp", {"hidden": [8]}, small_data.info)
-    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, teacher_and_logits[1], ce), adversary=adversary, seed=0)
+    fit_student(student, small_data, spec(epochs=1), distiller=LossOf(small_data, small_teacher_logits, ce), adversary=adversary, seed=0)
     assert seen and max(seen) == pytest.approx(0.1, abs=1e-6)
 
 
-def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logits):
+def test_diverging_training_raises_a_one_line_error(small_data):
     student = build_model("mlp", {"hidden": [8]}, small_data.info)
     with pytest.raises(TrainingError) as err:
         fit_student(student, small_data, spec(optimizer="sgd", lr=1.0e30),
@@ -148,7 +137,7 @@ def test_diverging_training_raises_a_one_line_error(small_data, teacher_and_logi
     assert "non-finite" in message and "learning rate" in message and "\n" not in message
 
 
-def test_training_is_reproducible_for_a_seed(small_data, teacher_and_logits):
+def test_training_is_reproducible_for_a_seed(small_data):
     def train(seed):
         torch.manual_seed(seed)
         student = build_model("mlp", {"hidden": [8]}, small_data.info)

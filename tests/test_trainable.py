@@ -9,6 +9,7 @@ import pytest
 from tests.fresh_python import fresh_python
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_a_trial_actor_does_not_import_ipython_to_disable_a_shell_it_does_not_have():
     lines = fresh_python("""
         import sys

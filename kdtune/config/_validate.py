@@ -119,8 +119,8 @@ def _check_metrics(cfg: StudyConfig) -> None:
                 raise _FieldError(f"{where}.metrics: unknown metric '{metric}'{did_you_mean(metric, reported)}")
         for path in row.match:
             if path not in cfg.search.space:
-                raise _FieldError(f"{where}.match: '{path}' is not searched{did_you_mean(path, list(cfg.search.space))}; "
-                                  "match on search.space paths")
+                hint = did_you_mean(path, list(cfg.search.space))
+                raise _FieldError(f"{where}.match: '{path}' is not searched{hint}; match on search.space paths")
         if row.teacher == bool(row.match):
             raise _FieldError(f"{where}: give either match: {{...}} or teacher: true")
 

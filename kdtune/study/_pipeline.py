@@ -26,29 +26,26 @@ from kdtune.study.stages import (
 
 Stage = Callable[[StudyRun], None]
 
-# A study file run end to end: the new sweep (or the resumed one), then what is measured serially after it.
+# What is measured serially once the trials are over, in a study run and in a rebuilt report alike: a new
+# post-sweep measurement is one module in kdtune/study/stages and one line here.
+MEASUREMENTS: tuple[Stage, ...] = (
+    serial_latency.measure,
+    autoattack.attack,
+    seed_repeats.repeat,
+    masking.check,
+)
+# A study file run end to end: the new sweep (or the resumed one), then the measurements and the report.
 RUN_STAGES: tuple[Stage, ...] = (
     start.start,  # MLflow, Ray, data, teacher, the study's storage, the sweep's plan
     sweep.sweep,  # the trials, the teacher's metrics alongside; every stored trial and its student
-    serial_latency.measure,
-    autoattack.attack,
-    seed_repeats.repeat,
-    masking.check,
-    post_metrics.save,
-    log_models.log,
+    *MEASUREMENTS,
+    post_metrics.save,  # into the study's storage
+    log_models.log,  # into MLflow
     report.write,
-    publish.publish,
+    publish.publish,  # the report and the front into MLflow
 )
 # ``kdtune report``: the same measurements over what is stored, training nothing.
-REPORT_STAGES: tuple[Stage, ...] = (
-    load.load,
-    serial_latency.measure,
-    autoattack.attack,
-    seed_repeats.repeat,
-    masking.check,
-    post_metrics.save,
-    report.write,
-)
+REPORT_STAGES: tuple[Stage, ...] = (load.load, *MEASUREMENTS, post_metrics.save, report.write)
 
 
 def run_study(

@@ -49,7 +49,9 @@ class _Searcher(OptunaSearch):
             log.debug("optuna tell: %s", err)
 
 
-def trial_record(trial_id: str, params: dict[str, Any], result: dict[str, Any], *, ray_error: bool, known: set[str]) -> TrialRecord:
+def trial_record(
+    trial_id: str, params: dict[str, Any], result: dict[str, Any], *, ray_error: bool, known: set[str]
+) -> TrialRecord:
     """A trial's final result as a TrialRecord (a failed trial keeps no partial metrics)."""
     reported = result.get(FAILED_KEY)
     metrics = {k: float(v) for k, v in result.items() if k in known}

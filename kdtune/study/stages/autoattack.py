@@ -24,7 +24,8 @@ def attack(run: StudyRun) -> None:
     records = run.records
     on_front = front_mask(records, run.cfg.objectives) if spec.members == "front" else [True] * len(records)
     done = metrics.attacked_acc("test", spec.eps[-1], "autoattack")
-    chosen = [r.trial_id for r, f in zip(records, on_front) if f and r.trial_id in run.students and done not in r.metrics]
+    chosen = [r.trial_id for r, f in zip(records, on_front)
+              if f and r.trial_id in run.students and done not in r.metrics]
     run.echo(f"AutoAttack at eps {', '.join(map(str, spec.eps))} on the first {spec.n_samples} test images: "
              f"the teacher and {len(chosen)} trial(s)")
     run.add_metrics({trial_id: _attacked(run, run.students[trial_id]) for trial_id in chosen})

@@ -45,10 +45,10 @@ def _meta(run: StudyRun) -> dict[str, str]:
         "dataset": f"{data.name} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)",
         "objectives": ", ".join(f"{o.metric} ({o.mode})" for o in cfg.search.objectives) + " on the validation split",
         "sampler": f"{sampler}, {cfg.search.n_trials} trials per sweep, seed {cfg.seed}",
-        "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} torch threads available), "
-        f"Python {sys.version.split()[0]}, torch {torch.__version__}",
-        "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, {lat.warmup} warm-up "
-        f"calls per model and batch size, {lat.repeats} interleaved repeats of {lat.n_calls} timed calls, "
+        "machine": f"{platform.machine()} {platform.processor() or ''} "
+        f"({torch.get_num_threads()} torch threads available), Python {sys.version.split()[0]}, torch {torch.__version__}",
+        "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, "
+        f"{lat.warmup} warm-up calls per model and batch size, {lat.repeats} interleaved repeats of {lat.n_calls} timed calls, "
         + ("the fastest call" if lat.statistic == "min" else "the median per-call time"),
         "wall time": f"{time.monotonic() - run.started:.0f} s",
     }
@@ -57,6 +57,7 @@ def _meta(run: StudyRun) -> dict[str, str]:
     spec = cfg.evaluation.autoattack
     if spec.enabled:
         who = "the Pareto-front members" if spec.members == "front" else "every complete trial"
-        facts["AutoAttack protocol"] = (f"ART, L-inf, eps {', '.join(map(str, spec.eps))}, on the first {spec.n_samples} "
-                                        f"test images, for the teacher and {who}: {AUTOATTACK_BUDGET}; seed {cfg.seed}")
+        facts["AutoAttack protocol"] = (f"ART, L-inf, eps {', '.join(map(str, spec.eps))}, on the first "
+                                        f"{spec.n_samples} test images, for the teacher and {who}: "
+                                        f"{AUTOATTACK_BUDGET}; seed {cfg.seed}")
     return facts

@@ -24,7 +24,8 @@ def start(run: StudyRun) -> None:
 
     cfg, paths = run.cfg, run.paths
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow") as opener:
-        opening = opener.submit(Tracker, default_uri(cfg.tracking.uri, paths.workdir), cfg.tracking.experiment or cfg.name,
+        uri = default_uri(cfg.tracking.uri, paths.workdir)
+        opening = opener.submit(Tracker, uri, cfg.tracking.experiment or cfg.name,
                                 artifact_root=paths.workdir / "mlartifacts", defer_schema=True)
         init_ray(run.address, configured=cfg.ray.address, echo=run.echo)
         load_data_and_teacher(run)
