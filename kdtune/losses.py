@@ -19,15 +19,19 @@ LOSSES = Registry("loss")
 
 Temperature = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+Smoothing = Annotated[float, Field(ge=0, lt=1)]
 
 
 @LOSSES.register("ce")
-def cross_entropy(student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor) -> Tensor:
+def cross_entropy(
+    student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor, *, label_smoothing: Smoothing = 0.0
+) -> Tensor:
     """Cross-entropy on the labels, the no-distillation baseline; ``teacher_logits`` is ignored.
 
-    loss = mean_i -log softmax(s_i)[y_i].
+    loss = mean_i -sum_k q_ik log softmax(s_i)_k, q = (1-ε)·onehot(y) + ε/K (label smoothing ε, Szegedy et
+    al. 2016, arXiv:1512.00567; ε = 0: -log softmax(s_i)[y_i]).
     """
-    return F.cross_entropy(student_logits, labels)
+    return F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
 
 
 @LOSSES.register("hinton_kd")
@@ -38,12 +42,13 @@ def hinton_kd(
     *,
     temperature: Temperature = 4.0,
     alpha: Fraction = 0.9,
+    label_smoothing: Smoothing = 0.0,
 ) -> Tensor:
     """Hinton KD (Hinton et al. 2015, arXiv:1503.02531): soft teacher targets at temperature T plus hard labels.
 
     loss = (1 - alpha) * CE(s, y) + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)), batch mean;
     T^2 keeps the soft term's gradient scale independent of T. ``labels`` may be None when ``alpha == 1``
-    (e.g. an unlabeled transfer set).
+    (e.g. an unlabeled transfer set). The CE term takes ``label_smoothing`` (see ``cross_entropy``).
     """
     t = temperature
     log_p_student = F.log_softmax(student_logits / t, dim=1)  # (B, K)
@@ -53,7 +58,7 @@ def hinton_kd(
     if alpha < 1:
         if labels is None:
             raise ValueError("hinton_kd: labels are None but alpha < 1; set alpha: 1.0 for unlabeled data")
-        loss = loss + (1 - alpha) * F.cross_entropy(student_logits, labels)
+        loss = loss + (1 - alpha) * F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     return loss
 
 

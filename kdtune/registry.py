@@ -93,12 +93,16 @@ class Registry(Generic[F]):
     ``n_classes`` from the dataset); they are not user parameters.
     """
 
-    def __init__(self, kind: str, *, context: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, *, context: tuple[str, ...] = (), references: Callable[[str], Entry] | None = None
+    ) -> None:
         if kind in _INDEX:
             raise ValueError(f"a registry of kind '{kind}' exists already; register into it instead")
         self.kind = kind
         self.context = context
         self._entries: dict[str, Entry] = {}
+        self._references = references  # name with a ':' -> an entry made on first use (kdtune.model_refs)
+        self._resolved: dict[str, Entry] = {}
         _INDEX[kind] = self
 
     def register(
@@ -114,7 +118,7 @@ class Registry(Generic[F]):
         """
 
         def add(fn: F) -> F:
-            if name in self._entries:
+            if name in self._entries and not _same_definition(self._entries[name].fn, fn):
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             reserved = RESERVED & set(inspect.signature(fn).parameters)
             if reserved:
@@ -137,13 +141,15 @@ class Registry(Generic[F]):
 
     def entry(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name raises ``ConfigError`` listing the known ones."""
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            known = ", ".join(self.names())
-            raise ConfigError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; known: {known}"
-            ) from None
+        if self._references is not None and ":" in name:
+            if name not in self._resolved:
+                self._resolved[name] = self._references(name)
+            return self._resolved[name]
+        known = ", ".join(self.names())
+        refs = "; or a reference such as torchvision:resnet18 or my_project.models:build" if self._references else ""
+        raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; known: {known}{refs}")
 
     def get(self, name: str) -> F:
         return self.entry(name).fn  # type: ignore[return-value]
@@ -159,6 +165,7 @@ class Registry(Generic[F]):
         except pydantic.ValidationError as err:
             raise ConfigError(_param_error(self.kind, name, entry, err)) from None
         params = {k: getattr(model, k) for k in type(model).model_fields}  # validated values, specs kept typed
+        params.update(model.model_extra or {})  # a zoo model's keywords, which its constructor checks
         if entry.check is not None:
             entry.check(params)
         return params
@@ -181,6 +188,12 @@ class Registry(Generic[F]):
 
         bound.__name__ = name
         return bound
+
+
+def _same_definition(old: Callable[..., Any], new: Callable[..., Any]) -> bool:
+    """Whether ``new`` is ``old`` defined again: its module was imported anew (a plugin reloaded)."""
+    return (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == (
+        getattr(new, "__module__", None), getattr(new, "__qualname__", None))
 
 
 def _param_error(kind: str, name: str, entry: Entry, err: pydantic.ValidationError) -> str:

@@ -15,12 +15,13 @@ from typing import Any
 
 import optuna
 
-from kdtune.errors import KdtuneError
+from kdtune.errors import ConfigError, KdtuneError
 from kdtune.records import Provenance, TrialRecord
 
 RECORD = "kdtune.record"
 TEACHER = "kdtune.teacher"
 SWEEPS = "kdtune.sweeps"
+TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights file
 POST = "kdtune.post."  # + trial id
 
 
@@ -28,15 +29,15 @@ def storage_url(configured: str | None, workdir: Path) -> str:
     """The study file's ``output.optuna``, else ``sqlite:///<workdir>/.kdtune/optuna.db``."""
     if configured:
         return configured
-    path = (workdir / ".kdtune" / "optuna.db").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return f"sqlite:///{(workdir / '.kdtune' / 'optuna.db').resolve()}"
 
 
 def open_study(url: str, name: str, directions: Sequence[str], *, create: bool = True) -> optuna.Study:
     """The persistent Optuna study ``name`` (created on first use unless ``create`` is false); its
     objectives must not change between runs."""
     try:
+        if url.startswith("sqlite:///") and create:  # the default storage's folder (.kdtune/)
+            Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(url)
         if not create and name not in optuna.study.get_all_study_names(storage):
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
@@ -94,6 +95,16 @@ def save_post_metrics(study: optuna.Study, metrics: dict[str, dict[str, float]])
 
 def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:
     study.set_user_attr(TEACHER, {k: v for k, v in metrics.items() if math.isfinite(v)})
+
+
+def keep_teacher_weights(study: optuna.Study, sha256: str) -> None:
+    """Record the digest of the pretrained teacher's weights; a study whose trials learned from other
+    weights refuses them (its trials would not be comparable)."""
+    stored = study.user_attrs.get(TEACHER_WEIGHTS)
+    if stored is not None and stored != sha256:
+        raise ConfigError(f"teacher.weights changed since this study's earlier trials (sha256 {stored[:12]}... then, "
+                          f"{sha256[:12]}... now); give the study another name: to start a new one")
+    study.set_user_attr(TEACHER_WEIGHTS, sha256)
 
 
 def sweeps(study: optuna.Study) -> list[dict[str, Any]]:

@@ -32,12 +32,14 @@ CACHE_FORMAT = 1
 
 @dataclass(frozen=True)
 class Teacher:
-    """A trained teacher: its model, training history, cache file and whether it came from the cache."""
+    """A trained teacher: its model, training history, file and whether kdtune loaded it rather than training
+    it; ``weights_sha256`` is the digest of a user's weights file (``kdtune.pretrained``)."""
 
     model: nn.Module
     history: list[dict[str, float]]
     path: Path
     from_cache: bool
+    weights_sha256: str | None = None
 
 
 def teacher_key(spec: TrainSpec, data: Dataset, seed: int) -> str:

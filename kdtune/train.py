@@ -12,11 +12,12 @@ import contextlib
 import copy
 import functools
 import itertools
+import logging
 import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,12 +27,19 @@ from torch import Tensor, nn
 
 from kdtune.errors import TrainingError
 from kdtune import metrics
+from kdtune.augment import augment_batch, check_images
 from kdtune.evaluate import accuracy
-from kdtune.compat.optim import LeanAdam, LeanSGD
+from kdtune.compat.optim import LeanAdam, LeanAdamW, LeanSGD
+from kdtune.recipe import EarlyStopping, copy_state, make_scheduler
+from kdtune.spec import OptimizerSpec
 
 if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+
     from kdtune.data import Dataset, Split
     from kdtune.spec import TrainSpec
+
+log = logging.getLogger(__name__)
 
 
 class Distiller(Protocol):
@@ -62,10 +70,14 @@ class Penalty:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], spec: TrainSpec) -> torch.optim.Optimizer:
-    """torch's SGD (momentum 0.9) or Adam, as ``kdtune.compat.optim`` steps them (without torch._dynamo)."""
-    if spec.optimizer == "sgd":
-        return LeanSGD(params, lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay)
-    return LeanAdam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    """torch's SGD, Adam or AdamW as ``spec.optimizer`` (a name or an ``OptimizerSpec``) sets them, stepped
+    as ``kdtune.compat.optim`` steps them (without torch._dynamo); ``spec.weight_decay`` for all three."""
+    opt = OptimizerSpec.model_validate(spec.optimizer)
+    if opt.name == "sgd":
+        return LeanSGD(params, lr=spec.lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                       weight_decay=spec.weight_decay)
+    adam = LeanAdamW if opt.name == "adamw" else LeanAdam
+    return adam(params, lr=spec.lr, betas=opt.betas, weight_decay=spec.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,9 @@ class FitState:
     Tensors and plain Python only, so a saved state loads with ``torch.load(weights_only=True)``.
     ``extra`` is the state of the module trained alongside the model (a distiller's regressor, ...);
     ``generator`` is the batch-shuffling generator's state, ``rng`` torch's global CPU RNG state and
-    ``cuda_rng`` that of the training device when it is a GPU (random starts, dropout).
+    ``cuda_rng`` that of the training device when it is a GPU (random starts, dropout). ``scheduler`` is the
+    lr schedule's state ({} without one) and ``best`` the best epoch's weights under early stopping
+    ({"epoch", "model", "extra"}; {} without it).
     """
 
     epoch: int
@@ -86,25 +100,37 @@ class FitState:
     rng: Tensor
     cuda_rng: Tensor | None
     history: list[dict[str, float]]
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def capture(cls, epoch: int, model: nn.Module, extra: nn.Module | None, opt: torch.optim.Optimizer,
-                gen: torch.Generator, history: list[dict[str, float]], device: torch.device) -> FitState:
-        """A snapshot (copies, not views of the live tensors) of the training state after ``epoch``."""
+                gen: torch.Generator, history: list[dict[str, float]], device: torch.device,
+                scheduler: LRScheduler | None = None, best: dict[str, Any] | None = None) -> FitState:
+        """A snapshot (copies, not views of the live tensors) of the training state after ``epoch``.
+
+        ``best`` (early stopping's copy of the best weights) is kept as given: it is never changed in place.
+        """
         return cls(
-            epoch=epoch, model=_copy_state(model), extra=_copy_state(extra),
+            epoch=epoch, model=copy_state(model), extra=copy_state(extra),
             optimizer=copy.deepcopy(opt.state_dict()), generator=gen.get_state(), rng=torch.get_rng_state(),
             cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             history=[dict(h) for h in history],
+            scheduler=copy.deepcopy(scheduler.state_dict()) if scheduler is not None else {}, best=best or {},
         )  # fmt: skip
 
     def restore(self, model: nn.Module, extra: nn.Module | None, opt: torch.optim.Optimizer,
-                gen: torch.Generator, device: torch.device) -> list[dict[str, float]]:
+                gen: torch.Generator, device: torch.device,
+                scheduler: LRScheduler | None = None) -> list[dict[str, float]]:
         """Load this state into freshly built training objects; returns the history so far."""
         model.load_state_dict(self.model)
         if extra is not None:
             extra.load_state_dict(self.extra)
         opt.load_state_dict(self.optimizer)
+        if scheduler is not None:
+            if not self.scheduler:
+                raise ValueError("the saved state has no lr schedule; resume from a state of the same configuration")
+            scheduler.load_state_dict(self.scheduler)
         gen.set_state(self.generator)
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None and device.type == "cuda":
@@ -120,10 +146,6 @@ class FitState:
         return cls(**torch.load(path, map_location="cpu", weights_only=True))
 
 
-def _copy_state(module: nn.Module | None) -> dict[str, Tensor]:
-    return {} if module is None else {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -137,47 +159,90 @@ def fit(
     train: Split | None = None,
     extra: nn.Module | None = None,
 ) -> list[dict[str, float]]:
-    """The shared training loop: ``spec.epochs`` epochs of ``step`` over ``train``; per-epoch term means + val/acc.
+    """The shared training loop: ``spec.epochs`` epochs of ``step`` over ``train``; per-epoch term means,
+    ``train/lr`` (the epoch's learning rate) and val/acc.
 
-    Trains ``model`` and the ``extra`` module's parameters; ``train`` defaults to the training split.
-    ``on_state`` gets a ``FitState`` after every epoch; ``resume`` (one such state, for the same
-    configuration) continues after its epoch and ends with what an uninterrupted run would have.
+    Trains ``model`` and the ``extra`` module's parameters with the recipe of ``spec`` (optimizer, lr
+    schedule stepped after each epoch, gradient clipping, augmentation, early stopping); ``train`` defaults
+    to the training split. With early stopping, the history holds the epochs actually trained and the best
+    epoch's weights are restored at the end. ``on_state`` gets a ``FitState`` after every epoch; ``resume``
+    (one such state, for the same configuration) continues after its epoch and ends with what an
+    uninterrupted run would have.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = itertools.chain(model.parameters(), extra.parameters() if extra is not None else ())
     opt, train = make_optimizer(params, spec), train if train is not None else data.train
-    device, history, done = train.x.device, [], 0
+    scheduler, device, history, done = make_scheduler(opt, spec), train.x.device, [], 0
+    stopper = EarlyStopping(spec.early_stopping) if spec.early_stopping is not None else None
+    if spec.augment is not None:
+        check_images(train.x.shape)
     if resume is not None:
         if resume.epoch > spec.epochs:
             raise ValueError(f"cannot resume after epoch {resume.epoch} of a {spec.epochs}-epoch run")
-        history, done = resume.restore(model, extra, opt, gen, device), resume.epoch
+        history, done = resume.restore(model, extra, opt, gen, device, scheduler), resume.epoch
+        if stopper is not None:
+            stopper.resume(history, resume.best)
     for epoch in range(done + 1, spec.epochs + 1):
-        start = time.perf_counter()
-        stats = _train_epoch(model, train, spec, step, opt, gen, epoch)
-        stats[metrics.acc("val")] = accuracy(model, data.val.x, data.val.y)
-        stats["time/epoch_s"] = time.perf_counter() - start
+        if stopper is not None and stopper.stopped:
+            break
+        stats = _epoch(model, data, train, spec, step, opt, scheduler, gen, epoch)
         history.append(stats)
+        if stopper is not None:
+            stopper.update(stats, model, extra)
         if on_epoch is not None:
             on_epoch(epoch, stats)
         if on_state is not None:
-            on_state(FitState.capture(epoch, model, extra, opt, gen, history, device))
+            best = stopper.best if stopper is not None else None
+            on_state(FitState.capture(epoch, model, extra, opt, gen, history, device, scheduler, best))
+    if stopper is not None:
+        _stop_early(stopper, model, extra, len(history), spec.epochs)
     return history
+
+
+def _epoch(model: nn.Module, data: Dataset, train: Split, spec: TrainSpec, step: StepFn,
+           opt: torch.optim.Optimizer, scheduler: LRScheduler | None, gen: torch.Generator,
+           epoch: int) -> dict[str, float]:
+    """One epoch of training, then val/acc; the schedule steps after it."""
+    start, lr = time.perf_counter(), float(opt.param_groups[0]["lr"])
+    stats = _train_epoch(model, train, spec, step, opt, gen, epoch)
+    stats["train/lr"] = lr
+    stats[metrics.acc("val")] = accuracy(model, data.val.x, data.val.y)
+    if scheduler is not None:
+        scheduler.step()
+    stats["time/epoch_s"] = time.perf_counter() - start
+    return stats
+
+
+def _stop_early(stopper: EarlyStopping, model: nn.Module, extra: nn.Module | None, trained: int,
+                epochs: int) -> None:
+    """Restore the best epoch's weights (early stopping keeps the best, as timm and torchdistill do)."""
+    if trained < epochs:
+        log.info("early stopping after epoch %d of %d: %s has not improved since epoch %d",
+                 trained, epochs, stopper.spec.metric, stopper.epoch)
+    stopper.restore(model, extra)
 
 
 def _train_epoch(model: nn.Module, train: Split, spec: TrainSpec, step: StepFn, opt: torch.optim.Optimizer,
                  gen: torch.Generator, epoch: int) -> dict[str, float]:
-    """One pass over ``train`` in the order ``gen`` draws; the means of the step's terms."""
+    """One pass over ``train`` in the order ``gen`` draws (each batch augmented with ``gen``'s draws when
+    ``spec.augment`` is set); the means of the step's terms."""
     sums, n_batches = defaultdict(float), 0
     model.train()
     # Only the optimizer's parameters: a step whose input requires grad (a penalty differentiates the
     # logits w.r.t. it) would otherwise also pay for a gradient of the input nobody reads.
     params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+    aug = spec.augment
     for idx in train.index_batches(spec.batch_size, generator=gen):
-        terms = step(train.x[idx], train.y[idx], idx)
+        x = train.x[idx]
+        if aug is not None:
+            x = augment_batch(x, crop_padding=aug.crop_padding, hflip=aug.hflip, generator=gen)
+        terms = step(x, train.y[idx], idx)
         _check_finite(terms, epoch, n_batches)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward(inputs=params)
+        if spec.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, spec.grad_clip)  # the global L2 norm over all parameters
         opt.step()
         for k, v in terms.items():
             sums[k] += float(v.detach())
@@ -209,13 +274,14 @@ def fit_teacher(
 ) -> list[dict[str, float]]:
     """Cross-entropy training of a teacher: min_θ mean CE(f_θ(x'), y), x' = ``adversary(model, x, y)`` or x.
 
-    With an adversary this is adversarial training (Madry et al. 2017, arXiv:1706.06083).
+    With an adversary this is adversarial training (Madry et al. 2017, arXiv:1706.06083). The CE uses
+    ``spec.label_smoothing`` (Szegedy et al. 2016, arXiv:1512.00567).
     """
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         if adversary is not None:
             x = adversary(model, x, y)
-        return {"loss": F.cross_entropy(model(x), y)}
+        return {"loss": F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)}
 
     return fit(model, data, spec, step, seed=seed, on_epoch=on_epoch, on_state=on_state, resume=resume)
 

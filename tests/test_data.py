@@ -20,6 +20,7 @@ import torchvision.datasets
 
 from kdtune.data import DATASETS, Dataset, Split, load_dataset
 from kdtune.errors import ConfigError, DataError
+from tests.own_data import labelled, write_folder, write_npz
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 N_TRAIN_IDX, N_TEST_IDX = 40, 20
@@ -34,6 +35,8 @@ SHAPES = {
     "fashion_mnist": (1, 28, 28),
     "digits": (1, 8, 8),
     "cifar10": (3, 32, 32),
+    "image_folder": (1, 8, 8),
+    "arrays": (3, 4, 4),
 }
 
 
@@ -138,6 +141,12 @@ def _params_for(name: str, root: Path) -> dict:
     if name == "cifar10":
         _write_cifar(root)
         return {"root": str(root), "n_val": 10, "verify": False}
+    if name == "image_folder":  # tests/test_data_own.py covers the user-data loaders in depth
+        write_folder(root, classes=tuple("abcdefghij"), n_per_class=4)
+        return {"root": str(root)}
+    if name == "arrays":
+        (x, y), (xt, yt) = labelled(60, 10, (3, 4, 4), seed=0), labelled(20, 10, (3, 4, 4), seed=1)
+        return {"path": str(write_npz(root / "data.npz", x_train=x, y_train=y, x_test=xt, y_test=yt))}
     _write_tiny(root, dict(TORCHVISION)[name])
     return {"root": str(root), "n_val": 10}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdtune.compat.optim import LeanAdam, LeanSGD, _lean, optimizers_without_dynamo
+from kdtune.compat.optim import LeanAdam, LeanAdamW, LeanSGD, _lean, optimizers_without_dynamo
 from tests.fresh_python import fresh_python
 
 
@@ -29,6 +29,8 @@ def _train(opt_cls, steps: int = 6, **kw) -> tuple[list[torch.Tensor], dict]:
 @pytest.mark.parametrize(("lean", "plain", "kw"), [
     (LeanAdam, torch.optim.Adam, {"lr": 1e-2, "weight_decay": 1e-3}),
     (LeanSGD, torch.optim.SGD, {"lr": 1e-1, "momentum": 0.9, "weight_decay": 1e-3}),
+    (LeanAdamW, torch.optim.AdamW, {"lr": 1e-2, "betas": (0.8, 0.99), "weight_decay": 1e-2}),
+    (LeanSGD, torch.optim.SGD, {"lr": 1e-1, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-3}),
 ])
 def test_lean_optimizers_update_exactly_as_torch(lean, plain, kw):
     assert issubclass(lean, plain) and lean is not plain
@@ -82,13 +84,21 @@ def test_a_trial_trains_without_importing_dynamo():
         from kdtune.train import make_optimizer
         print(optimizers_without_dynamo())
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        for optimizer in ("adam", "sgd"):
+        from kdtune.config import TrainSpec
+        from kdtune.recipe import make_scheduler
+        for optimizer in ("adam", "sgd", "adamw"):
             spec = SimpleNamespace(lr=0.1, weight_decay=0.0, optimizer=optimizer)
             opt = make_optimizer(model.parameters(), spec)
             opt.zero_grad()
             model(torch.randn(4, 4)).sum().backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.load_state_dict(opt.state_dict())
+        recipe = {"model": {"name": "mlp"}, "schedule": {"name": "multistep", "milestones": [1], "warmup_epochs": 1}}
+        scheduler = make_scheduler(opt, TrainSpec.model_validate(recipe))
+        opt.step()
+        scheduler.step()
+        scheduler.load_state_dict(scheduler.state_dict())
         print("torch._dynamo" in sys.modules)
     """)
     filled, dynamo_loaded = lines[-2:]

@@ -41,7 +41,7 @@ def test_hinton_kd_matches_by_hand(temperature, alpha):
 
 
 def test_defaults_are_the_papers():
-    assert LOSSES.validate("hinton_kd", {}) == {"temperature": 4.0, "alpha": 0.9}
+    assert LOSSES.validate("hinton_kd", {}) == {"temperature": 4.0, "alpha": 0.9, "label_smoothing": 0.0}
     s, t, y = _logits(1)
     assert hinton_kd(s, t, y).item() == pytest.approx(_by_hand(s, t, y, 4.0, 0.9), rel=1e-10)
 

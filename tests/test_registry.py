@@ -22,8 +22,13 @@ def test_registry_rejects_duplicates_and_explains_unknown_names():
         """A round widget."""
         return size
 
+    def other_round(*, size: int = 2):
+        return size
+
     with pytest.raises(ValueError, match="already registered"):
-        reg.register("round")(round_widget)
+        reg.register("round")(other_round)  # another function under a taken name
+    reg.register("round")(round_widget)  # the same definition again (its module imported anew): kept
+    assert reg.get("round") is round_widget
     with pytest.raises(ConfigError, match=r"unknown widget 'rnd'.*known: round"):
         reg.get("rnd")
     assert reg.entry("round").description == "A round widget."

@@ -101,11 +101,12 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def static_report(tmp_path_factory):
-    """The same trials without plotly (PNGs in the HTML) and without a study file path."""
+    """The same trials without plotly (PNGs in the HTML), without a study file path, and with robustness
+    checks of two models that flagged nothing."""
     return write_report(
         tmp_path_factory.mktemp("static"), study_name="demo", records=make_records(), objectives=OBJECTIVES,
         search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS,
-        interactive=False,
+        flags={"teacher": [], "t00": []}, interactive=False,
     )
 
 
@@ -324,16 +325,12 @@ def test_robustness_flags_and_autoattack_are_reported(tmp_path):
     assert "&lt;b&gt;0.5&lt;/b&gt; &gt; 0.4" in html and "<b>0.5</b>" not in html
 
 
-def test_robustness_section_only_when_checked(report, tmp_path):
-    out_dir, _, _ = report
+def test_robustness_section_only_when_checked(report, static_report):
+    out_dir, _, _ = report  # no flags given
     assert "Robustness sanity checks" not in (out_dir / "report.md").read_text(encoding="utf-8")
-    written = write_report(
-        tmp_path, study_name="clean", records=make_records(), objectives=OBJECTIVES, search_params=SEARCH_PARAMS,
-        teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS, flags={"teacher": [], "t00": []},
-    )
-    md = written["report_md"].read_text(encoding="utf-8")
+    md = static_report["report_md"].read_text(encoding="utf-8")  # two models checked, none flagged
     assert "None flagged: all 2 models pass." in md.split("## Robustness sanity checks", 1)[1]
-    assert list(read_csv(written["trials_csv"]).columns) == list(read_csv(out_dir / "trials.csv").columns)
+    assert list(read_csv(static_report["trials_csv"]).columns) == list(read_csv(out_dir / "trials.csv").columns)
 
 
 def test_source_comparison_shows_matching_trials_next_to_the_source(tmp_path):

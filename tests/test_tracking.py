@@ -220,10 +220,12 @@ def test_a_store_that_cannot_be_written_fails_at_once_even_with_a_deferred_schem
 
 
 def test_a_deferred_schema_that_fails_is_reported_after_flush_not_raised(tmp_path, monkeypatch):
-    def broken_open(self):
+    import kdtune.tracking
+
+    def broken_schema(uri):
         raise RuntimeError("migration 0042 failed")
 
-    monkeypatch.setattr(Tracker, "_open", broken_open)
+    monkeypatch.setattr(kdtune.tracking, "_build_schema_aside", broken_schema)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", artifact_root=tmp_path / "art", defer_schema=True)
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})

@@ -137,7 +137,8 @@ def test_the_trainables_epoch_checkpoint_loads_with_weights_only(data, teacher, 
     assert {"train/loss", "train/task", "val/acc"} <= set(reported[0][0])
     metrics, kept = reported[-1]
     raw = torch.load(kept / STATE_FILE, weights_only=True)  # tensors and plain Python only
-    assert set(raw) == {"epoch", "model", "extra", "optimizer", "generator", "rng", "cuda_rng", "history"}
+    assert set(raw) == {"epoch", "model", "extra", "optimizer", "generator", "rng", "cuda_rng", "history",
+                        "scheduler", "best"}
     assert raw["epoch"] == 2 and raw["history"][-1]["val/acc"] == metrics["val/acc"]
     state = resume_state(tune.Checkpoint.from_directory(kept))
     assert isinstance(state, FitState) and state.epoch == 2

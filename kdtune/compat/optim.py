@@ -7,8 +7,8 @@ are wrapped to build a "do not compile" version of themselves on first call. Out
 neither does anything else: a graph break is a no-op and the "do not compile" version of a method is the
 method.
 
-``LeanAdam`` and ``LeanSGD`` are ``torch.optim.Adam`` and ``torch.optim.SGD`` whose ``step`` runs torch's
-own step under the grad mode torch sets, without the graph breaks; ``optimizers_without_dynamo`` caches the
+``LeanAdam``, ``LeanAdamW`` and ``LeanSGD`` are ``torch.optim.Adam``, ``AdamW`` and ``SGD`` whose ``step`` runs
+torch's own step under the grad mode torch sets, without the graph breaks; ``optimizers_without_dynamo`` caches the
 plain methods where the other wrappers look for their "do not compile" version; it changes those methods
 for every optimizer of the process, so only kdtune's trial actors call it. The optimizers' own code
 (parameter groups, state, hooks, ``state_dict``) runs unchanged and updates are bit-identical
@@ -55,8 +55,11 @@ def _defined_in(fn: Any, suffix: str) -> bool:
 
 
 def _lean(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """``base`` with a ``step`` that skips the graph-break wrapper (``base`` itself if it has none)."""
-    wrapped = base.__dict__.get("step")
+    """``base`` with a ``step`` that skips the graph-break wrapper (``base`` itself if it has none).
+
+    The ``step`` is looked up along the MRO: torch's ``AdamW`` is an ``Adam`` that inherits Adam's step.
+    """
+    wrapped = next((c.__dict__["step"] for c in base.__mro__ if "step" in c.__dict__), None)
     inner: Callable[..., Any] | None = getattr(wrapped, "__wrapped__", None)
     if inner is None or not _defined_in(wrapped, "torch/optim/optimizer.py"):
         return base
@@ -74,3 +77,4 @@ def _lean(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
 
 LeanAdam = _lean(torch.optim.Adam)
 LeanSGD = _lean(torch.optim.SGD)
+LeanAdamW = _lean(torch.optim.AdamW)

@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 
 from kdtune.config._validate import validate_study, with_overrides
+from kdtune.data import check_files
 from kdtune.errors import ConfigError
+from kdtune.plugins import load_plugins
 from kdtune.spec import CategoricalDist, StudyConfig, get_path
 
 
@@ -39,11 +41,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    """Read, validate and return the study at ``path``; any problem raises ``ConfigError``."""
+    """Read the study at ``path``, import its plugins, validate it and return it; any problem raises
+    ``ConfigError``."""
     path = Path(path)
     raw = _read_yaml(path)
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise ConfigError(f"{path}: plugins: a list of module names, e.g. [my_project.kd_parts]; got {plugins!r}")
+    load_plugins(plugins, source=f"{path}: plugins")  # they register components the study may name
     cfg = validate_study(raw, source=str(path))
     _check_search_space(cfg, source=str(path))
+    check_files(cfg.dataset.name, cfg.dataset.params, source=str(path))  # here only: workers may not see them
     return cfg
 
 

@@ -14,7 +14,6 @@ import torch
 from kdtune.data._core import (
     _CIFAR10_TRAIN_SIZE,
     _N_CLASSES,
-    DATASETS,
     DEFAULT_ROOT,
     Dataset,
     PositiveInt,
@@ -23,6 +22,7 @@ from kdtune.data._core import (
     _official_splits,
     _reason,
 )
+from kdtune.data._registry import DATASETS
 from kdtune.errors import DataError
 
 # ---------------------------------------------------------------- CIFAR-10 (torchvision)

@@ -1,9 +1,10 @@
-"""Core data types: ``Split``, ``Dataset``, ``DataInfo``, the ``DATASETS`` registry and shared split helpers."""
+"""Core data types: ``Split``, ``Dataset``, ``DataInfo`` and shared split helpers (the ``DATASETS`` registry
+itself lives in ``_registry``)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
@@ -12,9 +13,6 @@ import pydantic
 import torch
 
 from kdtune.errors import ConfigError
-from kdtune.registry import Registry
-
-DATASETS: Registry = Registry("dataset")
 
 PositiveInt = Annotated[int, pydantic.Field(gt=0)]
 Seed = Annotated[int, pydantic.Field(ge=0, lt=2**32)]  # sklearn's random_state range
@@ -104,9 +102,15 @@ class Dataset:
         return h.hexdigest()
 
 
-def load_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:
-    """The registered dataset ``name`` built with validated ``params``."""
-    return DATASETS.build(name, **dict(params or {}))
+def checks_files(check: Callable[[dict[str, Any]], None]) -> Callable[[Any], Any]:
+    """Decorator giving a dataset loader ``check(params)``: cheap checks of the files it reads (they exist,
+    their layout), raising ``DataError``; ``kdtune.data.check_files`` runs it when a study is loaded."""
+
+    def mark(fn: Any) -> Any:
+        fn.files_check = check
+        return fn
+
+    return mark
 
 
 # ---------------------------------------------------------------- shared helpers

@@ -13,7 +13,6 @@ from kdtune.data._core import (
     _DIGITS_SIZE,
     _N_CLASSES,
     _STATS,
-    DATASETS,
     Dataset,
     PositiveInt,
     Seed,
@@ -21,6 +20,7 @@ from kdtune.data._core import (
     _check_sizes,
     _stratified,
 )
+from kdtune.data._registry import DATASETS
 
 # ---------------------------------------------------------------- digits (offline)
 

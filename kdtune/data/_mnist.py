@@ -14,7 +14,6 @@ from kdtune.data._core import (
     _MNIST_5K_SIZE,
     _N_CLASSES,
     _STATS,
-    DATASETS,
     DEFAULT_ROOT,
     Dataset,
     PositiveInt,
@@ -25,6 +24,7 @@ from kdtune.data._core import (
     _stratified,
     _subset,
 )
+from kdtune.data._registry import DATASETS
 from kdtune.errors import DataError
 
 # ---------------------------------------------------------------- mnist_5k (offline)

@@ -54,6 +54,12 @@ class Distiller(nn.Module):
         # What the student learned from; data-free methods replace this (the report shows it per trial).
         self.provenance: dict[str, Any] = {"transfer_set": "training split", "from_real_data": "training images"}
 
+    @property
+    def label_smoothing(self) -> float:
+        """The student's ``label_smoothing``: every hard-label cross-entropy term of a method uses it (0 for
+        a context without a student spec)."""
+        return getattr(self.ctx.student_spec, "label_smoothing", 0.0)
+
     def attach(self, student: nn.Module) -> None:
         """Hook into the student before training (feature taps); nothing by default."""
 
@@ -68,7 +74,7 @@ class Distiller(nn.Module):
 class SoftTargetKD(Distiller):
     """Hinton KD (arXiv:1503.02531) against per-batch soft targets ``t``, which each family supplies (``targets``).
 
-    loss = (1-a)·CE + a·T²·KL(softmax(t/T) || softmax(s/T)).
+    loss = (1-a)·CE + a·T²·KL(softmax(t/T) || softmax(s/T)); the CE with the student's label smoothing.
     """
 
     def __init__(self, ctx: MethodContext, *, temperature: float, alpha: float) -> None:
@@ -81,7 +87,8 @@ class SoftTargetKD(Distiller):
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         t = self.targets(x, y, idx)
-        return {"task": hinton_kd(logits, t, y, temperature=self.temperature, alpha=self.alpha)}
+        return {"task": hinton_kd(logits, t, y, temperature=self.temperature, alpha=self.alpha,
+                                  label_smoothing=self.label_smoothing)}
 
 
 def build_method(name: str, params: dict, ctx: MethodContext) -> Distiller:

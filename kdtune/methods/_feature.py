@@ -92,7 +92,7 @@ class _Cosine(_FeatureKD):
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         h_s, h_t = pool_to_common_size(self.student_features(), self.teacher_features(self.clean_inputs(idx)))
-        ce, cos = F.cross_entropy(logits, y), cosine_distance(h_s, h_t)
+        ce, cos = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), cosine_distance(h_s, h_t)
         return {"task": (1 - self.weight) * ce + self.weight * cos, "ce": ce.detach(), "cosine": cos.detach()}
 
 
@@ -147,7 +147,7 @@ class _FitNets(_FeatureKD):
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         pred, target = self.hint_pair(self.student_features(), self.teacher_features(self.clean_inputs(idx)))
-        ce, hint = F.cross_entropy(logits, y), F.mse_loss(pred, target)
+        ce, hint = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), F.mse_loss(pred, target)
         return {"task": (1 - self.weight) * ce + self.weight * hint, "ce": ce.detach(), "hint": hint.detach()}
 
 

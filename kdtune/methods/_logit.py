@@ -36,7 +36,7 @@ def hinton(
 
 class _CrossEntropy(Distiller):
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        return {"task": cross_entropy(logits, None, y)}
+        return {"task": cross_entropy(logits, None, y, label_smoothing=self.label_smoothing)}
 
 
 @METHODS.register("ce")

@@ -22,12 +22,14 @@ from kdtune.spec._parts import (
     LatencySpec,
     OutputSpec,
     PenaltySpec,
+    PreprocessingSpec,
     RaySpec,
     ResourcesSpec,
     TeacherSpec,
     TrackingSpec,
     TrainSpec,
 )
+from kdtune.spec._recipe import AugmentSpec, EarlyStoppingSpec, OptimizerSpec, ScheduleSpec
 from kdtune.spec._records import Mode, Objective, Reference, ReferenceRow
 from kdtune.spec._search import (
     CategoricalDist,
@@ -42,9 +44,10 @@ from kdtune.spec._search import (
 from kdtune.spec._study import ReferenceRowSpec, ReferenceSpec, ReportSpec, StudyConfig, get_path, set_path
 
 __all__ = [
-    "AdversarySpec", "AttackSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec", "Distribution",
-    "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "Mode", "ModelSpec", "NonNegFloat",
-    "Objective", "ObjectiveSpec", "OutputSpec", "PenaltySpec", "PositiveFloat", "PositiveInt", "RaySpec", "Reference",
-    "ReferenceRow", "ReferenceRowSpec", "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar",
-    "SearchSpec", "Strict", "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
+    "AdversarySpec", "AttackSpec", "AugmentSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec",
+    "Distribution", "EarlyStoppingSpec", "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec",
+    "Mode", "ModelSpec", "NonNegFloat", "Objective", "ObjectiveSpec", "OptimizerSpec", "OutputSpec", "PenaltySpec",
+    "PositiveFloat", "PositiveInt", "PreprocessingSpec", "RaySpec", "Reference", "ReferenceRow", "ReferenceRowSpec",
+    "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar", "ScheduleSpec", "SearchSpec", "Strict",
+    "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
 ]

@@ -8,6 +8,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdtune.spec._base import AttackSpec, ModelSpec, NonNegFloat, PositiveFloat, PositiveInt, Strict
+from kdtune.spec._recipe import AugmentSpec, EarlyStoppingSpec, OptimizerSpec, ScheduleSpec
 
 
 class PenaltySpec(BaseModel):
@@ -23,12 +24,21 @@ class PenaltySpec(BaseModel):
 
 
 class TrainSpec(Strict):
+    """How a model trains: the recipe (``kdtune.spec._recipe``); the defaults are a constant lr, Adam, no
+    label smoothing, clipping, early stopping or augmentation."""
+
     model: ModelSpec
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1.0e-3
     weight_decay: NonNegFloat = 0.0
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: OptimizerSpec = OptimizerSpec()  # or a bare name: adam, sgd, adamw
+    schedule: ScheduleSpec = ScheduleSpec()
+    # Cross-entropy's label smoothing (Szegedy et al. 2016, arXiv:1512.00567) on hard-label terms.
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
+    early_stopping: EarlyStoppingSpec | None = None
+    augment: AugmentSpec | None = None
 
 
 class AdversarySpec(Strict):
@@ -38,10 +48,38 @@ class AdversarySpec(Strict):
     attack: AttackSpec
 
 
+class PreprocessingSpec(Strict):
+    """How a pretrained teacher's owner fed it pixels: ``x * pixel_max``, then ``(x - mean) / std`` per channel
+    (no mean/std: none). The default is pixels in [0, 1] as they are."""
+
+    pixel_max: PositiveFloat = 1.0
+    mean: list[float] | None = None
+    std: list[PositiveFloat] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _paired(self) -> PreprocessingSpec:
+        if (self.mean is None) != (self.std is None) or (self.mean and len(self.mean) != len(self.std or [])):
+            raise ValueError("give mean and std together, one value per channel each")
+        return self
+
+
 class TeacherSpec(TrainSpec):
-    """The teacher's training; ``adversary`` makes it an adversarially trained (robust) teacher."""
+    """The teacher: trained by kdtune (``adversary`` makes it an adversarially trained, robust teacher), or a
+    user's trained network loaded from ``weights`` (a state_dict file, or a checkpoint holding one under
+    ``weights_key``) and never retrained, fed as ``preprocessing`` says."""
 
     adversary: AdversarySpec | None = None
+    weights: str | None = None
+    weights_key: str | None = None
+    preprocessing: PreprocessingSpec | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _pretrained(self) -> TeacherSpec:
+        if self.weights is None and (self.weights_key is not None or self.preprocessing is not None):
+            raise ValueError("weights_key and preprocessing describe a pretrained teacher; give weights: too")
+        if self.weights is not None and self.adversary is not None:
+            raise ValueError("a teacher loaded from weights is never trained; remove adversary or weights")
+        return self
 
 
 class LatencySpec(Strict):

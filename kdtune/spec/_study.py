@@ -54,6 +54,9 @@ class ReportSpec(Strict):
 class StudyConfig(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     description: str = ""
+    # Modules of the user's own code that register components (kdtune.plugins), imported before validation
+    plugins: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]] = Field(
+        default_factory=list)
     seed: int = 0
     dataset: DatasetSpec = DatasetSpec(name="mnist_5k")
     teacher: TeacherSpec

@@ -11,6 +11,7 @@ from kdtune.data import load_dataset
 from kdtune.evaluate import evaluate_model
 from kdtune.metrics import acc
 from kdtune.models import build_model
+from kdtune.pretrained import load_pretrained
 from kdtune.records import TrialRecord
 from kdtune.study._run import StudyRun
 from kdtune.teacher import frozen, load_or_train_teacher
@@ -23,11 +24,25 @@ def open_study(run: StudyRun, *, create: bool = True) -> None:
                                         create=create)
 
 
+def load_data(run: StudyRun) -> None:
+    """``run.data`` (once)."""
+    if run.data is None:
+        cfg = run.cfg
+        run.data = data = load_dataset(cfg.dataset.name, cfg.dataset.params)
+        run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+
+
 def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:
-    """``run.data`` and ``run.teacher`` (loaded from the cache, or trained and cached when allowed)."""
-    cfg = run.cfg
-    run.data = data = load_dataset(cfg.dataset.name, cfg.dataset.params)
-    run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    """``run.data`` and ``run.teacher``: a user's pretrained teacher loaded from its weights, or kdtune's
+    loaded from the cache (trained and cached first when allowed)."""
+    load_data(run)
+    cfg, data = run.cfg, run.data
+    if run.teacher is not None:
+        return
+    if cfg.teacher.weights is not None:  # the user's trained teacher: loaded, never trained
+        run.teacher = load_pretrained(cfg.teacher, data, workdir=run.paths.workdir)
+        run.echo(f"teacher loaded from {run.teacher.path} (sha256 {run.teacher.weights_sha256})")
+        return
     run.teacher = load_or_train_teacher(cfg.teacher, data, seed=cfg.seed, root=run.paths.cache, train=train_teacher)
     run.echo(f"teacher {'loaded from cache' if run.teacher.from_cache else 'trained and cached'}: {run.teacher.path}")
 
@@ -55,3 +70,9 @@ def load_student(run: StudyRun, record: TrialRecord) -> nn.Module:
     student = build_model(spec.name, spec.params, run.data.info)
     student.load_state_dict(torch.load(str(record.checkpoint), map_location="cpu", weights_only=True))
     return student
+
+
+def record_teacher(run: StudyRun) -> None:
+    """A pretrained teacher's weights digest into the study's record (refused if it changed)."""
+    if run.teacher is not None and run.teacher.weights_sha256 is not None:
+        store.keep_teacher_weights(run.optuna_study, run.teacher.weights_sha256)

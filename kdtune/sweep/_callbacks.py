@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 # Study-level sections, the same for every trial (the sweep's parent run has them).
-NOT_TRIAL_PARAMS = ("search", "report", "tracking", "output", "description")
+NOT_TRIAL_PARAMS = ("search", "report", "tracking", "output", "description", "plugins")
 
 
 class TrackingCallback(tune.Callback):

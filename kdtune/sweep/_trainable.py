@@ -21,6 +21,7 @@ from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
 from kdtune.evaluate import measure_latency
 from kdtune.methods import MethodContext
+from kdtune.plugins import load_plugins
 from kdtune.student import run_student
 from kdtune.teacher import frozen
 from kdtune.train import FitState
@@ -67,6 +68,7 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
     A retried trial (its worker died) resumes from the latest epoch's checkpoint.
     """
     optimizers_without_dynamo()  # this process is the trial's alone and compiles nothing: see kdtune.compat.optim
+    load_plugins(job.cfg.plugins)  # the user's components, registered in this worker too
     cfg = with_overrides(job.cfg, config)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # never more threads than Ray gave us
     device = trial_device()
@@ -83,7 +85,8 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
         return
     # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
     latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
-    final = {**run.metrics, **latency["student"], "epoch": cfg.student.epochs, "provenance": run.provenance.as_dict(),
+    # "epoch": the epochs trained (fewer than student.epochs when early stopping ended the training)
+    final = {**run.metrics, **latency["student"], "epoch": len(run.history), "provenance": run.provenance.as_dict(),
              **reporter.unreported()}
     # before the final report: a COMPLETE trial always has its weights there
     save_atomic(job.students_dir / f"{tune.get_context().get_trial_id()}.pt", run.student.state_dict(),

@@ -5,7 +5,14 @@ from __future__ import annotations
 from kdtune import store
 from kdtune.errors import KdtuneError
 from kdtune.study._run import StudyRun
-from kdtune.study._stored import load_data_and_teacher, load_students, open_study, read_records, teacher_metrics
+from kdtune.study._stored import (
+    load_data_and_teacher,
+    load_students,
+    open_study,
+    read_records,
+    record_teacher,
+    teacher_metrics,
+)
 
 
 def load(run: StudyRun) -> None:
@@ -17,6 +24,7 @@ def load(run: StudyRun) -> None:
         raise KdtuneError(f"no trials are stored for study '{run.cfg.name}' in {store.redact(run.paths.storage)}; "
                           "run the study first")
     load_data_and_teacher(run, train_teacher=False)
+    record_teacher(run)
     run.teacher_metrics = teacher_metrics(run)
     load_students(run)
     run.run_name = (store.sweeps(run.optuna_study) or [{"name": "-"}])[-1]["name"]

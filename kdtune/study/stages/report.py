@@ -46,12 +46,20 @@ def _meta(run: StudyRun) -> dict[str, str]:
         "objectives": ", ".join(f"{o.metric} ({o.mode})" for o in cfg.search.objectives) + " on the validation split",
         "sampler": f"{sampler}, {cfg.search.n_trials} trials per sweep, seed {cfg.seed}",
         "machine": f"{platform.machine()} {platform.processor() or ''} "
-        f"({torch.get_num_threads()} torch threads available), Python {sys.version.split()[0]}, torch {torch.__version__}",
+        f"({torch.get_num_threads()} torch threads available), Python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}",
         "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, "
-        f"{lat.warmup} warm-up calls per model and batch size, {lat.repeats} interleaved repeats of {lat.n_calls} timed calls, "
+        f"{lat.warmup} warm-up calls per model and batch size, {lat.repeats} interleaved repeats of "
+        f"{lat.n_calls} timed calls, "
         + ("the fastest call" if lat.statistic == "min" else "the median per-call time"),
         "wall time": f"{time.monotonic() - run.started:.0f} s",
     }
+    if run.teacher.weights_sha256 is not None:
+        pre = cfg.teacher.preprocessing
+        fed = (f"pixels x {pre.pixel_max:g}" + (f", mean {pre.mean}, std {pre.std}" if pre.mean else "")) if pre else \
+            "pixels in [0, 1]"
+        facts["teacher"] = (f"pretrained, loaded from {run.teacher.path} (sha256 {run.teacher.weights_sha256}), "
+                            f"fed {fed}; never trained by kdtune")
     if run.pace is not None:
         facts["sweep pace"] = run.pace.text()
     spec = cfg.evaluation.autoattack

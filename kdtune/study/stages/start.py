@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import concurrent.futures
 
+import torch
+
 from kdtune import store
+from kdtune.models import build_model
 from kdtune.report import ReportProcess
 from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun, SweepPlan
-from kdtune.study._stored import load_data_and_teacher, open_study, read_records
+from kdtune.study._stored import (
+    load_data,
+    load_data_and_teacher,
+    open_study,
+    read_records,
+    record_teacher,
+)
 from kdtune.tracking import Tracker, default_uri
 
 
@@ -22,6 +31,7 @@ def start(run: StudyRun) -> None:
     """
     from kdtune.sweep import init_ray  # ray is imported only when a sweep runs
 
+    _check_users_code(run)
     cfg, paths = run.cfg, run.paths
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow") as opener:
         uri = default_uri(cfg.tracking.uri, paths.workdir)
@@ -30,12 +40,32 @@ def start(run: StudyRun) -> None:
         init_ray(run.address, configured=cfg.ray.address, echo=run.echo)
         load_data_and_teacher(run)
         open_study(run)
+        record_teacher(run)
         run.plan = _plan(run)
         run.tracker = opening.result()
     run.run_name = run.plan.name
     run.tracker.write_in_background()  # MLflow writes leave the sweep's and the report's path
-    run.tracker.start_sweep(run.plan.name, _parent_params(cfg), {"study": cfg.name, "kind": "sweep"})
+    params = _parent_params(cfg)
+    if run.teacher.weights_sha256 is not None:
+        params["teacher.weights_sha256"] = run.teacher.weights_sha256
+    run.tracker.start_sweep(run.plan.name, params, {"study": cfg.name, "kind": "sweep"})
     run.drawer = ReportProcess()  # it loads its libraries while the trials run, at the lowest priority
+
+
+def _check_users_code(run: StudyRun) -> None:
+    """A study that runs the user's code (a model by reference, a pretrained teacher) builds it once first,
+    on the meta device (no memory, no compute): a reference that returns no Module, or weights that do not
+    fit their model, fail in one line before anything is written or trained."""
+    cfg = run.cfg
+    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if ":" in spec.name]
+    if not models and cfg.teacher.weights is None:
+        return
+    load_data(run)
+    with torch.device("meta"):
+        for spec in models:
+            build_model(spec.name, spec.params, run.data.info)
+    if cfg.teacher.weights is not None:
+        load_data_and_teacher(run)
 
 
 def _plan(run: StudyRun) -> SweepPlan:
