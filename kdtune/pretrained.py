@@ -4,6 +4,10 @@
 under ``weights_key``, loaded with ``torch.load(weights_only=True)``. The teacher sees its inputs as its
 owner trained it: ``preprocessing`` (pixel range, mean/std) or, by default, pixels in [0, 1] as they are;
 kdtune's own normalization never wraps a user's weights.
+
+``teacher: {mlflow_model: "models:/my-teacher/3"}`` (or ``runs:/<run_id>/<path>``) takes a PyTorch model
+logged to MLflow (``kdtune.tracking.load_pytorch_model``), fed the same way; its digest is that of its
+state_dict (``state_sha256``), so a registered version whose weights change is noticed.
 """
 
 from __future__ import annotations
@@ -68,6 +72,46 @@ def load_pretrained(spec: TeacherSpec, data: Dataset, *, workdir: Path) -> Teach
     net.load_state_dict(state)
     model = Preprocessed(net, spec.preprocessing).to(data.train.x.device)
     return Teacher(model, [], path, from_cache=True, weights_sha256=sha256_of(path))
+
+
+def load_from_mlflow(spec: TeacherSpec, data: Dataset, *, tracking_uri: str) -> Teacher:
+    """The network logged to MLflow at ``spec.mlflow_model`` (in the store at ``tracking_uri``), fed as
+    ``spec.preprocessing`` says; a model that cannot be loaded or does not fit the data raises one
+    ``ConfigError`` line."""
+    from kdtune.tracking import load_pytorch_model
+
+    uri = str(spec.mlflow_model)
+    net = load_pytorch_model(uri, tracking_uri, what="teacher.mlflow_model")
+    model = Preprocessed(net, spec.preprocessing)
+    _check_outputs(model, data, uri)
+    return Teacher(model.to(data.train.x.device), [], Path(uri), from_cache=True, weights_sha256=state_sha256(net))
+
+
+def state_sha256(net: nn.Module) -> str:
+    """sha256 of ``net``'s state_dict: each entry's name, dtype, shape and bytes, in the order of the names."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # (N,)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def _check_outputs(model: nn.Module, data: Dataset, uri: str) -> None:
+    """One line if the model does not map two of the study's inputs to (2, n_classes) logits."""
+    x = data.train.x[:2].cpu()  # (2, C, H, W)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as err:  # noqa: BLE001 - whatever the user's graph raises is theirs to fix
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"teacher.mlflow_model {uri} does not run on the study's inputs of shape "
+                          f"{tuple(x.shape[1:])} ({reason}); log a model for this data, with an input_example "
+                          "of two or more images") from None
+    if not isinstance(out, Tensor) or tuple(out.shape) != (2, data.n_classes):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ConfigError(f"teacher.mlflow_model {uri} gives outputs of shape {got} for 2 inputs, where "
+                          f"the dataset's {data.n_classes} classes need logits of shape (2, {data.n_classes})")
 
 
 def _state_dict(payload: Any, key: str | None, path: Path) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ from kdtune.records import Provenance, TrialRecord
 RECORD = "kdtune.record"
 TEACHER = "kdtune.teacher"
 SWEEPS = "kdtune.sweeps"
-TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights file
+TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights (file, or MLflow state_dict)
 POST = "kdtune.post."  # + trial id
 
 
@@ -97,12 +97,12 @@ def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None
     study.set_user_attr(TEACHER, {k: v for k, v in metrics.items() if math.isfinite(v)})
 
 
-def keep_teacher_weights(study: optuna.Study, sha256: str) -> None:
-    """Record the digest of the pretrained teacher's weights; a study whose trials learned from other
-    weights refuses them (its trials would not be comparable)."""
+def keep_teacher_weights(study: optuna.Study, sha256: str, *, what: str = "teacher.weights") -> None:
+    """Record the digest of the pretrained teacher's weights (``what``, named in the error); a study whose
+    trials learned from other weights refuses them (its trials would not be comparable)."""
     stored = study.user_attrs.get(TEACHER_WEIGHTS)
     if stored is not None and stored != sha256:
-        raise ConfigError(f"teacher.weights changed since this study's earlier trials (sha256 {stored[:12]}... then, "
+        raise ConfigError(f"{what} changed since this study's earlier trials (sha256 {stored[:12]}... then, "
                           f"{sha256[:12]}... now); give the study another name: to start a new one")
     study.set_user_attr(TEACHER_WEIGHTS, sha256)
 

@@ -33,7 +33,8 @@ CACHE_FORMAT = 1
 @dataclass(frozen=True)
 class Teacher:
     """A trained teacher: its model, training history, file and whether kdtune loaded it rather than training
-    it; ``weights_sha256`` is the digest of a user's weights file (``kdtune.pretrained``)."""
+    it; ``weights_sha256`` is the digest of a user's weights file, or of the state_dict of a teacher from MLflow
+    (``kdtune.pretrained``)."""
 
     model: nn.Module
     history: list[dict[str, float]]
@@ -43,9 +44,11 @@ class Teacher:
 
 
 def teacher_key(spec: TrainSpec, data: Dataset, seed: int) -> str:
-    """A hash of everything that determines the trained teacher."""
+    """A hash of everything that determines the trained teacher (``mlflow_model``, always None for a teacher
+    kdtune trains, is left out: keys stay those of the caches written before it existed)."""
+    dumped = spec.model_dump(mode="json", exclude={"mlflow_model"})
     payload = json.dumps(
-        {"spec": spec.model_dump(mode="json"), "data": data.fingerprint(), "seed": seed, "v": CACHE_FORMAT},
+        {"spec": dumped, "data": data.fingerprint(), "seed": seed, "v": CACHE_FORMAT},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -59,6 +62,8 @@ def load_or_train_teacher(
     ``role`` is the study section whose settings ``spec`` holds (named in the error if training fails);
     ``train=False`` refuses to train (``kdtune report``): a missing teacher is then an error.
     """
+    if spec.model is None:  # a TeacherSpec whose network comes from MLflow (kdtune.pretrained)
+        raise KdtuneError(f"{role}.mlflow_model: a teacher from MLflow is loaded, never trained or cached by kdtune")
     path = root / "teachers" / f"{teacher_key(spec, data, seed)}.pt"
     torch.manual_seed(seed)  # the initialisation is part of what the key promises
     model = build_model(spec.model.name, spec.model.params, data.info).to(data.train.x.device)

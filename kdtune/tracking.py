@@ -18,12 +18,12 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kdtune import priority
-from kdtune.errors import KdtuneError
+from kdtune.errors import ConfigError, KdtuneError
 from kdtune.metrics import mlflow_key
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,85 @@ class Tracker:
         items = [Param(mlflow_key(k), str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
+
+
+def load_pytorch_model(uri: str, tracking_uri: str, *, what: str = "teacher.mlflow_model") -> Any:
+    """The PyTorch model (an ``nn.Module``, on the CPU) logged at ``uri`` (``models:/<name>/<version>``,
+    ``models:/<name>@<alias>``, ``runs:/<run_id>/<path>``) in the store at ``tracking_uri``, also its model
+    registry. Read through URIs given to the call: MLflow's process-wide tracking URI is left alone.
+
+    MLflow's safety rules apply: a pickled model is refused unless $MLFLOW_ALLOW_PICKLE_DESERIALIZATION
+    allows it, and a ``.pt2`` archive must be free of pickles; such a model comes as an ``ExportedNet``.
+    Any problem is one ``ConfigError`` line naming ``what``, the URI and the fix.
+    """
+    from kdtune.store import redact
+
+    store = redact(tracking_uri)
+    if tracking_uri.startswith("sqlite:///") and not _sqlite_path(tracking_uri).is_file():
+        raise ConfigError(f"{what}: there is no MLflow store at {store} to load {uri} from; set tracking.uri "
+                          "(or MLFLOW_TRACKING_URI) to the store the teacher was logged to")
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+            return _load_pytorch_model(uri, tracking_uri, Path(tmp))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the store's and MLflow's errors are many; all are the user's to fix
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what}: cannot load {uri} from the MLflow store {store} ({reason}); "
+                          f"{_fix_for(err, reason)}") from None
+
+
+def _load_pytorch_model(uri: str, tracking_uri: str, tmp: Path) -> Any:
+    import mlflow.artifacts
+    import mlflow.pytorch
+    from mlflow.models import Model
+    from torch import nn
+
+    from kdtune.exported import ExportedNet
+
+    _quiet_migrations()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"),
+                                                     tracking_uri=tracking_uri, registry_uri=tracking_uri))
+    flavors = Model.load(str(local)).flavors if (local / "MLmodel").is_file() else {}
+    if "pytorch" not in flavors:
+        found = f"its flavors: {', '.join(flavors)}" if flavors else "no MLmodel file there"
+        raise _NotPytorch(f"not an MLflow PyTorch model ({found})")
+    model = mlflow.pytorch.load_model(str(local), map_location="cpu")
+    if not isinstance(model, nn.Module):
+        raise _NotPytorch(f"not an MLflow PyTorch model (it loads as a {type(model).__name__})")
+    archive = local / flavors["pytorch"].get("model_data", "data") / "model.pt2"
+    return ExportedNet(archive.read_bytes(), model) if archive.is_file() else model
+
+
+class _NotPytorch(Exception):
+    """The URI holds something other than an MLflow PyTorch model."""
+
+
+def _fix_for(err: Exception, reason: str) -> str:
+    """The fix for a failure to load a logged model, by what went wrong."""
+    if isinstance(err, _NotPytorch):
+        return "log the teacher with mlflow.pytorch.log_model"
+    if "pickle" in reason.lower():
+        return ("log the teacher in MLflow's default pt2 format (mlflow.pytorch.log_model(model, name=..., "
+                "input_example=x)), or, trusting the store, set MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true")
+    if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in reason or "download" in reason:
+        return ("check the model's name and version or alias (or the run id and artifact path) in that store; "
+                "tracking.uri (or MLFLOW_TRACKING_URI) names the store")
+    return "check the URI and tracking.uri (or MLFLOW_TRACKING_URI)"
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """No MLflow download progress bars in kdtune's output (the environment is restored afterwards)."""
+    name, before = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _save_model(model: Any, example: Any, path: Path) -> None:

@@ -263,3 +263,25 @@ def test_kdtune_root_exports_the_registries_lazily():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split("\n")[:2] == ["False", "['attack', 'dataset', 'loss', 'method', 'model', 'penalty']"]
+
+
+@pytest.mark.slow  # a ResNet-18 epoch per method
+@pytest.mark.parametrize("method", ["cosine", "fitnets"])
+def test_feature_taps_work_on_models_by_reference_by_module_name(project, small_data, tmp_path, method):
+    """A torchvision student tapped at ``net.avgpool``, a plugin's function-built teacher at ``net.3``."""
+    from kdtune.evaluate import logits_of
+    from kdtune.methods import MethodContext, build_method
+    from kdtune.spec import TrainSpec
+    from kdtune.train import fit_student
+
+    load_study(study(project, plugins=["plugpkg.parts"]))  # the plugin, loaded as a study loads it
+    teacher = build_model("plugpkg.parts:build_student", {"width": 12}, small_data.info).eval()
+    student = build_model("torchvision:resnet18", {}, small_data.info)
+    spec = TrainSpec.model_validate({"model": {"name": "torchvision:resnet18"}, "epochs": 1, "batch_size": 64})
+    data = small_data  # 600 training images: one epoch of ResNet-18 on the CPU is a few seconds
+    ctx = MethodContext(data, teacher, logits_of(teacher, data.train.x), spec, 0, tmp_path)
+    distiller = build_method(method, {"teacher_layer": "net.3", "student_layer": "net.avgpool"}, ctx)
+    history = fit_student(student, data, spec, distiller=distiller, seed=0)
+    assert len(history) == 1 and all(torch.isfinite(torch.tensor(v)) for v in history[0].values())
+    term = {"cosine": "train/cosine", "fitnets": "train/hint"}[method]
+    assert history[0][term] > 0  # the feature term was computed on the named layers

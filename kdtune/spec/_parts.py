@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -65,20 +66,52 @@ class PreprocessingSpec(Strict):
 
 class TeacherSpec(TrainSpec):
     """The teacher: trained by kdtune (``adversary`` makes it an adversarially trained, robust teacher), or a
-    user's trained network loaded from ``weights`` (a state_dict file, or a checkpoint holding one under
-    ``weights_key``) and never retrained, fed as ``preprocessing`` says."""
+    user's trained network, never retrained and fed as ``preprocessing`` says: ``model`` with its ``weights``
+    (a state_dict file, or a checkpoint holding one under ``weights_key``), or a PyTorch model logged to
+    MLflow, ``mlflow_model`` (``models:/<name>/<version>``, ``models:/<name>@<alias>`` or
+    ``runs:/<run_id>/<path>``), which brings its own network (``model`` is then left out)."""
 
+    model: ModelSpec | None  # required: null only for a teacher from MLflow (filled in below)
     adversary: AdversarySpec | None = None
     weights: str | None = None
     weights_key: str | None = None
+    mlflow_model: str | None = None
     preprocessing: PreprocessingSpec | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the teacher is a user's trained network, loaded and never trained by kdtune."""
+        return self.weights is not None or self.mlflow_model is not None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _model_from_mlflow(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("mlflow_model") is not None and "model" not in raw:
+            return {**raw, "model": None}
+        return raw
+
+    @pydantic.field_validator("mlflow_model")
+    @classmethod
+    def _mlflow_uri(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.fullmatch(r"models:/[^/\s]\S*|runs:/[^/\s]+/\S+", uri):
+            raise ValueError(f"expected models:/<name>/<version>, models:/<name>@<alias> or runs:/<run_id>/<path>, "
+                             f"got {uri!r}")
+        return uri
 
     @pydantic.model_validator(mode="after")
     def _pretrained(self) -> TeacherSpec:
-        if self.weights is None and (self.weights_key is not None or self.preprocessing is not None):
-            raise ValueError("weights_key and preprocessing describe a pretrained teacher; give weights: too")
-        if self.weights is not None and self.adversary is not None:
-            raise ValueError("a teacher loaded from weights is never trained; remove adversary or weights")
+        if self.weights is not None and self.mlflow_model is not None:
+            raise ValueError("weights and mlflow_model are two sources of the teacher's weights; give one of them")
+        if (self.model is None) == (self.mlflow_model is None):
+            raise ValueError("give one of model: {name: ...} (trained by kdtune, or the network weights: fit) and "
+                             "mlflow_model: <URI> (a teacher logged to MLflow, which brings its own network)")
+        pretrained_only = self.preprocessing is not None and not self.pretrained
+        if (self.weights is None and self.weights_key is not None) or pretrained_only:
+            raise ValueError("weights_key and preprocessing describe a pretrained teacher; give weights: too "
+                             "(preprocessing also goes with mlflow_model:)")
+        if self.pretrained and self.adversary is not None:
+            source = "weights" if self.weights is not None else "mlflow_model"
+            raise ValueError(f"a teacher loaded from {source} is never trained; remove adversary or {source}")
         return self
 
 

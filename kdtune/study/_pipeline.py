@@ -9,7 +9,7 @@ from kdtune.errors import KdtuneError, SweepInterrupted
 from kdtune.spec import StudyConfig
 from kdtune.study._retrain import retrain
 from kdtune.study._run import StudyOutcome, StudyPaths, StudyRun
-from kdtune.study._stored import load_data_and_teacher, open_study, read_records
+from kdtune.study._stored import load_data_and_teacher, open_study, read_records, record_teacher
 from kdtune.study.stages import (
     autoattack,
     load,
@@ -96,6 +96,7 @@ def rerun_trial(
         raise KdtuneError(f"no trial '{trial_id}' is stored for study '{cfg.name}'; stored: {known or 'none'}")
     record = records[trial_id]
     load_data_and_teacher(run, train_teacher=False)
+    record_teacher(run)  # a pretrained teacher whose weights changed since is refused
     echo(f"retraining trial {trial_id} ({', '.join(f'{k}={v}' for k, v in record.params.items())})")
     return record.metrics, retrain(run, record)
 

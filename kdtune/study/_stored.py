@@ -11,10 +11,11 @@ from kdtune.data import load_dataset
 from kdtune.evaluate import evaluate_model
 from kdtune.metrics import acc
 from kdtune.models import build_model
-from kdtune.pretrained import load_pretrained
+from kdtune.pretrained import load_from_mlflow, load_pretrained
 from kdtune.records import TrialRecord
 from kdtune.study._run import StudyRun
 from kdtune.teacher import frozen, load_or_train_teacher
+from kdtune.tracking import default_uri
 
 
 def open_study(run: StudyRun, *, create: bool = True) -> None:
@@ -33,11 +34,17 @@ def load_data(run: StudyRun) -> None:
 
 
 def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:
-    """``run.data`` and ``run.teacher``: a user's pretrained teacher loaded from its weights, or kdtune's
-    loaded from the cache (trained and cached first when allowed)."""
+    """``run.data`` and ``run.teacher``: a user's pretrained teacher loaded from its weights or from MLflow,
+    or kdtune's loaded from the cache (trained and cached first when allowed)."""
     load_data(run)
     cfg, data = run.cfg, run.data
     if run.teacher is not None:
+        return
+    if cfg.teacher.mlflow_model is not None:  # the user's trained teacher, logged to MLflow
+        tracking_uri = default_uri(cfg.tracking.uri, run.paths.workdir)
+        run.teacher = load_from_mlflow(cfg.teacher, data, tracking_uri=tracking_uri)
+        run.echo(f"teacher loaded from MLflow {cfg.teacher.mlflow_model} (state_dict sha256 "
+                 f"{run.teacher.weights_sha256})")
         return
     if cfg.teacher.weights is not None:  # the user's trained teacher: loaded, never trained
         run.teacher = load_pretrained(cfg.teacher, data, workdir=run.paths.workdir)
@@ -75,4 +82,5 @@ def load_student(run: StudyRun, record: TrialRecord) -> nn.Module:
 def record_teacher(run: StudyRun) -> None:
     """A pretrained teacher's weights digest into the study's record (refused if it changed)."""
     if run.teacher is not None and run.teacher.weights_sha256 is not None:
-        store.keep_teacher_weights(run.optuna_study, run.teacher.weights_sha256)
+        source = "teacher.weights" if run.cfg.teacher.mlflow_model is None else "teacher.mlflow_model's weights"
+        store.keep_teacher_weights(run.optuna_study, run.teacher.weights_sha256, what=source)

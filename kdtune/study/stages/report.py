@@ -58,8 +58,10 @@ def _meta(run: StudyRun) -> dict[str, str]:
         pre = cfg.teacher.preprocessing
         fed = (f"pixels x {pre.pixel_max:g}" + (f", mean {pre.mean}, std {pre.std}" if pre.mean else "")) if pre else \
             "pixels in [0, 1]"
-        facts["teacher"] = (f"pretrained, loaded from {run.teacher.path} (sha256 {run.teacher.weights_sha256}), "
-                            f"fed {fed}; never trained by kdtune")
+        source = f"{run.teacher.path} (sha256" if cfg.teacher.mlflow_model is None else \
+            f"MLflow model {cfg.teacher.mlflow_model} (state_dict sha256"
+        facts["teacher"] = (f"pretrained, loaded from {source} {run.teacher.weights_sha256}), fed {fed}; "
+                            "never trained by kdtune")
     if run.pace is not None:
         facts["sweep pace"] = run.pace.text()
     spec = cfg.evaluation.autoattack

@@ -48,23 +48,26 @@ def start(run: StudyRun) -> None:
     params = _parent_params(cfg)
     if run.teacher.weights_sha256 is not None:
         params["teacher.weights_sha256"] = run.teacher.weights_sha256
+    if cfg.teacher.mlflow_model is not None:
+        params["teacher.mlflow_model"] = cfg.teacher.mlflow_model
     run.tracker.start_sweep(run.plan.name, params, {"study": cfg.name, "kind": "sweep"})
     run.drawer = ReportProcess()  # it loads its libraries while the trials run, at the lowest priority
 
 
 def _check_users_code(run: StudyRun) -> None:
     """A study that runs the user's code (a model by reference, a pretrained teacher) builds it once first,
-    on the meta device (no memory, no compute): a reference that returns no Module, or weights that do not
-    fit their model, fail in one line before anything is written or trained."""
+    on the meta device (no memory, no compute): a reference that returns no Module, weights that do not
+    fit their model, or an MLflow model that cannot be loaded, fail in one line before anything is written
+    or trained."""
     cfg = run.cfg
-    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if ":" in spec.name]
-    if not models and cfg.teacher.weights is None:
+    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if spec is not None and ":" in spec.name]
+    if not models and not cfg.teacher.pretrained:
         return
     load_data(run)
     with torch.device("meta"):
         for spec in models:
             build_model(spec.name, spec.params, run.data.info)
-    if cfg.teacher.weights is not None:
+    if cfg.teacher.pretrained:
         load_data_and_teacher(run)
 
 
