@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from kdtune.data import Dataset
 from kdtune.errors import ConfigError
+from kdtune.exported import ExportedNet
 from kdtune.models import MODELS
 from kdtune.spec import PreprocessingSpec, TeacherSpec
 from kdtune.teacher import Teacher
@@ -84,7 +85,8 @@ def load_from_mlflow(spec: TeacherSpec, data: Dataset, *, tracking_uri: str) -> 
     net = load_pytorch_model(uri, tracking_uri, what="teacher.mlflow_model")
     model = Preprocessed(net, spec.preprocessing)
     _check_outputs(model, data, uri)
-    return Teacher(model.to(data.train.x.device), [], Path(uri), from_cache=True, weights_sha256=state_sha256(net))
+    logged = net.net if isinstance(net, ExportedNet) else net  # the digest of the network as its owner logged it
+    return Teacher(model.to(data.train.x.device), [], Path(uri), from_cache=True, weights_sha256=state_sha256(logged))
 
 
 def state_sha256(net: nn.Module) -> str:

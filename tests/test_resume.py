@@ -190,10 +190,13 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
     children = [r for r in runs if "trial_id" in r.data.tags]
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(trials["trial_id"])  # one run per trial
     assert all(r.info.status in ("FINISHED", "KILLED") for r in runs) and not [r for r in runs if r.info.status == "RUNNING"]
-    for r in children:  # a trial finished before the kill was not run again: each of its epochs logged once
-        if r.data.tags["trial_id"] in done_before:  # (its run may be written after the kill: writes are queued)
-            steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]
-            assert sorted(steps) == list(range(1, 61)) and r.info.status == "FINISHED", (steps, r.info.status)
+    for r in children:  # a trial finished before the kill was not run again: no epoch of it logged twice
+        if r.data.tags["trial_id"] in done_before:  # (queued per-epoch writes a kill -9 lost stay lost; the run is
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "train/loss")]  # settled, not re-run)
+            assert len(steps) == len(set(steps)) and set(steps) <= set(range(1, 61)), steps
+            assert r.info.status == "FINISHED" and r.data.metrics.get("val/acc") is not None
+            if how == "ctrl-c":  # Ctrl-C lets the driver flush its queue: every epoch is there
+                assert sorted(steps) == list(range(1, 61)), steps
     assert len([r for r in runs if "trial_id" not in r.data.tags]) == 1  # the resumed sweep kept its parent run
 
 

@@ -45,7 +45,8 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     after = Tracker(uri, "killed", artifact_root=tmp_path / "art")  # the resumed run of the study
     after.start_sweep("sweep-001", {}, {})
     after.settle_trials({"done": Outcome({"val/acc": 0.9}), "lost": Outcome({"val/acc": 0.8}, weights=weights),
-                         "lost_failed": Outcome({}, "loss became non-finite"), "other-sweep": Outcome({})},
+                         "lost_failed": Outcome({}, "loss became non-finite"), "other-sweep": Outcome({}),
+                         "never_made": Outcome({"val/acc": 0.7}, params={"method.alpha": 0.5}, tags={"study": "k"})},
                         step=3, weights_as="student.pt")
     after.end_sweep()
     assert after.failures == []
@@ -58,6 +59,11 @@ def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kil
     assert client.list_artifacts(runs["lost_failed"].info.run_id) == []
     assert runs["lost_failed"].info.status == "FAILED" and runs["lost_failed"].data.tags["error"] == "loss became non-finite"
     assert runs["unfinished"].info.status == "KILLED"  # not finished in the study's storage: end_sweep's rule
+    made = runs["never_made"]  # finished, but the killed driver's queued writes never reached the store
+    assert made.info.status == "FINISHED" and made.data.metrics == {"val/acc": 0.7}
+    assert made.data.params == {"method.alpha": "0.5"} and made.data.tags["study"] == "k"
+    assert made.data.tags["mlflow.parentRunId"] == after.parent_id and made.data.tags["trial_id"] == "never_made"
+    assert "other-sweep" not in after.children  # no params given: not a trial of this study's sweeps
 
 
 def test_end_sweep_looks_up_only_the_runs_it_did_not_end_itself(tmp_path, mlflow_uri):
@@ -225,7 +231,7 @@ def test_a_deferred_schema_that_fails_is_reported_after_flush_not_raised(tmp_pat
     def broken_schema(uri):
         raise RuntimeError("migration 0042 failed")
 
-    monkeypatch.setattr(kdtune.tracking, "_build_schema_aside", broken_schema)
+    monkeypatch.setattr(kdtune.tracking._tracker, "build_schema_aside", broken_schema)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "x", artifact_root=tmp_path / "art", defer_schema=True)
     tracker.start_sweep("sweep", {}, {})
     tracker.start_trial("t1", {}, {})
@@ -305,5 +311,5 @@ def test_a_preload_that_fails_is_only_a_missed_warm_up(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("torch.export is not supported here")
 
-    monkeypatch.setattr(kdtune.tracking, "_save_model", broken)
+    monkeypatch.setattr(kdtune.tracking._tracker, "_save_model", broken)
     Tracker.preload()  # the study goes on: log_model reports its own failures, as a guarded write

@@ -30,10 +30,7 @@ class TrackingCallback(tune.Callback):
         self.tracker, self.cfg, self.students_dir = tracker, cfg, students_dir
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        raw = with_overrides(self.cfg, trial.config).to_raw()
-        params = _flatten({k: v for k, v in raw.items() if k not in NOT_TRIAL_PARAMS})
-        tags = {"study": self.cfg.name, "method": cfg_method(self.cfg, trial.config)}
-        self.tracker.start_trial(trial.trial_id, params, tags)
+        self.tracker.start_trial(trial.trial_id, *trial_run_fields(self.cfg, trial.config))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         earlier = [(int(e["epoch"]), {k: v for k, v in e.items() if "/" in k}) for e in carried_epochs(result)]
@@ -50,6 +47,13 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_trial(trial.trial_id, error=error_reason(trial))
+
+
+def trial_run_fields(cfg: StudyConfig, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A trial's MLflow run params (its whole configuration by dotted YAML path) and tags."""
+    raw = with_overrides(cfg, overrides).to_raw()
+    params = _flatten({k: v for k, v in raw.items() if k not in NOT_TRIAL_PARAMS})
+    return params, {"study": cfg.name, "method": cfg_method(cfg, overrides)}
 
 
 def cfg_method(cfg: StudyConfig, overrides: dict[str, Any]) -> str:

@@ -26,10 +26,10 @@ def sweep(run: StudyRun) -> None:
     store.save_teacher_metrics(run.optuna_study, run.teacher_metrics)
     tracker.log_metrics(None, {f"teacher/{k}": v for k, v in run.teacher_metrics.items()})
     run.records = [_with_ray_error(r, ray_errors) for r in read_records(run)]
-    if run.plan.resume:  # trials finished just before the driver was killed may have lost their last MLflow writes
+    if run.plan.resume:  # trials finished just before the driver was killed may have lost their MLflow writes
         from kdtune.sweep import STUDENT_FILE
 
-        tracker.settle_trials(_outcomes(run.records), step=run.cfg.student.epochs, weights_as=STUDENT_FILE)
+        tracker.settle_trials(_outcomes(run), step=run.cfg.student.epochs, weights_as=STUDENT_FILE)
     load_students(run)
     tracker.wait()  # the serial latency is measured with nothing else running in this process
 
@@ -71,10 +71,19 @@ def _run_sweep(run: StudyRun) -> dict[str, str]:
     return errors
 
 
-def _outcomes(records: list[TrialRecord]) -> dict[str, Outcome]:
-    """The finished trials, for ``Tracker.settle_trials``."""
-    return {r.trial_id: Outcome(r.metrics, None if r.status == "COMPLETE" else r.error or "the trial failed",
-                                Path(r.checkpoint) if r.checkpoint else None) for r in records}
+def _outcomes(run: StudyRun) -> dict[str, Outcome]:
+    """The finished trials, for ``Tracker.settle_trials``; those of the resumed sweep (their folders are in
+    its Tune experiment) with their run's params, so that a run the killed driver never made is made."""
+    from kdtune.sweep import trial_run_fields
+
+    folder = run.paths.ray / run.plan.name
+    here = [d.name for d in folder.iterdir()] if folder.is_dir() else []
+    outcomes = {}
+    for r in run.records:
+        fields = trial_run_fields(run.cfg, r.params) if any(f"_{r.trial_id}_" in d for d in here) else (None, None)
+        outcomes[r.trial_id] = Outcome(r.metrics, None if r.status == "COMPLETE" else r.error or "the trial failed",
+                                       Path(r.checkpoint) if r.checkpoint else None, *fields)
+    return outcomes
 
 
 def _with_ray_error(record: TrialRecord, ray_errors: dict[str, str]) -> TrialRecord:

@@ -1,30 +1,26 @@
-"""MLflow bookkeeping (the only module that imports mlflow).
+"""The ``Tracker``: one experiment per study, one parent run per sweep, one child run per trial.
 
-One experiment per study, one parent run per sweep, one child run per trial. Every run is ended
-explicitly (FINISHED, FAILED or KILLED): none is left RUNNING. All writes happen in the driver
-process, so a SQLite store never sees two writers creating its schema at once; during a study they
-run in order on one background thread (``Tracker.write_in_background``), so a slow store (a remote
-server, a busy SQLite file) never holds back the sweep.
+Every run is ended explicitly (FINISHED, FAILED or KILLED): none is left RUNNING. All writes happen in the driver
+process; during a study they run in order on one background thread (``Tracker.write_in_background``), so a slow
+store (a remote server, a busy SQLite file) never holds back the sweep.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kdtune import priority
-from kdtune.errors import ConfigError, KdtuneError
 from kdtune.metrics import mlflow_key
+from kdtune.tracking._store import build_schema_aside, new_sqlite_file, quiet_migrations, raise_unopenable
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LEN = 6000
@@ -68,6 +64,8 @@ class Outcome(NamedTuple):
     metrics: Mapping[str, float]
     error: str | None = None  # None: complete
     weights: Path | None = None  # its stored weights, if any
+    params: Mapping[str, Any] | None = None  # its run's params and tags, for a run the killed driver never made
+    tags: Mapping[str, str] | None = None
 
 
 class Tracker:
@@ -87,21 +85,21 @@ class Tracker:
         self.failures: list[str] = []  # writes that failed (see ``guarded``); complete after ``flush``
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._ended: set[str] = set()  # runs this tracker ended: ``end_sweep`` need not ask the store about them
-        if defer_schema and _new_sqlite_file(uri):
+        if defer_schema and new_sqlite_file(uri):
             self.write_in_background()
             self.connect()  # queued: the first write
         else:
-            _raise_unopenable(uri, self._open)
+            raise_unopenable(uri, self._open)
 
     @guarded
     def connect(self) -> None:
         """Open the store (``defer_schema``): on the background writer, ahead of every other write."""
-        _raise_unopenable(self.uri, lambda: (_build_schema_aside(self.uri), self._open()))
+        raise_unopenable(self.uri, lambda: (build_schema_aside(self.uri), self._open()))
 
     def _open(self) -> None:
         from mlflow.tracking import MlflowClient
 
-        _quiet_migrations()
+        quiet_migrations()
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self._experiment)
         self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(
@@ -176,6 +174,9 @@ class Tracker:
             self.client.update_run(self.children[trial_id], status="RUNNING")
             self._ended.discard(self.children[trial_id])
             return
+        self._start_run(trial_id, params, tags)
+
+    def _start_run(self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         own = {mlflow_key(k): v for k, v in tags.items()}
         tags = {"mlflow.parentRunId": self.parent_id or "", "trial_id": trial_id, **own}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {trial_id}", tags=tags)
@@ -215,7 +216,8 @@ class Tracker:
 
     @guarded
     def settle_trials(self, outcomes: Mapping[str, Outcome], *, step: int, weights_as: str) -> None:
-        """End the runs of finished trials that are still RUNNING, with what the sweep would have written.
+        """End the runs of finished trials that are still RUNNING, with what the sweep would have written; a
+        finished trial without a run (given its ``params``) gets one.
 
         ``outcomes`` are the finished trials as the study's storage holds them. A driver killed right after
         a trial finished has recorded it there but may have lost its last MLflow writes (they are queued);
@@ -224,7 +226,10 @@ class Tracker:
         """
         for trial_id, outcome in outcomes.items():
             run_id = self.children.get(trial_id)
-            if run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
+            if run_id is None and outcome.params is not None:  # the killed driver never made its run
+                self._start_run(trial_id, outcome.params, outcome.tags or {})
+                run_id = self.children[trial_id]
+            elif run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
                 continue
             if outcome.error is None:
                 self._log_steps(run_id, [(step, outcome.metrics)])
@@ -295,85 +300,6 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
 
-def load_pytorch_model(uri: str, tracking_uri: str, *, what: str = "teacher.mlflow_model") -> Any:
-    """The PyTorch model (an ``nn.Module``, on the CPU) logged at ``uri`` (``models:/<name>/<version>``,
-    ``models:/<name>@<alias>``, ``runs:/<run_id>/<path>``) in the store at ``tracking_uri``, also its model
-    registry. Read through URIs given to the call: MLflow's process-wide tracking URI is left alone.
-
-    MLflow's safety rules apply: a pickled model is refused unless $MLFLOW_ALLOW_PICKLE_DESERIALIZATION
-    allows it, and a ``.pt2`` archive must be free of pickles; such a model comes as an ``ExportedNet``.
-    Any problem is one ``ConfigError`` line naming ``what``, the URI and the fix.
-    """
-    from kdtune.store import redact
-
-    store = redact(tracking_uri)
-    if tracking_uri.startswith("sqlite:///") and not _sqlite_path(tracking_uri).is_file():
-        raise ConfigError(f"{what}: there is no MLflow store at {store} to load {uri} from; set tracking.uri "
-                          "(or MLFLOW_TRACKING_URI) to the store the teacher was logged to")
-    try:
-        with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
-            return _load_pytorch_model(uri, tracking_uri, Path(tmp))
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the store's and MLflow's errors are many; all are the user's to fix
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"{what}: cannot load {uri} from the MLflow store {store} ({reason}); "
-                          f"{_fix_for(err, reason)}") from None
-
-
-def _load_pytorch_model(uri: str, tracking_uri: str, tmp: Path) -> Any:
-    import mlflow.artifacts
-    import mlflow.pytorch
-    from mlflow.models import Model
-    from torch import nn
-
-    from kdtune.exported import ExportedNet
-
-    _quiet_migrations()
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / "model"),
-                                                     tracking_uri=tracking_uri, registry_uri=tracking_uri))
-    flavors = Model.load(str(local)).flavors if (local / "MLmodel").is_file() else {}
-    if "pytorch" not in flavors:
-        found = f"its flavors: {', '.join(flavors)}" if flavors else "no MLmodel file there"
-        raise _NotPytorch(f"not an MLflow PyTorch model ({found})")
-    model = mlflow.pytorch.load_model(str(local), map_location="cpu")
-    if not isinstance(model, nn.Module):
-        raise _NotPytorch(f"not an MLflow PyTorch model (it loads as a {type(model).__name__})")
-    archive = local / flavors["pytorch"].get("model_data", "data") / "model.pt2"
-    return ExportedNet(archive.read_bytes(), model) if archive.is_file() else model
-
-
-class _NotPytorch(Exception):
-    """The URI holds something other than an MLflow PyTorch model."""
-
-
-def _fix_for(err: Exception, reason: str) -> str:
-    """The fix for a failure to load a logged model, by what went wrong."""
-    if isinstance(err, _NotPytorch):
-        return "log the teacher with mlflow.pytorch.log_model"
-    if "pickle" in reason.lower():
-        return ("log the teacher in MLflow's default pt2 format (mlflow.pytorch.log_model(model, name=..., "
-                "input_example=x)), or, trusting the store, set MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true")
-    if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in reason or "download" in reason:
-        return ("check the model's name and version or alias (or the run id and artifact path) in that store; "
-                "tracking.uri (or MLFLOW_TRACKING_URI) names the store")
-    return "check the URI and tracking.uri (or MLFLOW_TRACKING_URI)"
-
-
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """No MLflow download progress bars in kdtune's output (the environment is restored afterwards)."""
-    name, before = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def _save_model(model: Any, example: Any, path: Path) -> None:
     """``model`` as an MLflow PyTorch model at ``path``, with the signature of ``example`` (a float32 batch
     of inputs, also kept as the input example) and the logits it produces."""
@@ -385,69 +311,6 @@ def _save_model(model: Any, example: Any, path: Path) -> None:
         logits = model(torch.from_numpy(example)).numpy()
     mlflow.pytorch.save_model(model, path, signature=infer_signature(example, logits), input_example=example,
                               pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-
-
-def _new_sqlite_file(uri: str) -> bool:
-    """Whether ``uri`` names a SQLite file that does not exist yet (or is empty); if so, it is created
-    here, which checks that it can be written (``KdtuneError`` otherwise)."""
-    if not uri.startswith("sqlite:///"):
-        return False
-    path = _sqlite_path(uri)
-    if str(path) in ("", ":memory:") or (path.exists() and path.stat().st_size > 0):
-        return False
-
-    def create() -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails at once where the file is read-only
-            db.rollback()
-
-    _raise_unopenable(uri, create)
-    return True
-
-
-def _build_schema_aside(uri: str) -> None:
-    """MLflow's schema for a new SQLite store, built in a temporary file beside it and then moved into place:
-    a process killed during the migrations (about a second) leaves the store empty, to be built again by
-    the next run, never half-migrated (which MLflow cannot open: "table ... already exists"). Under a lock,
-    so that of two processes creating the same store only the first moves its file into place."""
-    from mlflow.tracking import MlflowClient
-
-    from kdtune.cache import locked
-
-    _quiet_migrations()
-    path = _sqlite_path(uri)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.schema")
-    aside.unlink(missing_ok=True)
-    try:
-        MlflowClient(tracking_uri=f"sqlite:///{aside}").search_experiments(max_results=1)  # runs the migrations
-        with locked(path.with_name(f".{path.name}"), what="the MLflow store"):
-            if not path.exists() or path.stat().st_size == 0:
-                os.replace(aside, path)
-    finally:
-        aside.unlink(missing_ok=True)
-
-
-def _quiet_migrations() -> None:
-    for noisy in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _sqlite_path(uri: str) -> Path:
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-def _raise_unopenable(uri: str, open_store: Callable[[], None]) -> None:
-    """Run ``open_store``; any error becomes one ``KdtuneError`` line naming the store and the fix."""
-    try:
-        open_store()
-    except Exception as err:  # noqa: BLE001 - any store problem is the user's to fix
-        from kdtune.store import redact
-
-        raise KdtuneError(
-            f"cannot open the MLflow store {redact(uri)} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            "check tracking.uri / MLFLOW_TRACKING_URI"
-        ) from None
 
 
 def _is_number(value: Any) -> bool:
