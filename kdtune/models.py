@@ -227,5 +227,5 @@ def build_model(name: str, params: Mapping[str, Any] | None, info: DataInfo) -> 
 
 
 def n_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (the model's size), trainable or frozen: a frozen teacher counts in full."""
+    return sum(p.numel() for p in model.parameters())

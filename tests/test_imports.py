@@ -111,6 +111,7 @@ def test_components_depend_on_the_spec_layer_not_on_config(component):
     assert not any(m == "kdtune.config" or m.startswith("kdtune.config.") for m in reach)
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_importing_kdtune_changes_no_environment_variable_and_no_logger():
     lines = fresh_python("""
         import logging, os, pkgutil, importlib, warnings
@@ -132,6 +133,7 @@ def test_importing_kdtune_changes_no_environment_variable_and_no_logger():
     assert lines == ["{}", "[]", "[]", "True"]
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_the_clis_setup_is_what_sets_tunes_environment():
     lines = fresh_python("""
         import os

@@ -67,3 +67,12 @@ def test_every_registered_model_builds_and_gives_finite_logits(name):
     assert torch.isfinite(logits).all()
     logits.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_a_frozen_teachers_size_counts_every_parameter():
+    """The teacher is evaluated frozen (no gradients): its model/params is still its full size."""
+    from kdtune.teacher import frozen
+
+    model = frozen(build_model("seed000_teacher", None, MNIST_INFO), "cpu")
+    assert not any(p.requires_grad for p in model.parameters())
+    assert n_params(model) == 535_818

@@ -253,6 +253,7 @@ def test_a_plugin_and_a_pretrained_teacher_are_used_by_real_ray_workers(project,
     assert hashlib.sha256((project / "teacher.pt").read_bytes()).hexdigest() in report
 
 
+@pytest.mark.slow  # a fresh interpreter: seconds of imports
 def test_kdtune_root_exports_the_registries_lazily():
     code = textwrap.dedent("""
         import sys
