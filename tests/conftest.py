@@ -95,3 +95,12 @@ def mlflow_uri(tmp_path, _empty_mlflow_db) -> str:
     session). Tests of creating a store's schema use a path that does not exist instead."""
     shutil.copyfile(_empty_mlflow_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def study_dict() -> dict:
+    """The base study of the tests as a fresh dict (``tests.studies.base_study``, which parametrizations
+    that need it at collection time call directly)."""
+    from tests.studies import base_study
+
+    return base_study()

@@ -35,12 +35,8 @@ def test_the_run_and_the_rebuilt_report_share_the_post_sweep_measurements():
     assert len(set(RUN_STAGES)) == len(RUN_STAGES)
 
 
-def test_stages_run_in_order_over_one_run_object(tmp_path):
-    cfg = StudyConfig.model_validate({
-        "name": "s", "teacher": {"model": "mlp"}, "student": {"model": "mlp"},
-        "search": {"space": {"method.alpha": {"type": "categorical", "choices": [0.5]}},
-                   "objectives": [{"metric": "val/acc", "mode": "max"}], "sampler": {"name": "grid"}},
-    })
+def test_stages_run_in_order_over_one_run_object(tmp_path, study_dict):
+    cfg = StudyConfig.model_validate({**study_dict, "name": "s"})
     run = StudyRun(cfg, StudyPaths.of(cfg, tmp_path), echo=lambda line: None)
     seen = []
 
