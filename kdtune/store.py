@@ -35,9 +35,12 @@ def storage_url(configured: str | None, workdir: Path) -> str:
 def open_study(url: str, name: str, directions: Sequence[str], *, create: bool = True) -> optuna.Study:
     """The persistent Optuna study ``name`` (created on first use unless ``create`` is false); its
     objectives must not change between runs."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        if not create and not path.exists():
+            raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
+        path.parent.mkdir(parents=True, exist_ok=True)  # the default storage's folder (.kdtune/)
     try:
-        if url.startswith("sqlite:///") and create:  # the default storage's folder (.kdtune/)
-            Path(url.removeprefix("sqlite:///").split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
         storage = optuna.storages.RDBStorage(url)
         if not create and name not in optuna.study.get_all_study_names(storage):
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")

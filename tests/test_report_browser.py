@@ -31,9 +31,12 @@ FLAGS = [
     "--window-size=1280,900", "--remote-debugging-port=0",
 ]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH: install it with `apt-get install -y chromium` (as .ci/run does)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium on PATH: install it with `apt-get install -y chromium` (as .ci/run does)"
+    ),
+    pytest.mark.slow,  # a headless browser: seconds to start
+]
 
 
 class DevTools:
