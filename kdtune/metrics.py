@@ -32,7 +32,8 @@ COST_GROUPS = ("latency", "model")  # what a model costs to run and to ship: no 
 STATS = ("mean", "ci95")
 Attack = Literal["pgd", "fgsm", "autoattack"]
 
-_NAME = re.compile(r"(?P<group>[a-z0-9_]+)/(?P<kind>[a-z0-9_]+)(?:@(?P<eps>[0-9.e+-]+))?(?:/(?P<stat>mean|ci95))?")
+_NAME = re.compile(rf"(?P<group>[a-z0-9_]+)/(?P<kind>[a-z0-9_]+)(?:@(?P<eps>[0-9.e+-]+))?"
+                   rf"(?:/(?P<stat>{'|'.join(STATS)}))?")
 _UNSAFE = re.compile(r"[^\w\-. :/]")
 
 

@@ -19,11 +19,6 @@ from kdtune.plugins import allowed_roots
 _REFERENCE = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)")
 
 
-def is_reference(name: str) -> bool:
-    """Whether a component name is a ``module:function`` reference rather than a registered name."""
-    return ":" in name
-
-
 def resolve(reference: str, *, kind: str) -> Callable[..., Any]:
     """The callable ``module:function`` names, if its top-level package is a loaded plugin's or a zoo."""
     match = _REFERENCE.fullmatch(reference)

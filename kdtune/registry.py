@@ -71,6 +71,12 @@ RESERVED = frozenset({"name", "params"})  # keys of a component's own spec, neve
 _INDEX: weakref.WeakValueDictionary[str, Registry] = weakref.WeakValueDictionary()
 
 
+def is_reference(name: str) -> bool:
+    """Whether a component name is a reference (``torchvision:resnet18``, ``pkg.module:function``) rather
+    than a registered name."""
+    return ":" in name
+
+
 def registry_of(kind: str) -> Registry:
     """The registry of one kind of component (``"model"``, ``"loss"``, ...), from the index."""
     try:
@@ -143,7 +149,7 @@ class Registry(Generic[F]):
         """The entry for ``name``; an unknown name raises ``ConfigError`` listing the known ones."""
         if name in self._entries:
             return self._entries[name]
-        if self._references is not None and ":" in name:
+        if self._references is not None and is_reference(name):
             if name not in self._resolved:
                 self._resolved[name] = self._references(name)
             return self._resolved[name]

@@ -8,6 +8,7 @@ import torch
 
 from kdtune import store
 from kdtune.models import build_model
+from kdtune.registry import is_reference
 from kdtune.report import ReportProcess
 from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun, SweepPlan
@@ -60,7 +61,7 @@ def _check_users_code(run: StudyRun) -> None:
     fit their model, or an MLflow model that cannot be loaded, fail in one line before anything is written
     or trained."""
     cfg = run.cfg
-    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if spec is not None and ":" in spec.name]
+    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if spec is not None and is_reference(spec.name)]
     if not models and not cfg.teacher.pretrained:
         return
     load_data(run)
