@@ -38,8 +38,9 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator) -> Tensor:
     return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
 
-def check_images(shape: torch.Size) -> None:
-    """``augment`` needs image batches: raise a one-line ``ConfigError`` for data of another shape."""
-    if len(shape) != 4:
-        raise ConfigError(f"augment: needs images (N, C, H, W), but the training data have shape {tuple(shape)}; "
-                          "remove augment from the study's teacher and student sections")
+def check_images(input_shape: tuple[int, ...], *, where: str = "") -> None:
+    """``augment`` needs images: raise a one-line ``ConfigError`` for examples of another shape (C, H, W),
+    such as feature vectors stored as (D, 1, 1)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 2:
+        raise ConfigError(f"{where}augment: needs images (C, H, W), but the examples have shape "
+                          f"{tuple(input_shape)}; remove augment from the study's teacher and student sections")

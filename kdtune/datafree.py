@@ -22,12 +22,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdtune.compat.optim import LeanAdam
+
+if TYPE_CHECKING:
+    from kdtune.data import AnySplit
 
 LOGITS = "logits"
 OBJECTIVES = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
@@ -227,9 +231,21 @@ def _coefficients(signal: Sequence[Tensor], members: Sequence[int], basis: Tenso
 
 
 @torch.no_grad()
+def _labelled_batches(
+    x: Tensor | AnySplit, labels: Tensor | None, batch_size: int
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """(x, labels) batches in order: of a tensor and its ``labels`` (or None), or of a split and its own labels."""
+    if isinstance(x, Tensor):
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size], None if labels is None else labels[start : start + batch_size]
+    else:
+        for xb, yb, _ in x.batches(batch_size):
+            yield xb, yb
+
+
 def activation_stats(
     teacher: nn.Module,
-    x: Tensor,
+    x: Tensor | AnySplit,
     *,
     layers: Sequence[str] | None = None,
     labels: Tensor | None = None,
@@ -239,7 +255,8 @@ def activation_stats(
 ) -> TeacherStats:
     """Per-class mean and std (population) of each unit of each layer of ``teacher`` on ``x`` (N, C, H, W).
 
-    Classes are ``labels`` (N,) if given, else the teacher's predictions. With ``spectral`` also the
+    Classes are ``labels`` (N,) if given (a split ``x``, in memory or streamed, brings its own), else the
+    teacher's predictions. With ``spectral`` also the
     graph-Fourier statistics (see ``Spectrum``) of all layers together and of each consecutive pair,
     keeping ``spectral_keep`` of each graph's frequencies. Lopes et al. 2017, arXiv:1710.07535.
     """
@@ -247,13 +264,13 @@ def activation_stats(
     teacher.eval()
     groups: list[tuple[str, tuple[int, ...], Tensor]] | None = None
     sums: list[Tensor] = []  # per signal, (2, K, D): per-class sum and sum of squares, float64
-    for start in range(0, len(x), batch_size):
-        acts = _activations(teacher, x[start : start + batch_size], hidden)  # [(B, D_l)]
+    for xb, yb in _labelled_batches(x, labels, batch_size):
+        acts = _activations(teacher, xb, hidden)  # [(B, D_l)]
         if groups is None:
             widths = [a.shape[1] for a in acts]
             groups = _spectral_bases(teacher, hidden, widths, spectral_keep) if spectral else []
         n_classes = acts[-1].shape[1]
-        y = acts[-1].argmax(1) if labels is None else labels[start : start + batch_size]
+        y = acts[-1].argmax(1) if yb is None else yb
         onehot = F.one_hot(y, n_classes).double().T  # (K, B)
         signals = [torch.ones_like(acts[-1][:, :1]), *acts]  # a column of ones counts the examples
         signals += [_coefficients(_signal(acts), members, basis) for _, members, basis in groups]
@@ -268,7 +285,7 @@ def activation_stats(
         Spectrum(kind, members, basis.cpu(), means[k + j], stds[k + j])
         for j, (kind, members, basis) in enumerate(groups)
     )
-    shape = tuple(x.shape[1:])
+    shape = tuple(x.shape[1:]) if isinstance(x, Tensor) else tuple(x.input_shape)
     return TeacherStats((*hidden, LOGITS), n_classes, shape, counts.long(), tuple(means[:k]), tuple(stds[:k]), spectra)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from kdtune.penalties import jacobian_norm
 
 if TYPE_CHECKING:
     from kdtune.spec import EvaluationSpec, LatencySpec
-    from kdtune.data import Dataset
+    from kdtune.data import AnySplit, Dataset
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -36,20 +36,34 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def correct(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> Tensor:
     """Whether ``model`` classifies each example of (x, y) right: a bool tensor (N,), in inference mode."""
+    return _correct(model, zip(x.split(batch_size), y.split(batch_size)), x.device)
+
+
+def correct_on(model: nn.Module, split: AnySplit, *, batch_size: int = 1000) -> Tensor:
+    """``correct`` over a split, in memory or streamed, batch by batch in order: (N,) bool on the split's device."""
+    return _correct(model, ((xb, yb) for xb, yb, _ in split.batches(batch_size)), split.device)
+
+
+def _correct(model: nn.Module, pairs: Iterable[tuple[Tensor, Tensor]], device: torch.device) -> Tensor:
     with eval_mode(model), torch.inference_mode():
-        hits = [model(xb).argmax(1) == yb for xb, yb in zip(x.split(batch_size), y.split(batch_size))]
-    return torch.cat(hits)  # (an empty tensor splits into one empty chunk)
+        hits = [model(xb).argmax(1) == yb for xb, yb in pairs]
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=device)
 
 
 @torch.no_grad()  # not inference_mode: the result is used as a KD target inside autograd
-def logits_of(model: nn.Module, x: Tensor, *, batch_size: int = 1000) -> Tensor:
-    """The model's logits on ``x`` in eval mode, shape (N, K)."""
+def logits_of(model: nn.Module, x: Tensor | AnySplit, *, batch_size: int = 1000) -> Tensor:
+    """The model's logits on ``x`` (a tensor or a split, in its order) in eval mode, shape (N, K)."""
     model.eval()
-    return torch.cat([model(xb) for xb in x.split(batch_size)])
+    if isinstance(x, Tensor):
+        return torch.cat([model(xb) for xb in x.split(batch_size)])
+    return torch.cat([model(xb) for xb, _, _ in x.batches(batch_size)])
 
 
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), mean_i [argmax f(x_i) = y_i], in inference mode."""
+def accuracy(model: nn.Module, x: Tensor | AnySplit, y: Tensor | None = None, *, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), or on a split given as ``x``: mean_i [argmax f(x_i) = y_i],
+    in inference mode."""
+    if y is None:
+        return share(correct_on(model, x, batch_size=batch_size))
     return share(correct(model, x, y, batch_size=batch_size))
 
 
@@ -66,13 +80,28 @@ def robust_accuracy(
     images). The attack gets gradients, the scoring does not.
     """
     right = correct(model, x, y, batch_size=batch_size) if right is None else right
+    return _robust(model, zip(x.split(batch_size), y.split(batch_size)), attack, right.split(batch_size), len(y))
+
+
+def robust_accuracy_on(
+    model: nn.Module, split: AnySplit, attack: Callable[..., Tensor], *, batch_size: int = 1000,
+    right: Tensor | None = None,
+) -> float:
+    """``robust_accuracy`` over a split, in memory or streamed, batch by batch in order."""
+    right = correct_on(model, split, batch_size=batch_size) if right is None else right
+    pairs = ((xb, yb) for xb, yb, _ in split.batches(batch_size))
+    return _robust(model, pairs, attack, right.split(batch_size), len(split))
+
+
+def _robust(model: nn.Module, pairs: Iterable[tuple[Tensor, Tensor]], attack: Callable[..., Tensor],
+            rights: Iterable[Tensor], n: int) -> float:
     hits = 0
     with eval_mode(model):
-        for xb, yb, rb in zip(x.split(batch_size), y.split(batch_size), right.split(batch_size)):
+        for (xb, yb), rb in zip(pairs, rights):
             x_adv = attack(model, xb, yb)
             with torch.inference_mode():
                 hits += int((rb & (model(x_adv).argmax(1) == yb)).sum())
-    return hits / max(1, len(y))
+    return hits / max(1, n)
 
 
 def share(hits: Tensor) -> float:
@@ -95,21 +124,20 @@ def evaluate_model(
     Each ``val/*`` metric is measured on ``data.val`` and each ``test/*`` on ``data.test``; the Jacobian
     norm on the first ``spec.n_jacobian`` test images.
     """
-    gen = torch.Generator(device=data.test.x.device).manual_seed(seed)
+    gen = torch.Generator(device=data.test.device).manual_seed(seed)
     out: dict[str, float] = {}
     for split in metrics.SPLITS:
         part = getattr(data, split)
-        right = correct(model, part.x, part.y)  # once per split: every attack below scores against it
+        right = correct_on(model, part)  # once per split: every attack below scores against it
         out[metrics.acc(split)] = share(right)
         for eps in spec.eps:
             pgd = _bind(attacks.pgd, eps=eps, steps=spec.pgd_steps, generator=gen)
-            out[metrics.attacked_acc(split, eps)] = robust_accuracy(model, part.x, part.y, pgd, right=right)
+            out[metrics.attacked_acc(split, eps)] = robust_accuracy_on(model, part, pgd, right=right)
             if spec.fgsm:
                 fgsm = _bind(attacks.fgsm, eps=eps)
-                out[metrics.attacked_acc(split, eps, "fgsm")] = robust_accuracy(model, part.x, part.y, fgsm,
-                                                                                right=right)
+                out[metrics.attacked_acc(split, eps, "fgsm")] = robust_accuracy_on(model, part, fgsm, right=right)
     out[metrics.PARAMS] = float(n_params(model))
-    out[metrics.JACOBIAN_NORM] = mean_jacobian_norm(model, data.test.x[: spec.n_jacobian])
+    out[metrics.JACOBIAN_NORM] = mean_jacobian_norm(model, data.test.head(spec.n_jacobian).x)
     return out
 
 

@@ -71,7 +71,7 @@ def load_pretrained(spec: TeacherSpec, data: Dataset, *, workdir: Path) -> Teach
                        n_classes=data.n_classes)
     _check_fit(net, state, spec, path)
     net.load_state_dict(state)
-    model = Preprocessed(net, spec.preprocessing).to(data.train.x.device)
+    model = Preprocessed(net, spec.preprocessing).to(data.train.device)
     return Teacher(model, [], path, from_cache=True, weights_sha256=sha256_of(path))
 
 
@@ -86,7 +86,7 @@ def load_from_mlflow(spec: TeacherSpec, data: Dataset, *, tracking_uri: str) -> 
     model = Preprocessed(net, spec.preprocessing)
     _check_outputs(model, data, uri)
     logged = net.net if isinstance(net, ExportedNet) else net  # the digest of the network as its owner logged it
-    return Teacher(model.to(data.train.x.device), [], Path(uri), from_cache=True, weights_sha256=state_sha256(logged))
+    return Teacher(model.to(data.train.device), [], Path(uri), from_cache=True, weights_sha256=state_sha256(logged))
 
 
 def state_sha256(net: nn.Module) -> str:
@@ -101,7 +101,7 @@ def state_sha256(net: nn.Module) -> str:
 
 def _check_outputs(model: nn.Module, data: Dataset, uri: str) -> None:
     """One line if the model does not map two of the study's inputs to (2, n_classes) logits."""
-    x = data.train.x[:2].cpu()  # (2, C, H, W)
+    x = data.train.head(2).x.cpu()  # (2, C, H, W)
     try:
         with torch.no_grad():
             out = model(x)

@@ -35,7 +35,7 @@ def build_stack(cfg: StudyConfig, ctx: MethodContext) -> Stack:
     penalties = [Penalty(n, s.weight, PENALTIES.bind(n, s.params)) for n, s in cfg.penalties.items()]
     adv = cfg.adversary
     adversary = ATTACKS.bind(adv.attack.name, adv.attack.params) if adv is not None and adv.enabled else None
-    distiller = build_method(cfg.method.name, cfg.method.params, ctx).to(ctx.data.train.x.device)
+    distiller = build_method(cfg.method.name, cfg.method.params, ctx).to(ctx.data.train.device)
     return Stack(distiller, penalties, adversary)
 
 
@@ -62,12 +62,12 @@ def run_student(
     """
     torch.manual_seed(cfg.seed)
     data = ctx.data
-    student = build_model(cfg.student.model.name, cfg.student.model.params, data.info).to(data.train.x.device)
+    student = build_model(cfg.student.model.name, cfg.student.model.params, data.info).to(data.train.device)
     stack = build_stack(cfg, ctx)
     history = fit_student(
         student, data, cfg.student, distiller=stack.distiller, penalties=stack.penalties,
         adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
-        amp=amp_dtype(cfg.resources.amp, data.train.x.device),
+        amp=amp_dtype(cfg.resources.amp, data.train.device),
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)
     learned = {"method": cfg.method.name, **stack.distiller.provenance}

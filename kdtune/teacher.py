@@ -66,7 +66,7 @@ def load_or_train_teacher(
         raise KdtuneError(f"{role}.mlflow_model: a teacher from MLflow is loaded, never trained or cached by kdtune")
     path = root / "teachers" / f"{teacher_key(spec, data, seed)}.pt"
     torch.manual_seed(seed)  # the initialisation is part of what the key promises
-    model = build_model(spec.model.name, spec.model.params, data.info).to(data.train.x.device)
+    model = build_model(spec.model.name, spec.model.params, data.info).to(data.train.device)
 
     def fit() -> dict[str, Any]:
         if not train:

@@ -1,9 +1,10 @@
 """Plain training loops: ``fit_teacher`` (cross-entropy) and ``fit_student`` (KD terms + penalties + adversary).
 
-The dataset lives in memory as tensors and is batched by index, so per-batch overhead is just the step.
+Data in memory are batched by index, so per-batch overhead is just the step; a streamed split
+(``kdtune.data.StreamedSplit``) delivers batches of the same shape and order from its files.
 With adversarial training the student sees ``x_adv`` while the KD targets stay the teacher's logits on
-the clean ``x`` (adversarially robust distillation, Goldblum et al. 2020, arXiv:1905.09747); so the
-teacher's logits are computed once per study and never recomputed inside a trial.
+the clean ``x`` (adversarially robust distillation, Goldblum et al. 2020, arXiv:1905.09747): computed
+once per study, or live on each (augmented) batch when the student trains with ``augment``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from kdtune.spec import OptimizerSpec
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
 
-    from kdtune.data import Dataset, Split
+    from kdtune.data import AnySplit, Dataset
     from kdtune.spec import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,9 @@ class Distiller(Protocol):
 
     def attach(self, student: nn.Module) -> None: ...
 
-    def transfer_set(self) -> Split: ...
+    def transfer_set(self) -> AnySplit: ...
+
+    def begin_batch(self, x: Tensor, idx: Tensor) -> None: ...
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]: ...
 
@@ -156,7 +159,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
     on_state: StateCallback | None = None,
     resume: FitState | None = None,
-    train: Split | None = None,
+    train: AnySplit | None = None,
     extra: nn.Module | None = None,
 ) -> list[dict[str, float]]:
     """The shared training loop: ``spec.epochs`` epochs of ``step`` over ``train``; per-epoch term means,
@@ -173,10 +176,10 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     params = itertools.chain(model.parameters(), extra.parameters() if extra is not None else ())
     opt, train = make_optimizer(params, spec), train if train is not None else data.train
-    scheduler, device, history, done = make_scheduler(opt, spec), train.x.device, [], 0
+    scheduler, device, history, done = make_scheduler(opt, spec), train.device, [], 0
     stopper = EarlyStopping(spec.early_stopping) if spec.early_stopping is not None else None
     if spec.augment is not None:
-        check_images(train.x.shape)
+        check_images(train.input_shape)
     if resume is not None:
         if resume.epoch > spec.epochs:
             raise ValueError(f"cannot resume after epoch {resume.epoch} of a {spec.epochs}-epoch run")
@@ -200,14 +203,14 @@ def fit(
     return history
 
 
-def _epoch(model: nn.Module, data: Dataset, train: Split, spec: TrainSpec, step: StepFn,
+def _epoch(model: nn.Module, data: Dataset, train: AnySplit, spec: TrainSpec, step: StepFn,
            opt: torch.optim.Optimizer, scheduler: LRScheduler | None, gen: torch.Generator,
            epoch: int) -> dict[str, float]:
     """One epoch of training, then val/acc; the schedule steps after it."""
     start, lr = time.perf_counter(), float(opt.param_groups[0]["lr"])
     stats = _train_epoch(model, train, spec, step, opt, gen, epoch)
     stats["train/lr"] = lr
-    stats[metrics.acc("val")] = accuracy(model, data.val.x, data.val.y)
+    stats[metrics.acc("val")] = accuracy(model, data.val)
     if scheduler is not None:
         scheduler.step()
     stats["time/epoch_s"] = time.perf_counter() - start
@@ -223,7 +226,7 @@ def _stop_early(stopper: EarlyStopping, model: nn.Module, extra: nn.Module | Non
     stopper.restore(model, extra)
 
 
-def _train_epoch(model: nn.Module, train: Split, spec: TrainSpec, step: StepFn, opt: torch.optim.Optimizer,
+def _train_epoch(model: nn.Module, train: AnySplit, spec: TrainSpec, step: StepFn, opt: torch.optim.Optimizer,
                  gen: torch.Generator, epoch: int) -> dict[str, float]:
     """One pass over ``train`` in the order ``gen`` draws (each batch augmented with ``gen``'s draws when
     ``spec.augment`` is set); the means of the step's terms."""
@@ -233,11 +236,10 @@ def _train_epoch(model: nn.Module, train: Split, spec: TrainSpec, step: StepFn, 
     # logits w.r.t. it) would otherwise also pay for a gradient of the input nobody reads.
     params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
     aug = spec.augment
-    for idx in train.index_batches(spec.batch_size, generator=gen):
-        x = train.x[idx]
+    for x, y, idx in train.batches(spec.batch_size, generator=gen):
         if aug is not None:
             x = augment_batch(x, crop_padding=aug.crop_padding, hflip=aug.hflip, generator=gen)
-        terms = step(x, train.y[idx], idx)
+        terms = step(x, y, idx)
         _check_finite(terms, epoch, n_batches)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward(inputs=params)
@@ -313,9 +315,10 @@ def fit_student(
     """
     active = [p for p in penalties if p.weight > 0]
     distiller.attach(student)
-    autocast = amp_step(amp, distiller.transfer_set().x.device, distiller, active)
+    autocast = amp_step(amp, distiller.transfer_set().device, distiller, active)
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        distiller.begin_batch(x, idx)  # the clean (augmented, never attacked) batch the teacher reads
         if adversary is not None:
             x = adversary(student, x, y)
         if active:

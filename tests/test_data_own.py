@@ -304,9 +304,9 @@ BAD = {
     "unknown_torchvision": (lambda d: {"name": "torchvision:SVNH", "root": str(d)},
                             "has no dataset class 'SVNH' (did you mean 'SVHN'?)"),
     "stream_true": (lambda d: {**_npz(d, x_train=X, y_train=Y, x_test=X, y_test=Y), "stream": True},
-                    "stream: true is not supported yet"),
+                    "stream: true cannot stream: an .npz archive is read whole"),
     "over_the_limit": (lambda d: {**_npz(d, x_train=X, y_train=Y, x_test=X, y_test=Y), "max_memory_gb": 1.0e-9},
-                       "streaming larger data is not supported yet"),
+                       "GiB as float32 cannot stream: an .npz archive is read whole"),
 }
 
 

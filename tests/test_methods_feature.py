@@ -96,6 +96,7 @@ def test_cosine_term_equals_one_minus_cos_by_hand(small_data, small_teacher, tmp
     d.attach(student)
     idx = torch.arange(16)
     x, y = small_data.train.x[idx], small_data.train.y[idx]
+    d.begin_batch(x, idx)
     logits = student(x)
     task = d.terms(logits, x, y, idx)["task"]
 
@@ -133,6 +134,7 @@ def test_fitnets_conv_regressor_pools_the_teacher_map_and_trains(small_data, tmp
     logits = student(x)
     pred, target = d.hint_pair(d.student_features(), d.teacher_features(x))
     assert pred.shape == target.shape == (6, 8, 7, 7)
+    d.begin_batch(x, idx)
     d.terms(logits, x, y, idx)["task"].backward()
     assert d.regressor.weight.grad.abs().sum() > 0
     assert student.features[0].weight.grad.abs().sum() > 0

@@ -114,6 +114,7 @@ def test_reversed_builds_the_weak_teacher_and_distils_from_it_live(data, tmp_pat
     idx = torch.tensor([5, 1, 7])
     logits = torch.randn(3, 10)
     x_adv = torch.rand(3, 1, 28, 28)  # what the student saw; targets still come from the clean inputs
+    d.begin_batch(data.train.x[idx], idx)  # as the training loop hands it the clean batch
     task = d.terms(logits, x_adv, data.train.y[idx], idx)["task"]
     with torch.no_grad():
         targets = d.helper.model(data.train.x[idx])

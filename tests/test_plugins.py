@@ -19,6 +19,7 @@ from kdtune.config import load_study
 from kdtune.data import MNIST_INFO
 from kdtune.errors import ConfigError
 from kdtune.models import MODELS, build_model
+from tests.own_data import write_folder
 
 PLUGIN = '''
 import os
@@ -232,11 +233,14 @@ def test_pretrained_only_settings_need_weights(tmp_path):
 
 
 @pytest.mark.slow  # a whole study through Ray, Optuna and MLflow in a fresh process
-def test_a_plugin_and_a_pretrained_teacher_are_used_by_real_ray_workers(project, tmp_path):
+def test_a_plugin_a_pretrained_teacher_and_streamed_data_are_used_by_real_ray_workers(project, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     _saved_teacher(project)
+    write_folder(project / "data", splits=("train", "test"), classes=tuple("0123456789"), n_per_class=8,
+                 size=(28, 28))
     path = study(project, plugins=["plugpkg.parts"],
+                 dataset={"name": "image_folder", "root": "data", "stream": True, "workers": 1},  # DataLoader workers
                  teacher={"model": {"name": "mlp", "hidden": [32]}, "weights": "teacher.pt"},
                  student={"model": {"name": "plugpkg.parts:build_student", "width": 8}, "epochs": 1})
     env = {**os.environ, "PLUGPKG_MARKS": str(marks), "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
@@ -247,6 +251,7 @@ def test_a_plugin_and_a_pretrained_teacher_are_used_by_real_ray_workers(project,
     out, _ = driver.communicate(timeout=600)
     assert driver.returncode == 0, out
     assert "teacher loaded from" in out and "2/2 trials complete" in out
+    assert "70 train / 10 val / 80 test (streamed from its files)" in out
     builders = {int(p.name.rsplit("-", 1)[1]) for p in marks.iterdir() if p.name.startswith("build_student-")}
     assert builders - {driver.pid}, builders  # the student was built in Ray's worker processes, not only here
     report = (project / "reports" / "own" / "report.md").read_text(encoding="utf-8")

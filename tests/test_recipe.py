@@ -238,7 +238,7 @@ VAL_ACC = [0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.95, 0.96, 0.97, 0.98]  # best 0.7 at
 
 def scripted_val_acc(monkeypatch, values=VAL_ACC) -> None:
     it = iter(values)
-    monkeypatch.setattr(kdtune.train, "accuracy", lambda model, x, y: next(it))
+    monkeypatch.setattr(kdtune.train, "accuracy", lambda model, split: next(it))
 
 
 def test_early_stopping_stops_after_patience_epochs_and_restores_the_best_weights(small_data, monkeypatch):
@@ -339,8 +339,9 @@ def test_fit_augments_the_images_of_each_batch_and_leaves_the_labels(small_data)
 
 
 def test_augmenting_data_that_are_not_images_fails_with_one_line():
-    with pytest.raises(ConfigError, match=r"^augment: needs images \(N, C, H, W\), .* \(100, 784\); remove augment"):
-        check_images(torch.Size([100, 784]))
+    with pytest.raises(ConfigError, match=r"^augment: needs images \(C, H, W\), .* \(784, 1, 1\); remove augment"):
+        check_images((784, 1, 1))
+    check_images((3, 32, 32))  # images pass
 
 
 # ---------------------------------------------------------------- resuming with a recipe

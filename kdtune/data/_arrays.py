@@ -25,7 +25,7 @@ from kdtune.data._assemble import (
     Stream,
     assemble,
     check_common,
-    check_memory,
+    streams,
 )
 from kdtune.data._core import Dataset, Seed, _reason, checks_files
 from kdtune.data._registry import DATASETS
@@ -127,7 +127,11 @@ def _check_values(members: dict[str, tuple[tuple[int, ...], np.dtype]], values: 
 def _check_size(members: dict[str, tuple[tuple[int, ...], np.dtype]], params: dict[str, Any]) -> None:
     n = sum(members[f"x_{s}"][0][0] for s in ("train", "val", "test") if f"x_{s}" in members)
     n_values = n * math.prod(members["x_train"][0][1:])
-    check_memory(NAME, n_values, stream=params["stream"], max_memory_gb=params["max_memory_gb"])
+    if streams(NAME, n_values, stream=params["stream"], max_memory_gb=params["max_memory_gb"]):
+        over = "stream: true" if params["stream"] is True else f"its {4 * n_values / 2**30:.3g} GiB as float32"
+        raise DataError(f"dataset '{NAME}': {over} cannot stream: an .npz archive is read whole into memory; write "
+                        "the images to an image_folder (streamed from its files), or set stream: false to load it "
+                        "anyway")
 
 
 def _check_files(params: dict[str, Any]) -> None:
@@ -159,8 +163,8 @@ def arrays(
 
     x (N, C, H, W) or (N, D) -> (N, D, 1, 1); uint8 or floats in [0, 1]; y class indices. No x_val: val is
     carved from train (``val_fraction``, stratified, ``split_seed``). mean / std per channel on train unless
-    given. ``stream: auto`` refuses data above ``max_memory_gb`` (default: a quarter of the machine's memory;
-    streaming is not supported yet), ``stream: false`` loads it anyway.
+    given. An archive is read whole: ``stream: auto`` refuses data above ``max_memory_gb`` (default: a quarter
+    of the machine's memory), ``stream: false`` loads it anyway; ``image_folder`` streams.
     """
     path = os.path.expanduser(path)
     members = _members(path)

@@ -1,11 +1,13 @@
 """Shared by the user-data loaders (``image_folder``, ``arrays``, ``torchvision:<Class>``): their common
-parameters, PIL images to pixels, carving val/test from train, per-channel statistics and the memory limit.
+parameters, PIL images to pixels, carving val/test from train, per-channel statistics and the choice
+between memory and streaming.
 
 Every loader ends in ``assemble``: tensors per split in, a ``Dataset`` with pixels in [0, 1] out.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -24,8 +26,10 @@ Spread = Annotated[float, pydantic.Field(gt=0)]
 Resize = tuple[PositiveInt, PositiveInt] | None  # (H, W)
 Channels = Literal[1, 3] | None
 Stream = bool | Literal["auto"]
+Workers = Annotated[int, pydantic.Field(ge=0)]
 MemoryGB = Annotated[float, pydantic.Field(gt=0)] | None
 
+log = logging.getLogger(__name__)
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})  # PIL modes -> 1 channel
 _MIN_STD = 1e-6  # a constant channel or feature is left unscaled (std 1), as scikit-learn's StandardScaler does
 
@@ -34,9 +38,6 @@ def check_common(name: str) -> Callable[[dict[str, Any]], None]:
     """The load-time check of the parameters every user-data loader shares (``Registry.register(check=)``)."""
 
     def check(params: dict[str, Any]) -> None:
-        if params.get("stream") is True:
-            raise ConfigError(f"dataset '{name}': stream: true is not supported yet (training takes in-memory "
-                              "tensors); set stream: auto (the default) or false")
         if params.get("val_fraction", 0) + params.get("test_fraction", 0) >= 1:
             raise ConfigError(f"dataset '{name}': val_fraction + test_fraction must be below 1 (train keeps the "
                               "rest); lower them")
@@ -60,12 +61,11 @@ def image_channels(modes: set[str]) -> int:
 
 def pil_pixels(img: Any, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """A PIL image as (C, H, W) uint8: converted to L or RGB, resized (bilinear) when it is not ``size`` (H, W)."""
-    from torchvision.transforms.functional import pil_to_tensor
-
     img = img.convert("L" if channels == 1 else "RGB")
     if (img.height, img.width) != tuple(size):
         img = img.resize((size[1], size[0]), resample=2)  # 2: PIL's BILINEAR, with its antialiasing
-    return pil_to_tensor(img)  # (C, H, W) uint8
+    pixels = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W) or (H, W, C), as torchvision's pil_to_tensor
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
 
 
 # ---------------------------------------------------------------- memory
@@ -78,21 +78,20 @@ def _machine_bytes() -> float:
         return math.inf
 
 
-def check_memory(name: str, n_values: int, *, stream: Stream, max_memory_gb: float | None) -> None:
-    """DataError when ``n_values`` float32 pixels pass the limit (``max_memory_gb``, by default a quarter of
-    this machine's memory) and ``stream`` is ``auto``; ``stream: false`` loads whatever the size."""
-    if stream is False:
-        return
+def streams(name: str, n_values: int, *, stream: Stream, max_memory_gb: float | None) -> bool:
+    """Whether to stream the data: ``stream`` when it is true or false; with ``auto``, whether its
+    ``n_values`` float32 pixels pass ``max_memory_gb`` (by default a quarter of this machine's memory)."""
+    if stream != "auto":
+        return bool(stream)
     limit = max_memory_gb * 2**30 if max_memory_gb is not None else _machine_bytes() / 4
     need = 4 * n_values
     if need > limit:
         which = f"max_memory_gb={max_memory_gb:g}" if max_memory_gb is not None else (
             f"{limit / 2**30:.3g} GiB, a quarter of this machine's memory")
-        raise DataError(
-            f"dataset '{name}': its splits take {need / 2**30:.3g} GiB as float32 tensors, more than "
-            f"{which}; streaming larger data is not supported yet: "
-            "raise max_memory_gb or set stream: false to load it anyway, or use smaller images (resize: [H, W])"
-        )
+        log.info("dataset '%s': its splits take %.3g GiB as float32 tensors, more than %s: streamed from the files",
+                 name, need / 2**30, which)
+        return True
+    return False
 
 
 # ---------------------------------------------------------------- splits and statistics
@@ -129,6 +128,36 @@ def _stats(name: str, key: str, given: list[float] | None, computed: torch.Tenso
     return tuple(float(v) for v in given) * (n_channels // len(given))
 
 
+def split_plan(
+    name: str, labels: Mapping[str, torch.Tensor], *, val_fraction: float, test_fraction: float, split_seed: int
+) -> dict[str, tuple[str, np.ndarray]]:
+    """{split: (the given split it is taken from, its indices there)} for train, val and test, from each
+    given split's labels (``labels["train"]`` and ``"val"`` / ``"test"`` where given). A missing val or
+    test is carved from train, stratified and seeded; a given split keeps all its examples in a seeded
+    shuffled order (a folder lists its images class by class)."""
+    every = torch.cat(list(labels.values()))
+    n_classes = int(every.max()) + 1
+    if int(every.min()) < 0 or n_classes < 2:
+        raise DataError(f"dataset '{name}': labels must be class indices 0..K-1 with K >= 2, got "
+                        f"{int(every.min())}..{n_classes - 1}; relabel the data")
+    missing = [s for s in ("val", "test") if s not in labels]
+    fractions = {"val": val_fraction, "test": test_fraction}
+    carved = dict(zip([*missing, "train"], _carve(name, labels["train"].numpy(), missing, fractions, split_seed)))
+    return {split: ("train", carved[split]) if split in carved
+            else (split, np.random.default_rng(split_seed).permutation(len(labels[split])))
+            for split in ("train", "val", "test")}
+
+
+def channel_stats(
+    name: str, computed: tuple[torch.Tensor, torch.Tensor], mean: list[float] | None, std: list[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: the given values, else the computed (mean, std) tensors (C,); a constant
+    channel's std is 1."""
+    mean_t, std_t = computed
+    std_t = torch.where(std_t < _MIN_STD, torch.ones_like(std_t), std_t)
+    return _stats(name, "mean", mean, mean_t), _stats(name, "std", std, std_t)
+
+
 def assemble(
     name: str,
     splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
@@ -139,30 +168,24 @@ def assemble(
     mean: list[float] | None,
     std: list[float] | None,
 ) -> Dataset:
-    """``splits["train"]`` (and ``"val"`` / ``"test"`` where given) as a Dataset; a missing val or test is
-    carved from train, stratified and seeded. x is (N, C, H, W) uint8 or floats in [0, 1], y (N,) int64
-    class indices. mean / std are per channel on the train split (what is left of it) unless given."""
-    labels = torch.cat([y for _, y in splits.values()])
-    n_classes = int(labels.max()) + 1
-    if int(labels.min()) < 0 or n_classes < 2:
-        raise DataError(f"dataset '{name}': labels must be class indices 0..K-1 with K >= 2, got "
-                        f"{int(labels.min())}..{n_classes - 1}; relabel the data")
-    x, y = splits["train"]
-    missing = [s for s in ("val", "test") if s not in splits]
-    fractions = {"val": val_fraction, "test": test_fraction}
-    parts = dict(zip([*missing, "train"], _carve(name, y.numpy(), missing, fractions, split_seed)))
+    """``splits["train"]`` (and ``"val"`` / ``"test"`` where given) as a Dataset held in memory, split as
+    ``split_plan`` says. x is (N, C, H, W) uint8 or floats in [0, 1], y (N,) int64 class indices. mean /
+    std are per channel on the train split (what is left of it) unless given."""
+    plan = split_plan(name, {k: y for k, (_, y) in splits.items()}, val_fraction=val_fraction,
+                      test_fraction=test_fraction, split_seed=split_seed)
     out = {}
-    for split in ("train", "val", "test"):
-        if split in parts:
-            sx, sy, idx = x, y, parts[split]
-        else:  # a given split, in a seeded shuffled order too: a folder lists its images class by class
-            (sx, sy), idx = splits[split], np.random.default_rng(split_seed).permutation(len(splits[split][1]))
+    for split, (source, idx) in plan.items():
+        sx, sy = splits[source]
         idx_t = torch.from_numpy(idx)
         out[split] = Split(_pixels(sx[idx_t]), sy[idx_t])
     std_t, mean_t = torch.std_mean(out["train"].x, dim=(0, 2, 3), correction=0)  # (C,) each
-    std_t = torch.where(std_t < _MIN_STD, torch.ones_like(std_t), std_t)
+    stats = channel_stats(name, (mean_t, std_t), mean, std)
     return Dataset(
-        name, out["train"], out["val"], out["test"], n_classes=n_classes,
-        input_shape=tuple(out["train"].x.shape[1:]),
-        mean=_stats(name, "mean", mean, mean_t), std=_stats(name, "std", std, std_t),
+        name, out["train"], out["val"], out["test"], n_classes=n_classes_of(splits),
+        input_shape=tuple(out["train"].x.shape[1:]), mean=stats[0], std=stats[1],
     )  # fmt: skip
+
+
+def n_classes_of(splits: Mapping[str, tuple[Any, torch.Tensor]]) -> int:
+    """K, from the largest label of any split."""
+    return int(torch.cat([y for _, y in splits.values()]).max()) + 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import pydantic
@@ -22,6 +22,9 @@ _MNIST_5K_SIZE = 5000
 _DIGITS_SIZE = 1797
 _CIFAR10_TRAIN_SIZE = 50_000
 
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # x (B, C, H, W) in [0, 1], y (B,), idx (B,) into the split
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,40 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one example."""
+        return tuple(self.x.shape[1:])
+
     def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` examples (all of them when there are fewer)."""
+        return Split(self.x[:n], self.y[:n])
+
+    def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """(x, y, idx) batches covering every example once: shuffled with ``generator`` (the order
+        ``index_batches`` draws), else in order; the last one may be smaller."""
+        if generator is not None:
+            for idx in self.index_batches(batch_size, generator=generator):
+                yield self.x[idx], self.y[idx], idx
+            return
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            stop = min(start + batch_size, len(self))
+            yield self.x[start:stop], self.y[start:stop], torch.arange(start, stop, device=self.x.device)
+
+    def update_hash(self, h: Any) -> None:
+        """Feed x and y (dtype, shape, bytes) to the hash ``h``."""
+        for t in (self.x, self.y):
+            h.update(f"|{t.dtype}{tuple(t.shape)}|".encode())
+            h.update(t.detach().cpu().contiguous().numpy())
 
     def index_batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
         """Shuffled index batches covering every example once; the last one may be smaller."""
@@ -50,6 +85,28 @@ class Split:
         device = generator.device if generator is not None else "cpu"
         order = torch.randperm(len(self), generator=generator, device=device).to(self.x.device)
         return iter(order.split(batch_size))
+
+
+class AnySplit(Protocol):
+    """What every split offers, in memory (``Split``) or streamed (``kdtune.data.StreamedSplit``)."""
+
+    y: torch.Tensor  # (N,) int64 class indices
+
+    def __len__(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def to(self, device: torch.device | str) -> AnySplit: ...
+
+    def head(self, n: int) -> Split: ...
+
+    def batches(self, batch_size: int, *, generator: torch.Generator | None = None) -> Iterator[Batch]: ...
+
+    def update_hash(self, h: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,12 +131,13 @@ _STATS = {
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train / val / test splits of one dataset."""
+    """Train / val / test splits of one dataset: each a ``Split`` (in memory) or a ``StreamedSplit``
+    (decoded from files batch by batch); both offer ``batches``, ``head``, ``y``, ``device``."""
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     n_classes: int
     input_shape: tuple[int, ...]  # (C, H, W)
     mean: tuple[float, ...]  # per-channel pixel statistics in [0, 1], used to normalize inside models
@@ -96,10 +154,13 @@ class Dataset:
         """16 hex chars hashing the name and every split's x and y (dtype, shape, bytes)."""
         h = hashlib.blake2b(self.name.encode(), digest_size=8)
         for split in (self.train, self.val, self.test):
-            for t in (split.x, split.y):
-                h.update(f"|{t.dtype}{tuple(t.shape)}|".encode())
-                h.update(t.detach().cpu().contiguous().numpy())
+            split.update_hash(h)
         return h.hexdigest()
+
+    @property
+    def streamed(self) -> bool:
+        """Whether any split is read from files batch by batch (``StreamedSplit``) rather than held in memory."""
+        return any(not isinstance(s, Split) for s in (self.train, self.val, self.test))
 
 
 def checks_files(check: Callable[[dict[str, Any]], None]) -> Callable[[Any], Any]:

@@ -21,14 +21,16 @@ from kdtune.data._assemble import (
     Resize,
     Spread,
     Stream,
+    Workers,
     assemble,
     check_common,
-    check_memory,
     image_channels,
     pil_pixels,
+    streams,
 )
 from kdtune.data._core import Dataset, Seed, _reason, checks_files
 from kdtune.data._registry import DATASETS
+from kdtune.data._stream import assemble_streamed
 from kdtune.errors import DataError
 
 NAME = "image_folder"
@@ -63,7 +65,7 @@ def _image_folder(directory: str) -> Any:
 
 def _folders(root: str) -> dict[str, Any]:
     """{"train": ImageFolder, "val"?: ..., "test"?: ...}, every split with images in every class, the same classes."""
-    root = os.path.expanduser(root)
+    root = os.path.abspath(os.path.expanduser(root))  # streamed files are opened from other working directories
     if not os.path.isdir(root):
         raise DataError(f"dataset '{NAME}': root {root} is not a folder; {_LAYOUT} and point root at ROOT")
     if not os.path.isdir(os.path.join(root, "train")):
@@ -112,17 +114,43 @@ def _size(headers: list[tuple[str, str, tuple[int, int]]]) -> tuple[int, int]:
     return first
 
 
-def _decode(folder: Any, channels: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of ``folder`` as (N, C, H, W) uint8 and its class index (N,) int64."""
-    from PIL import Image
+class ImageFiles:
+    """A streamed split's ``Source``: image files decoded one by one to (C, H, W) uint8 (``channels``,
+    resized to ``size`` where they differ)."""
 
-    x = torch.empty((len(folder), channels, *size), dtype=torch.uint8)
-    for i, (path, _) in enumerate(folder.samples):
+    def __init__(self, paths: list[str], channels: int, size: tuple[int, int]) -> None:
+        self.paths, self.channels, self.size = paths, channels, tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        path = self.paths[i]
         try:
             with Image.open(path) as img:
-                x[i] = pil_pixels(img, channels, size)
+                return pil_pixels(img, self.channels, self.size)
         except (OSError, ValueError) as err:
             raise DataError(f"dataset '{NAME}': cannot decode {path} ({_reason(err)}); replace or remove it") from err
+
+    def subset(self, indices: list[int]) -> ImageFiles:
+        return ImageFiles([self.paths[i] for i in indices], self.channels, self.size)
+
+    def update_hash(self, h: Any) -> None:
+        """Each file's path, size and modification time (no pixels: a streamed set is not read to be named)."""
+        h.update(f"|{self.channels}{self.size}|".encode())
+        for path in self.paths:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns};".encode())
+
+
+def _decode(folder: Any, channels: int, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of ``folder`` as (N, C, H, W) uint8 and its class index (N,) int64."""
+    files = ImageFiles([path for path, _ in folder.samples], channels, size)
+    x = torch.empty((len(files), channels, *size), dtype=torch.uint8)
+    for i in range(len(files)):
+        x[i] = files[i]
     return x, torch.tensor(folder.targets, dtype=torch.int64)
 
 
@@ -144,20 +172,29 @@ def image_folder(
     std: list[Spread] | None = None,
     stream: Stream = "auto",
     max_memory_gb: MemoryGB = None,
+    workers: Workers = 2,
 ) -> Dataset:
     """Your images in ImageFolder layout (root/train/<class>/*.png, optional val/, test/); stats on train.
 
     A missing val/ or test/ is carved from train (``val_fraction``, ``test_fraction``, stratified by class,
     ``split_seed``); ``resize: [H, W]`` (bilinear), ``channels: 1|3``; mean / std per channel on train
-    unless given; ``stream: auto`` refuses data above ``max_memory_gb`` (default: a quarter of the machine's
-    memory; streaming is not supported yet), ``stream: false`` loads it anyway.
+    unless given. ``stream: auto`` holds the images in memory unless they pass ``max_memory_gb`` (default: a
+    quarter of the machine's memory) and streams them from the files otherwise, decoded by ``workers``
+    DataLoader processes; ``stream: true`` / ``false`` forces either.
     """
     folders = _folders(root)
-    headers = {split: _headers(folder) for split, folder in folders.items()}
-    every = [h for split in headers.values() for h in split]
-    channels = channels or image_channels({mode for _, mode, _ in every})
-    size = tuple(resize) if resize is not None else _size(every)
-    check_memory(NAME, len(every) * channels * size[0] * size[1], stream=stream, max_memory_gb=max_memory_gb)
+    n = sum(len(folder) for folder in folders.values())
+    if channels is None or resize is None:  # read every image's header (nothing decoded)
+        every = [h for folder in folders.values() for h in _headers(folder)]
+        channels = channels or image_channels({mode for _, mode, _ in every})
+        size = tuple(resize) if resize is not None else _size(every)
+    else:
+        size = tuple(resize)
+    common = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed,
+              "mean": mean, "std": std}
+    if streams(NAME, n * channels * size[0] * size[1], stream=stream, max_memory_gb=max_memory_gb):
+        sources = {split: (ImageFiles([p for p, _ in folder.samples], channels, size),
+                           torch.tensor(folder.targets, dtype=torch.int64)) for split, folder in folders.items()}
+        return assemble_streamed(NAME, sources, input_shape=(channels, *size), workers=workers, **common)
     splits = {split: _decode(folder, channels, size) for split, folder in folders.items()}
-    return assemble(NAME, splits, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
-                    mean=mean, std=std)
+    return assemble(NAME, splits, **common)

@@ -10,7 +10,8 @@ validated at load. The splits follow the class's convention:
   ``"train"``), ``test_split`` (``"test"``) and ``val_split`` (none: carved), any of the class's values;
 - neither (FakeData, EuroSAT, ...): one set, val and test carved from it.
 
-Images become in-memory tensors (pixels in [0, 1]); labels must be class indices.
+Images become in-memory tensors (pixels in [0, 1]), or are streamed from the dataset batch by batch when
+they pass the memory limit (``stream``); labels must be class indices.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from kdtune.data._assemble import (
     Resize,
     Spread,
     Stream,
+    Workers,
     assemble,
     check_common,
-    check_memory,
     image_channels,
     pil_pixels,
+    streams,
 )
 from kdtune.data._core import Dataset, Seed, _reason, checks_files
+from kdtune.data._stream import assemble_streamed
 from kdtune.errors import ConfigError, DataError
 from kdtune.registry import Entry, did_you_mean
 
@@ -50,7 +53,7 @@ _SPLITS = ("train_split", "val_split", "test_split")
 _COMMON: dict[str, Any] = {  # kdtune's parameters, as image_folder has them
     "resize": (Resize, None), "channels": (Channels, None), "val_fraction": (Fraction, 0.1),
     "split_seed": (Seed, 0), "mean": (list[Pixel] | None, None), "std": (list[Spread] | None, None),
-    "stream": (Stream, "auto"), "max_memory_gb": (MemoryGB, None),
+    "stream": (Stream, "auto"), "max_memory_gb": (MemoryGB, None), "workers": (Workers, 2),
 }
 _OURS = frozenset({*_COMMON, "test_fraction", *_SPLITS})  # never passed to the class (none of them has these)
 
@@ -150,8 +153,11 @@ def _check_root(name: str, cls: type, convention: str | None, params: dict[str, 
                         f"{_download_hint(cls, convention, params)}")
 
 
-def _construct(name: str, cls: type, convention: str | None, params: dict[str, Any]) -> dict[str, Any]:
-    """The class built once per split it provides: {"train": ds, "val"?: ds, "test"?: ds}."""
+def _construct(
+    name: str, cls: type, convention: str | None, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The class built once per split it provides, {"train": ds, "val"?: ds, "test"?: ds}, and the keywords
+    each was built with."""
     kwargs = {k: v for k, v in params.items() if k not in _OURS}
     if "root" in kwargs:
         kwargs["root"] = os.path.expanduser(kwargs["root"])
@@ -164,7 +170,8 @@ def _construct(name: str, cls: type, convention: str | None, params: dict[str, A
     else:
         wanted = {"train": {}}
     try:
-        return {split: cls(**kwargs, **extra) for split, extra in wanted.items()}
+        return ({split: cls(**kwargs, **extra) for split, extra in wanted.items()},
+                {split: {**kwargs, **extra} for split, extra in wanted.items()})
     except (ValueError, TypeError) as err:
         raise DataError(f"dataset '{name}': torchvision.datasets.{cls.__name__} refused its parameters "
                         f"({_reason(err)}); fix them in the study file") from err
@@ -195,30 +202,84 @@ def _item(name: str, ds: Any, i: int) -> tuple[Any, int]:
     return img, int(target)
 
 
+class TorchvisionItems:
+    """A streamed split's ``Source``: items ``indices`` of the class built with ``kwargs`` (rebuilt lazily in
+    each process that reads it), as (C, H, W) uint8."""
+
+    def __init__(self, name: str, cls: type, kwargs: dict[str, Any], indices: list[int], channels: int,
+                 size: tuple[int, int], resize: bool) -> None:
+        self.name, self.cls, self.kwargs, self.indices = name, cls, kwargs, indices
+        self.channels, self.size, self.resize = channels, tuple(size), resize
+        self._ds: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_ds": None}  # workers build their own
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._ds is None:
+            self._ds = self.cls(**self.kwargs)
+        return _pixels_of(self.name, self._ds, self.indices[i], self.channels, self.size, self.resize)[0]
+
+    def subset(self, indices: list[int]) -> TorchvisionItems:
+        return TorchvisionItems(self.name, self.cls, self.kwargs, [self.indices[i] for i in indices],
+                                self.channels, self.size, self.resize)
+
+    def update_hash(self, h: Any) -> None:
+        h.update(f"|{self.cls.__module__}.{self.cls.__name__}|{sorted(self.kwargs.items())}|{self.channels}"
+                 f"{self.size}|".encode())
+        h.update(torch.tensor(self.indices, dtype=torch.int64).numpy())
+
+
+def _pixels_of(name: str, ds: Any, i: int, channels: int, size: tuple[int, int],
+               resize: bool) -> tuple[torch.Tensor, int]:
+    """Example ``i`` of ``ds`` as (C, H, W) uint8 and its class index."""
+    img, target = _item(name, ds, i)
+    if not resize and (img.height, img.width) != tuple(size):
+        raise DataError(f"dataset '{name}': image {i} is {img.height}x{img.width}, the first one "
+                        f"{size[0]}x{size[1]}; give resize: [H, W] to bring them all to one size")
+    return pil_pixels(img, channels, size), target
+
+
 def _tensors(name: str, ds: Any, channels: int, size: tuple[int, int], resize: bool) -> tuple[torch.Tensor, ...]:
     """Every example of ``ds`` as (N, C, H, W) uint8 and (N,) int64."""
     x = torch.empty((len(ds), channels, *size), dtype=torch.uint8)
     y = torch.empty(len(ds), dtype=torch.int64)
     for i in range(len(ds)):
-        img, y[i] = _item(name, ds, i)
-        if not resize and (img.height, img.width) != tuple(size):
-            raise DataError(f"dataset '{name}': image {i} is {img.height}x{img.width}, the first one "
-                            f"{size[0]}x{size[1]}; give resize: [H, W] to bring them all to one size")
-        x[i] = pil_pixels(img, channels, size)
+        x[i], y[i] = _pixels_of(name, ds, i, channels, size, resize)
     return x, y
+
+
+def _targets(name: str, ds: Any) -> torch.Tensor:
+    """The class index of every example (N,) int64: the class's ``targets`` / ``labels`` where it keeps
+    them, else read item by item (each image decoded once)."""
+    for attr in ("targets", "labels", "_labels", "y"):
+        given = getattr(ds, attr, None)
+        if given is not None and len(given) == len(ds):
+            try:
+                return torch.as_tensor(np.asarray(given), dtype=torch.int64).reshape(len(ds))
+            except (TypeError, ValueError, RuntimeError):
+                break
+    return torch.tensor([_item(name, ds, i)[1] for i in range(len(ds))], dtype=torch.int64)
 
 
 def _load(name: str, cls: type, convention: str | None, params: dict[str, Any]) -> Dataset:
     _check_root(name, cls, convention, params)
-    parts = _construct(name, cls, convention, params)
+    parts, kwargs = _construct(name, cls, convention, params)
     if len(parts["train"]) == 0:
         raise DataError(f"dataset '{name}': the train split is empty; check root and the split's name")
     first, _ = _item(name, parts["train"], 0)
     channels = params["channels"] or image_channels({first.mode})
     size = tuple(params["resize"] or (first.height, first.width))
-    check_memory(name, sum(len(ds) for ds in parts.values()) * channels * size[0] * size[1],
-                 stream=params["stream"], max_memory_gb=params["max_memory_gb"])
-    splits = {s: _tensors(name, ds, channels, size, params["resize"] is not None) for s, ds in parts.items()}
-    return assemble(name, splits, val_fraction=params["val_fraction"],
-                    test_fraction=params.get("test_fraction", 0.2), split_seed=params["split_seed"],
-                    mean=params["mean"], std=params["std"])
+    resize = params["resize"] is not None
+    common = {"val_fraction": params["val_fraction"], "test_fraction": params.get("test_fraction", 0.2),
+              "split_seed": params["split_seed"], "mean": params["mean"], "std": params["std"]}
+    n_values = sum(len(ds) for ds in parts.values()) * channels * size[0] * size[1]
+    if streams(name, n_values, stream=params["stream"], max_memory_gb=params["max_memory_gb"]):
+        sources = {s: (TorchvisionItems(name, cls, kwargs[s], list(range(len(ds))), channels, size, resize),
+                       _targets(name, ds)) for s, ds in parts.items()}
+        return assemble_streamed(name, sources, input_shape=(channels, *size), workers=params["workers"], **common)
+    splits = {s: _tensors(name, ds, channels, size, resize) for s, ds in parts.items()}
+    return assemble(name, splits, **common)

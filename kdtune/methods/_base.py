@@ -13,7 +13,7 @@ from kdtune.registry import Registry
 
 if TYPE_CHECKING:
     from kdtune.spec import TrainSpec
-    from kdtune.data import Dataset, Split
+    from kdtune.data import AnySplit, Dataset
 
 METHODS: Registry = Registry("method", context=("ctx",))
 
@@ -22,8 +22,8 @@ METHODS: Registry = Registry("method", context=("ctx",))
 class MethodContext:
     """What a method may use, prepared once per study by the driver and shipped to each trial.
 
-    ``teacher`` is frozen and in eval mode; ``teacher_logits`` are its logits on ``data.train.x``,
-    shape (N, K). ``student_spec`` is the study's student section (for methods that pretrain a copy
+    ``teacher`` is frozen and in eval mode; ``teacher_logits`` are its logits on the training split,
+    in its order (row i is example i), shape (N, K). ``student_spec`` is the study's student section (for methods that pretrain a copy
     of the student); ``cache`` is a directory for expensive per-study artefacts.
     """
 
@@ -39,9 +39,12 @@ class Distiller(nn.Module):
     """A KD method bound to its hyperparameters.
 
     Submodules (e.g. a FitNets regressor) are trained together with the student. The training loop
-    calls ``attach(student)`` once, iterates over ``transfer_set()``, and for each batch computes
-    ``logits = student(x)`` and then ``terms(logits, x, y, idx)``: named scalar terms whose ``"task"``
-    entry is the method's loss (penalties are added by the loop). ``idx`` indexes the transfer set.
+    calls ``attach(student)`` once, iterates over ``transfer_set()``, and for each batch calls
+    ``begin_batch(x, idx)`` with the clean batch (augmented when the recipe augments, never attacked),
+    computes ``logits = student(x')`` (x' the adversarial batch under adversarial training, else x) and
+    then ``terms(logits, x', y, idx)``: named scalar terms whose ``"task"`` entry is the method's loss
+    (penalties are added by the loop). ``idx`` indexes the transfer set; ``clean_inputs()`` is the batch
+    a teacher should read.
     """
 
     # Whether ``terms`` may see logits from a bfloat16 forward pass (cast back to float32): methods that
@@ -53,6 +56,7 @@ class Distiller(nn.Module):
         self.ctx = ctx
         # What the student learned from; data-free methods replace this (the report shows it per trial).
         self.provenance: dict[str, Any] = {"transfer_set": "training split", "from_real_data": "training images"}
+        self._clean: Tensor | None = None
 
     @property
     def label_smoothing(self) -> float:
@@ -63,9 +67,26 @@ class Distiller(nn.Module):
     def attach(self, student: nn.Module) -> None:
         """Hook into the student before training (feature taps); nothing by default."""
 
-    def transfer_set(self) -> Split:
+    def transfer_set(self) -> AnySplit:
         """The examples the student trains on: the training split unless the method synthesizes its own."""
         return self.ctx.data.train
+
+    def begin_batch(self, x: Tensor, idx: Tensor) -> None:
+        """Called by the training loop with each clean batch before the student sees it (kept for
+        ``clean_inputs``); override to prepare per-batch targets, calling ``super().begin_batch``."""
+        self._clean = x
+
+    def clean_inputs(self) -> Tensor:
+        """The current batch as the loop drew it, augmented but never attacked: what a teacher reads, so
+        that teacher and student see the same view of each image (Beyer et al. 2022, arXiv:2106.05237)."""
+        if self._clean is None:
+            raise RuntimeError(f"{type(self).__name__}: clean_inputs() before the training loop's begin_batch()")
+        return self._clean
+
+    @property
+    def augmented(self) -> bool:
+        """Whether the student's recipe augments its batches (so per-example cached targets are stale)."""
+        return getattr(self.ctx.student_spec, "augment", None) is not None
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError

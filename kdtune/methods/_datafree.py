@@ -61,7 +61,11 @@ class _Synthetic(SoftTargetKD):
         return self._transfer
 
     def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
-        return self._logits[idx]  # (B, K), the teacher on the synthetic x, computed once
+        """The teacher on the synthetic x, computed once; live on the augmented view when the recipe augments."""
+        if self.augmented and self.ctx.teacher is not None:
+            with torch.no_grad():
+                return self.ctx.teacher(self.clean_inputs())  # (B, K)
+        return self._logits[idx]  # (B, K)
 
 
 # ---------------------------------------------------------------- registered methods
@@ -207,7 +211,7 @@ def _build(
     *, temperature: float, alpha: float,
 ) -> _Synthetic:  # fmt: skip
     """The cached synthetic set of ``name`` for this teacher, params and seed (made with ``make`` if absent)."""
-    teacher, device = _teacher_of(ctx, name), ctx.data.train.x.device
+    teacher, device = _teacher_of(ctx, name), ctx.data.train.device
 
     def compute() -> dict[str, Tensor]:
         x = make(teacher, torch.Generator().manual_seed(ctx.seed), device)
@@ -234,9 +238,8 @@ def _ensure_stats(ctx: MethodContext, teacher: nn.Module, path: Path, *, spectra
     data-free method reads the training images."""
 
     def compute() -> dict[str, Any]:
-        train = ctx.data.train
         stats = datafree.activation_stats(
-            teacher, train.x, labels=train.y, spectral=spectral_keep is not None, spectral_keep=spectral_keep or 1.0
+            teacher, ctx.data.train, spectral=spectral_keep is not None, spectral_keep=spectral_keep or 1.0
         )
         return datafree.stats_to_dict(stats)
 

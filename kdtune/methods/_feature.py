@@ -83,15 +83,12 @@ class _FeatureKD(Distiller):
             teacher(x)
         return tap.features
 
-    def clean_inputs(self, idx: Tensor) -> Tensor:
-        return self.transfer_set().x[idx]
-
 
 class _Cosine(_FeatureKD):
     method = "cosine"
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        h_s, h_t = pool_to_common_size(self.student_features(), self.teacher_features(self.clean_inputs(idx)))
+        h_s, h_t = pool_to_common_size(self.student_features(), self.teacher_features(self.clean_inputs()))
         ce, cos = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), cosine_distance(h_s, h_t)
         return {"task": (1 - self.weight) * ce + self.weight * cos, "ce": ce.detach(), "cosine": cos.detach()}
 
@@ -128,7 +125,7 @@ class _FitNets(_FeatureKD):
     def attach(self, student: nn.Module) -> None:
         """Hook the student, then size the regressor from a dry run, so the optimizer sees its parameters."""
         super().attach(student)
-        x = self.transfer_set().x[:2]
+        x = self.transfer_set().head(2).x
         with torch.no_grad(), eval_mode(student):  # eval: no BatchNorm statistics updated
             student(x)
         h_s, h_t = self.student_features(), self.teacher_features(x)
@@ -146,7 +143,7 @@ class _FitNets(_FeatureKD):
         return self.regressor(h_s.flatten(1)), h_t.flatten(1)  # (B, D_t), (B, D_t)
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        pred, target = self.hint_pair(self.student_features(), self.teacher_features(self.clean_inputs(idx)))
+        pred, target = self.hint_pair(self.student_features(), self.teacher_features(self.clean_inputs()))
         ce, hint = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), F.mse_loss(pred, target)
         return {"task": (1 - self.weight) * ce + self.weight * hint, "ce": ce.detach(), "hint": hint.detach()}
 

@@ -65,12 +65,12 @@ class _LiveTeacherKD(SoftTargetKD):
 
     def __init__(self, ctx: MethodContext, helper: Teacher, temperature: float, alpha: float) -> None:
         super().__init__(ctx, temperature=temperature, alpha=alpha)
-        frozen(helper.model, ctx.data.train.x.device)
+        frozen(helper.model, ctx.data.train.device)
         self.helper = helper
 
     def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         with torch.no_grad():  # from the clean inputs, as hinton's (x may be adversarial)
-            return self.helper.model(self.transfer_set().x[idx])  # (B, K)
+            return self.helper.model(self.clean_inputs())  # (B, K)
 
 
 def _train_helper(ctx: MethodContext, spec: Any, what: str) -> Teacher:

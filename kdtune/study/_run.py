@@ -127,7 +127,7 @@ class StudyRun:
         """(N_train, K): the teacher's logits on the training split (computed once)."""
         from kdtune.evaluate import logits_of
 
-        return logits_of(self.teacher.model, self.data.train.x)
+        return logits_of(self.teacher.model, self.data.train)
 
     def add_metrics(self, extra: dict[str, dict[str, float]]) -> None:
         """Merge ``extra[trial_id]`` into those trials' metrics."""

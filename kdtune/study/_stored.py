@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from kdtune import store
+from kdtune.augment import check_images
 from kdtune.config import with_overrides
 from kdtune.data import load_dataset
 from kdtune.evaluate import evaluate_model
@@ -30,7 +31,13 @@ def load_data(run: StudyRun) -> None:
     if run.data is None:
         cfg = run.cfg
         run.data = data = load_dataset(cfg.dataset.name, cfg.dataset.params)
-        run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+        streamed = " (streamed from its files)" if data.streamed else ""
+        run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test"
+                 f"{streamed}")
+        for role in ("teacher", "student"):
+            section = getattr(cfg, role)
+            if section.augment is not None or any(k.startswith(f"{role}.augment") for k in cfg.search.space):
+                check_images(data.input_shape, where=f"{role}.")  # before any training
 
 
 def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:

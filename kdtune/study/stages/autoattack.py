@@ -34,7 +34,8 @@ def attack(run: StudyRun) -> None:
 
 def _attacked(run: StudyRun, model: nn.Module) -> dict[str, float]:
     spec, data = run.cfg.evaluation.autoattack, run.data
-    x, y = data.test.x[: spec.n_samples].cpu(), data.test.y[: spec.n_samples].cpu()
+    head = data.test.head(spec.n_samples).to("cpu")
+    x, y = head.x, head.y
     right = correct(model, x, y)
     out = {metrics.acc(metrics.AA_SUBSET): share(right)}
     for e in spec.eps:

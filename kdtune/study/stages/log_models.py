@@ -18,7 +18,7 @@ def log(run: StudyRun) -> None:
         if r.status == "COMPLETE":
             post = {k: v for k, v in r.metrics.items() if metrics.latency_batch(k) is not None or k in robust}
             tracker.log_metrics(r.trial_id, post, step=cfg.student.epochs + 1)
-    example = run.data.val.x[:2].cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
+    example = run.data.val.head(2).x.cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
     for r, on_front in zip(run.records, front_mask(run.records, cfg.objectives)):
         if on_front and r.trial_id in run.students:  # a trial without an MLflow run is skipped by log_model
             tracker.log_model(r.trial_id, run.students[r.trial_id].eval(), example)
