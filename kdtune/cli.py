@@ -119,4 +119,6 @@ def _print_registries() -> None:
         reg = registry_of(kind)
         print(f"{plural}:")
         for name in reg:
-            print(f"  {name:<20} {reg.entry(name).description}")
+            print(f"  {name:<24} {reg.entry(name).description}")
+        for form, what in reg.reference_forms:
+            print(f"  {form:<24} {what}")

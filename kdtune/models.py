@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from kdtune.data import DataInfo
 from kdtune.errors import ConfigError
-from kdtune.model_refs import model_reference
+from kdtune.model_refs import REFERENCE_FORMS, model_reference
 from kdtune.registry import Registry
 
-MODELS: Registry = Registry("model", context=("input_shape", "n_classes"), references=model_reference)
+MODELS: Registry = Registry("model", context=("input_shape", "n_classes"), references=model_reference,
+                            reference_forms=REFERENCE_FORMS)
 
 PositiveInt = Annotated[int, pydantic.Field(gt=0)]
 DropRate = Annotated[float, pydantic.Field(ge=0, lt=1)]

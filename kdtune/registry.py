@@ -100,7 +100,8 @@ class Registry(Generic[F]):
     """
 
     def __init__(
-        self, kind: str, *, context: tuple[str, ...] = (), references: Callable[[str], Entry] | None = None
+        self, kind: str, *, context: tuple[str, ...] = (), references: Callable[[str], Entry] | None = None,
+        reference_forms: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if kind in _INDEX:
             raise ValueError(f"a registry of kind '{kind}' exists already; register into it instead")
@@ -108,6 +109,7 @@ class Registry(Generic[F]):
         self.context = context
         self._entries: dict[str, Entry] = {}
         self._references = references  # name with a ':' -> an entry made on first use (kdtune.model_refs)
+        self.reference_forms = reference_forms  # (form, what it names) of the names ``references`` resolves
         self._resolved: dict[str, Entry] = {}
         _INDEX[kind] = self
 

@@ -38,7 +38,9 @@ def test_list_prints_every_registered_name(capsys):
     assert err == ""
     sections = _sections(out)
     assert [header for header, _ in sections] == ["datasets:", "models:", "methods:", "losses:", "penalties:", "attacks:"]
-    assert [names for _, names in sections] == [registry_of(kind).names() for kind in KINDS]
+    listed = [[*registry_of(kind).names(), *(form for form, _ in registry_of(kind).reference_forms)] for kind in KINDS]
+    assert [names for _, names in sections] == listed
+    assert "torchvision:<Class>" in listed[0] and "package.module:function" in listed[1]  # the reference forms
 
 
 def test_validate_smoke_exits_0(capsys, clean_cwd):

@@ -323,3 +323,17 @@ def test_bad_data_fails_at_load_with_one_line(case, tmp_path, clean_cwd, capsys)
     assert expect in err and "Traceback" not in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert list(clean_cwd.iterdir()) == []
+
+
+def test_augmenting_data_that_are_not_images_stops_the_study_before_anything_trains(tmp_path, clean_cwd, capsys,
+                                                                                    monkeypatch):
+    x, y = labelled(60, 3, (12,), seed=0, floats=True)  # feature vectors: (12, 1, 1) examples
+    data = {"name": "arrays", "path": str(write_npz(tmp_path / "f.npz", x_train=x, y_train=y, x_test=x, y_test=y))}
+    raw = base_study(dataset=data)
+    raw["student"]["augment"] = {"crop_padding": 2}
+    monkeypatch.setenv("KDTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    code = cli.main([str(write_study(tmp_path / "study.yaml", raw))])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "student.augment: needs images (C, H, W), but the examples have shape (12, 1, 1); remove augment" in err
+    assert not (tmp_path / "cache").exists()  # no teacher was trained

@@ -344,6 +344,22 @@ def test_augmenting_data_that_are_not_images_fails_with_one_line():
     check_images((3, 32, 32))  # images pass
 
 
+def test_an_augmenting_student_is_taught_on_the_same_augmented_view(small_data, small_teacher, small_teacher_logits):
+    idx = torch.arange(16)
+    x = augment_batch(small_data.train.x[idx], crop_padding=4, hflip=False, generator=torch.Generator().manual_seed(0))
+    y, logits = small_data.train.y[idx], torch.randn(16, 10)
+    with torch.no_grad():
+        on_view = small_teacher(x)  # the teacher's logits on the view the student sees
+    assert not torch.allclose(on_view, small_teacher_logits[idx], atol=1e-3)  # the crop changed them
+    for recipe, expected in ((spec(augment={"crop_padding": 4}), on_view), (spec(), small_teacher_logits[idx])):
+        ctx = MethodContext(small_data, small_teacher, small_teacher_logits, recipe, 0, Path("unused-cache"))
+        d = build_method("hinton", {"temperature": 2.0, "alpha": 0.5}, ctx)
+        d.begin_batch(x, idx)
+        x_adv = x + 0.05 * torch.randn_like(x)  # what an attacked student sees: the targets ignore it
+        task = d.terms(logits, x_adv, y, idx)["task"]
+        torch.testing.assert_close(task, hinton_kd(logits, expected, y, temperature=2.0, alpha=0.5))
+
+
 # ---------------------------------------------------------------- resuming with a recipe
 
 

@@ -12,6 +12,7 @@ from kdtune import study
 from kdtune.records import TrialRecord
 from kdtune.spec import StudyConfig
 from kdtune.study import MEASUREMENTS, REPORT_STAGES, RUN_STAGES, StudyPaths, StudyRun, run_stages
+from tests.studies import base_study
 
 STAGES = Path(study.__file__).parent / "stages"
 
@@ -52,3 +53,51 @@ def test_stages_run_in_order_over_one_run_object(tmp_path, study_dict):
     assert seen == ["first", "measure"] and run.records[0].metrics == {"val/acc": 0.5, "val/x": 1.0}
     assert run.paths.students == tmp_path / ".kdtune" / "ray" / "s" / "students"
     assert run.paths.storage == f"sqlite:///{tmp_path / '.kdtune' / 'optuna.db'}"
+
+
+# ---------------------------------------------------------------- the start stage's check of feature taps
+
+
+def _tap_check(raw: dict, teacher) -> None:
+    from types import SimpleNamespace
+
+    from kdtune.config import validate_study
+    from kdtune.study.stages.start import _check_teacher_taps
+
+    _check_teacher_taps(SimpleNamespace(cfg=validate_study(raw, source="s"), teacher=SimpleNamespace(model=teacher)))
+
+
+def _exported(model):
+    import io
+
+    import torch
+
+    from kdtune.exported import ExportedNet
+
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(model.eval(), (torch.rand(2, 1, 28, 28),)), buffer)
+    return ExportedNet(buffer.getvalue())
+
+
+def test_a_feature_methods_teacher_layer_is_checked_before_any_trial(small_teacher):
+    from kdtune.errors import ConfigError
+
+    raw = base_study(method={"name": "cosine", "teacher_layer": "net.9"}, search={
+        "space": {"method.weight": {"type": "float", "low": 0.1, "high": 0.5}},
+        "objectives": [{"metric": "val/acc", "mode": "max"}], "budget": 2})
+    with pytest.raises(ConfigError, match=r"^method 'cosine': teacher_layer: unknown layer 'net.9' .*one of: normalize, net, net.0"):
+        _tap_check(raw, small_teacher)
+    raw["method"]["teacher_layer"] = "net.2"
+    _tap_check(raw, small_teacher)  # a layer the teacher has
+
+
+def test_an_exported_mlflow_teacher_refuses_feature_methods_but_not_logit_ones(small_teacher):
+    from kdtune.errors import ConfigError
+
+    exported = _exported(small_teacher)
+    searched = base_study(search={"space": {"method.name": {"type": "categorical", "choices": ["hinton", "fitnets"]}},
+                                  "objectives": [{"metric": "val/acc", "mode": "max"}], "budget": 2})
+    with pytest.raises(ConfigError, match=r"^method 'fitnets' taps the teacher's layers, but teacher.mlflow_model is "
+                                          r"an exported graph .*; use a logit method"):
+        _tap_check(searched, exported)
+    _tap_check(base_study(), exported)  # hinton reads logits only

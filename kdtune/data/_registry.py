@@ -14,7 +14,10 @@ from kdtune.data._torchvision import dataset_reference
 from kdtune.errors import ConfigError, DataError
 from kdtune.registry import Registry
 
-DATASETS: Registry = Registry("dataset", references=dataset_reference)
+DATASETS: Registry = Registry("dataset", references=dataset_reference, reference_forms=(
+    ("torchvision:<Class>", "any class in torchvision.datasets (e.g. torchvision:SVHN) with its keywords, read from "
+                            "root, never downloaded"),
+))
 
 
 def load_dataset(name: str, params: Mapping[str, Any] | None = None) -> Dataset:

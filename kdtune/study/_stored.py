@@ -14,6 +14,7 @@ from kdtune.metrics import acc
 from kdtune.models import build_model
 from kdtune.pretrained import load_from_mlflow, load_pretrained
 from kdtune.records import TrialRecord
+from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun
 from kdtune.teacher import frozen, load_or_train_teacher
 from kdtune.tracking import default_uri
@@ -26,6 +27,12 @@ def open_study(run: StudyRun, *, create: bool = True) -> None:
                                         create=create)
 
 
+def augmented_roles(cfg: StudyConfig) -> list[str]:
+    """"teacher" and/or "student": those whose recipe augments, or may (a searched ``augment`` field)."""
+    return [role for role in ("teacher", "student") if getattr(cfg, role).augment is not None
+            or any(k.startswith(f"{role}.augment") for k in cfg.search.space)]
+
+
 def load_data(run: StudyRun) -> None:
     """``run.data`` (once)."""
     if run.data is None:
@@ -34,10 +41,8 @@ def load_data(run: StudyRun) -> None:
         streamed = " (streamed from its files)" if data.streamed else ""
         run.echo(f"dataset {data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test"
                  f"{streamed}")
-        for role in ("teacher", "student"):
-            section = getattr(cfg, role)
-            if section.augment is not None or any(k.startswith(f"{role}.augment") for k in cfg.search.space):
-                check_images(data.input_shape, where=f"{role}.")  # before any training
+        for role in augmented_roles(cfg):
+            check_images(data.input_shape, where=f"{role}.")  # before any training
 
 
 def load_data_and_teacher(run: StudyRun, *, train_teacher: bool = True) -> None:

@@ -7,12 +7,15 @@ import concurrent.futures
 import torch
 
 from kdtune import store
+from kdtune.config import with_overrides
+from kdtune.errors import ConfigError
 from kdtune.models import build_model
 from kdtune.registry import is_reference
 from kdtune.report import ReportProcess
 from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun, SweepPlan
 from kdtune.study._stored import (
+    augmented_roles,
     load_data,
     load_data_and_teacher,
     open_study,
@@ -40,6 +43,7 @@ def start(run: StudyRun) -> None:
                                 artifact_root=paths.workdir / "mlartifacts", defer_schema=True)
         init_ray(run.address, configured=cfg.ray.address, echo=run.echo)
         load_data_and_teacher(run)
+        _check_teacher_taps(run)
         open_study(run)
         record_teacher(run)
         run.plan = _plan(run)
@@ -56,20 +60,43 @@ def start(run: StudyRun) -> None:
 
 
 def _check_users_code(run: StudyRun) -> None:
-    """A study that runs the user's code (a model by reference, a pretrained teacher) builds it once first,
-    on the meta device (no memory, no compute): a reference that returns no Module, weights that do not
-    fit their model, or an MLflow model that cannot be loaded, fail in one line before anything is written
-    or trained."""
+    """A study that runs the user's code (a model by reference, a pretrained teacher) or augments (images
+    only) loads its data and builds that code once first, on the meta device (no memory, no compute): a
+    reference that returns no Module, weights that do not fit their model, an MLflow model that cannot be
+    loaded, or augmented data that are not images, fail in one line before anything is written or trained."""
     cfg = run.cfg
     models = [spec for spec in (cfg.teacher.model, cfg.student.model) if spec is not None and is_reference(spec.name)]
-    if not models and not cfg.teacher.pretrained:
+    if not models and not cfg.teacher.pretrained and not augmented_roles(cfg):
         return
-    load_data(run)
+    load_data(run)  # checks that augmented data are images
     with torch.device("meta"):
         for spec in models:
             build_model(spec.name, spec.params, run.data.info)
     if cfg.teacher.pretrained:
         load_data_and_teacher(run)
+
+
+def _check_teacher_taps(run: StudyRun) -> None:
+    """Every feature method the study may run (its method, each searched ``method.name`` choice) names a
+    teacher layer that exists and can be tapped: else one ``ConfigError`` line before any trial. A teacher
+    from MLflow's ``pt2`` format is one exported graph, whose layers never run as modules."""
+    from kdtune.exported import ExportedNet
+    from kdtune.methods._taps import resolve_layer
+
+    cfg, teacher = run.cfg, run.teacher.model
+    space = cfg.search.space
+    names = [cfg.method.name, *getattr(space.get("method.name"), "choices", [])]
+    for name in dict.fromkeys(names):
+        method = with_overrides(cfg, {"method.name": name}).method if name != cfg.method.name else cfg.method
+        if "teacher_layer" not in method.params:
+            continue
+        layers = [method.params["teacher_layer"], *getattr(space.get("method.teacher_layer"), "choices", [])]
+        if any(isinstance(m, ExportedNet) for m in teacher.modules()):
+            raise ConfigError(f"method '{name}' taps the teacher's layers, but teacher.mlflow_model is an exported "
+                              "graph (MLflow's pt2 format) whose layers cannot be tapped; use a logit method "
+                              "(hinton, ...) or give the teacher as model + weights (its state_dict)")
+        for layer in dict.fromkeys(layers):
+            resolve_layer(teacher, str(layer), what=f"method '{name}': teacher_layer")
 
 
 def _plan(run: StudyRun) -> SweepPlan:
