@@ -1,5 +1,5 @@
-"""Command line: ``kdtune STUDY`` (= ``run``), ``kdtune report STUDY``, ``kdtune rerun STUDY TRIAL_ID``,
-``kdtune validate STUDY``, ``kdtune list``."""
+"""Command line: ``kdtune STUDY`` (= ``run``), ``kdtune submit STUDY --address URL``, ``kdtune report STUDY``,
+``kdtune rerun STUDY TRIAL_ID``, ``kdtune validate STUDY``, ``kdtune list``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 
 from kdtune.errors import KdtuneError
 
-COMMANDS = ("run", "report", "rerun", "validate", "list")
+COMMANDS = ("run", "submit", "report", "rerun", "validate", "list")
+_ROOT_HELP = ("put every output location (reports, Ray's storage, the Optuna and MLflow stores, the cache) under "
+              "ROOT/<study name>; ROOT must be absolute")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,11 +25,21 @@ def _parser() -> argparse.ArgumentParser:
         "--address", default=None,
         help="Ray cluster address; overrides ray.address in the study file and $RAY_ADDRESS (default: local Ray)",
     )
+    run.add_argument("--root", default=None, help=_ROOT_HELP)
+    run.add_argument("--wait", action="store_true",
+                     help="if another driver is running this study, wait for it to finish instead of refusing")
+    job = sub.add_parser("submit", help="run a study as a Ray job on a cluster (needs pip install -e '.[cluster]')")
+    job.add_argument("study", type=Path, help="a study file inside the current folder, which is shipped to the job")
+    job.add_argument("--address", required=True, help="the cluster's dashboard (job API), e.g. http://head:8265")
+    job.add_argument("--root", default=None, help=_ROOT_HELP + " (on storage every node mounts)")
+    job.add_argument("--wait", action="store_true", help="stream the job's logs until it ends; exit with its outcome")
     rep = sub.add_parser("report", help="rebuild a study's report from what is stored, training nothing")
     rep.add_argument("study", type=Path)
+    rep.add_argument("--root", default=None, help=_ROOT_HELP)
     again = sub.add_parser("rerun", help="retrain one stored trial and compare its metrics with the stored ones")
     again.add_argument("study", type=Path)
     again.add_argument("trial_id", help="a trial id from the report or trials.csv")
+    again.add_argument("--root", default=None, help=_ROOT_HELP)
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study", type=Path)
     sub.add_parser("list", help="list every registered dataset, model, loss, penalty and attack")
@@ -74,7 +86,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         _print_registries()
         return 0
+    if args.command == "submit":
+        from kdtune.submit import submit
+
+        return submit(args.study, address=args.address, root=args.root, wait=args.wait)
     cfg = load_study(args.study)
+    if getattr(args, "root", None) is not None:
+        from kdtune.config import with_root
+
+        cfg = with_root(cfg, args.root)
     if args.command == "validate":
         print(f"{args.study}: ok ({cfg.search.n_trials} trials over {', '.join(cfg.search.space)})")
         return 0
@@ -91,7 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         outcome = rebuild_report(cfg, study_path=str(args.study))
     else:  # the study resolves ray.address and $RAY_ADDRESS after --address
-        outcome = run_study(cfg, address=args.address, study_path=str(args.study))
+        outcome = run_study(cfg, address=args.address, study_path=str(args.study), wait=args.wait)
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
     print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
     if outcome.pace is not None:

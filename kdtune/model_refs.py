@@ -27,8 +27,8 @@ from kdtune.registry import Entry, did_you_mean
 
 CONTEXT = ("input_shape", "n_classes", "num_classes", "in_channels")  # filled in from the dataset
 REFERENCE_FORMS = (  # what ``kdtune list`` shows besides the registered names
-    ("torchvision:<name>", "any torchvision.models.get_model name (e.g. torchvision:resnet18), untrained, adapted "
-                           "to the data's channels and classes"),
+    ("torchvision:<name>", ("any torchvision.models.get_model name (e.g. torchvision:resnet18), untrained, "
+                            "adapted to the data's channels and classes")),
     ("timm:<name>", "any timm.create_model name, with the data's channels and classes (pip install timm)"),
     ("package.module:function", "a callable in a package named by the study's plugins, returning an nn.Module"),
 )

@@ -8,6 +8,7 @@ teacher's metrics, metrics measured after a sweep (serial latency, AutoAttack) a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from kdtune.cache import locked
 from kdtune.errors import ConfigError, KdtuneError
 from kdtune.records import Provenance, TrialRecord
 
@@ -35,13 +37,18 @@ def storage_url(configured: str | None, workdir: Path) -> str:
 def open_study(url: str, name: str, directions: Sequence[str], *, create: bool = True) -> optuna.Study:
     """The persistent Optuna study ``name`` (created on first use unless ``create`` is false); its
     objectives must not change between runs."""
+    schema_lock: Any = contextlib.nullcontext()
+    engine: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
         if not create and not path.exists():
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
-        path.parent.mkdir(parents=True, exist_ok=True)  # the default storage's folder (.kdtune/)
+        # Two drivers creating a fresh file's tables at once both fail: one at a time, the second finds them.
+        schema_lock = locked(path.with_name(f".{path.name}"), what="the study's storage")
+        engine = {"connect_args": {"timeout": 60}}  # another driver's write: wait for it rather than fail
     try:
-        storage = optuna.storages.RDBStorage(url)
+        with schema_lock:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
         if not create and name not in optuna.study.get_all_study_names(storage):
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
         study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)

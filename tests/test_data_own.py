@@ -333,7 +333,7 @@ def test_augmenting_data_that_are_not_images_stops_the_study_before_anything_tra
     raw["student"]["augment"] = {"crop_padding": 2}
     monkeypatch.setenv("KDTUNE_CACHE_DIR", str(tmp_path / "cache"))
     code = cli.main([str(write_study(tmp_path / "study.yaml", raw))])
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "student.augment: needs images (C, H, W), but the examples have shape (12, 1, 1); remove augment" in err
     assert not (tmp_path / "cache").exists()  # no teacher was trained

@@ -163,12 +163,12 @@ def test_a_bad_reference_is_one_line_and_exit_code_2(project, capsys, plugins, s
 
 def test_a_reference_that_returns_no_module_fails_before_anything_is_written(project, monkeypatch):
     from kdtune.study import StudyPaths, StudyRun
-    from kdtune.study.stages import start
+    from kdtune.study.stages import check
 
     cfg = load_study(study(project, plugins=["plugpkg.parts"], student={"model": {"name": "plugpkg.parts:not_a_model"}}))
     run = StudyRun(cfg, StudyPaths.of(cfg, project / "work"), echo=lambda line: None)
     with pytest.raises(ConfigError, match=r"returned a str, not a torch.nn.Module; return the network itself"):
-        start._check_users_code(run)
+        check.check(run)
     assert not (project / "work").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -176,6 +177,8 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
         proc.send_signal(signal.SIGKILL)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "resuming the interrupted sweep-001" in again.stdout
+    took_over = f"study 'killed': took over the lock of a driver that is gone (host {socket.gethostname()}, pid "
+    assert (took_over in again.stdout) == (how == "kill -9"), again.stdout  # Ctrl-C released it
     assert "write(s) failed" not in again.stdout, again.stdout  # MLflow took every write, the settling ones too
 
     trials = pd.read_csv(tmp_path / "reports" / "killed" / "trials.csv", dtype={"trial_id": str})

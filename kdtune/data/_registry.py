@@ -15,8 +15,8 @@ from kdtune.errors import ConfigError, DataError
 from kdtune.registry import Registry
 
 DATASETS: Registry = Registry("dataset", references=dataset_reference, reference_forms=(
-    ("torchvision:<Class>", "any class in torchvision.datasets (e.g. torchvision:SVHN) with its keywords, read from "
-                            "root, never downloaded"),
+    ("torchvision:<Class>", ("any class in torchvision.datasets (e.g. torchvision:SVHN) with its keywords, read "
+                             "from root, never downloaded")),
 ))
 
 

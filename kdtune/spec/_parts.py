@@ -187,6 +187,9 @@ class RaySpec(Strict):
 class TrackingSpec(Strict):
     uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
     experiment: str | None = None  # default: the study name
+    # Where a new experiment keeps its artifacts (models, the report); default: beside a SQLite store
+    # (<its folder>/mlartifacts), the server's choice for an MLflow server, else <cwd>/mlartifacts.
+    artifacts: str | None = None
 
 
 class OutputSpec(Strict):

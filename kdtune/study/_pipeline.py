@@ -12,7 +12,9 @@ from kdtune.study._run import StudyOutcome, StudyPaths, StudyRun
 from kdtune.study._stored import load_data_and_teacher, open_study, read_records, record_teacher
 from kdtune.study.stages import (
     autoattack,
+    check,
     load,
+    lock,
     log_models,
     masking,
     post_metrics,
@@ -36,6 +38,8 @@ MEASUREMENTS: tuple[Stage, ...] = (
 )
 # A study file run end to end: the new sweep (or the resumed one), then the measurements and the report.
 RUN_STAGES: tuple[Stage, ...] = (
+    check.check,  # the user's code (references, weights, MLflow models, augmented data): writes nothing
+    lock.acquire,  # one driver per study
     start.start,  # MLflow, Ray, data, teacher, the study's storage, the sweep's plan
     sweep.sweep,  # the trials, the teacher's metrics alongside; every stored trial and its student
     *MEASUREMENTS,
@@ -50,15 +54,16 @@ REPORT_STAGES: tuple[Stage, ...] = (load.load, *MEASUREMENTS, post_metrics.save,
 
 def run_study(
     cfg: StudyConfig, *, workdir: Path | None = None, address: str | None = None,
-    echo: Callable[[str], None] = print, study_path: str | None = None,
+    echo: Callable[[str], None] = print, study_path: str | None = None, wait: bool = False,
 ) -> StudyOutcome:
     """Run ``cfg`` end to end; every path is resolved against ``workdir`` (default: cwd). ``study_path``
     (the file as the user named it) goes into the report's ``kdtune rerun`` commands.
 
     The study accumulates: a new run adds ``search.budget`` trials to those stored (a grid adds what is
-    left of it), and a run whose sweep was interrupted resumes that sweep instead.
+    left of it), and a run whose sweep was interrupted resumes that sweep instead. One driver runs a study
+    at a time (``stages.lock``): another one refuses, or with ``wait`` waits for it to finish.
     """
-    run = StudyRun(cfg, StudyPaths.of(cfg, workdir), echo=echo, study_path=study_path, address=address)
+    run = StudyRun(cfg, StudyPaths.of(cfg, workdir), echo=echo, study_path=study_path, address=address, wait=wait)
     try:
         run_stages(run, RUN_STAGES)
         run.status = "FINISHED"
@@ -109,7 +114,16 @@ def run_stages(run: StudyRun, stages: Sequence[Stage]) -> None:
 
 def _finish(run: StudyRun) -> None:
     """Whatever stage the run stopped at: the report's process is closed, the sweep's MLflow parent run
-    ends with the run's status, and every queued MLflow write is flushed (failures are counted, not fatal)."""
+    ends with the run's status, every queued MLflow write is flushed (failures are counted, not fatal),
+    and the study's lock is released."""
+    try:
+        _close(run)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def _close(run: StudyRun) -> None:
     if run.drawer is not None:
         run.drawer.close()  # unused if the study stopped before its report
     tracker = run.tracker

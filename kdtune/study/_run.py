@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from kdtune.data import Dataset
     from kdtune.report import ReportProcess
+    from kdtune.study._lock import DriverLock
     from kdtune.teacher import Teacher
     from kdtune.tracking import Tracker
 
@@ -105,6 +106,8 @@ class StudyRun:
     echo: Callable[[str], None] = print
     study_path: str | None = None  # the study file as the user named it (the report's rerun commands)
     address: str | None = None  # --address: a Ray cluster
+    wait: bool = False  # --wait: wait for another driver of this study to finish instead of refusing
+    lock: DriverLock | None = None  # this driver's hold on the study (kdtune.study.stages.lock)
     started: float = field(default_factory=time.monotonic)
     data: Dataset | None = None
     teacher: Teacher | None = None

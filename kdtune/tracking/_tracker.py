@@ -31,6 +31,19 @@ def default_uri(configured: str | None, workdir: Path) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
+def artifact_root(uri: str, configured: str | None, workdir: Path) -> Path | None:
+    """Where a new experiment of the store at ``uri`` keeps its artifacts: ``tracking.artifacts`` (relative
+    to ``workdir``), else beside a SQLite store, else None for an MLflow server (it decides), else
+    ``<workdir>/mlartifacts``."""
+    if configured:
+        return (workdir / Path(configured).expanduser()).resolve()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve().parent / "mlartifacts"
+    return (workdir / "mlartifacts").resolve()
+
+
 def guarded(method: Callable[..., None]) -> Callable[..., None]:
     """A write that must not stop the sweep: on failure, warn once and remember it. With a background
     writer, the write is queued behind the earlier ones and the call returns at once.
@@ -71,7 +84,7 @@ class Outcome(NamedTuple):
 class Tracker:
     """A sweep's MLflow runs: the parent, and a child per trial id."""
 
-    def __init__(self, uri: str, experiment: str, *, artifact_root: Path, defer_schema: bool = False) -> None:
+    def __init__(self, uri: str, experiment: str, *, artifact_root: Path | None, defer_schema: bool = False) -> None:
         """Open the store at ``uri`` and its experiment (created if missing); a store that cannot be opened
         raises ``KdtuneError``.
 
@@ -103,7 +116,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self._experiment)
         self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(
-            self._experiment, artifact_location=self._artifact_root.resolve().as_uri()
+            self._experiment,
+            artifact_location=self._artifact_root.resolve().as_uri() if self._artifact_root is not None else None,
         )
 
     def write_in_background(self) -> None:

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import concurrent.futures
 
-import torch
-
 from kdtune import store
 from kdtune.config import with_overrides
 from kdtune.errors import ConfigError
-from kdtune.models import build_model
-from kdtune.registry import is_reference
 from kdtune.report import ReportProcess
 from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun, SweepPlan
 from kdtune.study._stored import (
-    augmented_roles,
-    load_data,
     load_data_and_teacher,
     open_study,
     read_records,
     record_teacher,
 )
-from kdtune.tracking import Tracker, default_uri
+from kdtune.tracking import Tracker, artifact_root, default_uri
 
 
 def start(run: StudyRun) -> None:
@@ -35,12 +29,12 @@ def start(run: StudyRun) -> None:
     """
     from kdtune.sweep import init_ray  # ray is imported only when a sweep runs
 
-    _check_users_code(run)
     cfg, paths = run.cfg, run.paths
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kdtune-mlflow") as opener:
         uri = default_uri(cfg.tracking.uri, paths.workdir)
         opening = opener.submit(Tracker, uri, cfg.tracking.experiment or cfg.name,
-                                artifact_root=paths.workdir / "mlartifacts", defer_schema=True)
+                                artifact_root=artifact_root(uri, cfg.tracking.artifacts, paths.workdir),
+                                defer_schema=True)
         init_ray(run.address, configured=cfg.ray.address, echo=run.echo)
         load_data_and_teacher(run)
         _check_teacher_taps(run)
@@ -57,23 +51,6 @@ def start(run: StudyRun) -> None:
         params["teacher.mlflow_model"] = cfg.teacher.mlflow_model
     run.tracker.start_sweep(run.plan.name, params, {"study": cfg.name, "kind": "sweep"})
     run.drawer = ReportProcess()  # it loads its libraries while the trials run, at the lowest priority
-
-
-def _check_users_code(run: StudyRun) -> None:
-    """A study that runs the user's code (a model by reference, a pretrained teacher) or augments (images
-    only) loads its data and builds that code once first, on the meta device (no memory, no compute): a
-    reference that returns no Module, weights that do not fit their model, an MLflow model that cannot be
-    loaded, or augmented data that are not images, fail in one line before anything is written or trained."""
-    cfg = run.cfg
-    models = [spec for spec in (cfg.teacher.model, cfg.student.model) if spec is not None and is_reference(spec.name)]
-    if not models and not cfg.teacher.pretrained and not augmented_roles(cfg):
-        return
-    load_data(run)  # checks that augmented data are images
-    with torch.device("meta"):
-        for spec in models:
-            build_model(spec.name, spec.params, run.data.info)
-    if cfg.teacher.pretrained:
-        load_data_and_teacher(run)
 
 
 def _check_teacher_taps(run: StudyRun) -> None:
