@@ -71,6 +71,7 @@ TUNE_ENVIRONMENT = {
     "TUNE_GLOBAL_CHECKPOINT_S": "0",
 }
 SYNC_LOGGERS = ("ray.train._internal.syncer", "ray.tune.execution.experiment_state")
+CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
 
 
 def setup() -> None:
@@ -88,6 +89,23 @@ def setup() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, BenignSyncRace) for f in logger.filters):
             logger.addFilter(BenignSyncRace())
+    controller = logging.getLogger(CONTROLLER_LOGGER)
+    if not any(isinstance(f, OneLineRestore) for f in controller.filters):
+        controller.addFilter(OneLineRestore())
+
+
+class OneLineRestore(logging.Filter):
+    """Tune's report that it could not restore a sweep's saved state, and starts it afresh, as one line
+    naming the cause instead of a traceback (the sweep goes on either way)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to restore the run state") and record.exc_info:
+            error = record.exc_info[1]
+            cause = str(error).splitlines()[0][:200] if str(error) else ""
+            record.msg, record.args = ("could not restore the sweep's saved state (%s: %s); Tune starts it "
+                                       "afresh", (type(error).__name__, cause))
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class BenignSyncRace(logging.Filter):
