@@ -23,6 +23,7 @@ from kdtune.config import load_study, relative_locations, with_root
 from kdtune.errors import ConfigError, KdtuneError
 from kdtune.spec import StudyConfig
 
+AGENT_WAIT_S = 60.0  # how long a freshly started head may take to bring up its job agent
 INSTALL = "pip install -e '.[cluster]' (Ray's job client and dashboard: ray[default])"
 _EXCLUDES = [".git", ".kdtune", "mlflow.db", "mlartifacts", "reports", "__pycache__", "*.pyc"]  # local outputs
 
@@ -52,11 +53,17 @@ def submit(study: Path, *, address: str, root: str | None = None, wait: bool = F
     if modules:
         runtime_env["py_modules"] = modules
     submission = f"kdtune-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission)
-    except Exception as err:  # noqa: BLE001 - the cluster's refusal, one line
-        raise SubmitError(f"the cluster at {address} refused the job ({_reason(err)}); check the address and the "
-                          "cluster's logs") from None
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission)
+            break
+        except Exception as err:  # noqa: BLE001 - the cluster's refusal, one line
+            if "No available agent" in str(err) and time.monotonic() < deadline:
+                time.sleep(2)  # a head that has just started: its job agent is not up yet
+                continue
+            raise SubmitError(f"the cluster at {address} refused the job ({_reason(err)}); check the address and "
+                              "the cluster's logs") from None
     echo(f"submitted {study} as Ray job {job_id} to {address}")
     echo(f"follow it: ray job logs --address {address} --follow {job_id}  (status: ray job status --address "
          f"{address} {job_id})")

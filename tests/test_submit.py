@@ -4,13 +4,16 @@ job API), bound to 127.0.0.1 and started here: two scheduled submissions accumul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -56,22 +59,42 @@ def test_an_unreachable_cluster_is_one_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("kdtune: error: cannot reach a Ray dashboard at http://127.0.0.1:"), err
 
 
+def _stop(temp_dir: str, gcs_port: int) -> None:
+    """Stop this head's processes only (``ray stop`` would stop every Ray on the machine): those naming its
+    temp dir or GCS port, and their descendants."""
+    roots = [p for p in psutil.process_iter(["cmdline"])
+             if any(temp_dir in a or a.endswith(f":{gcs_port}") for a in (p.info["cmdline"] or []))]
+    procs = set(roots)
+    for root in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.update(root.children(recursive=True))
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    for proc in psutil.wait_procs(list(procs), timeout=5)[1]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 @pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head with its dashboard on 127.0.0.1, its own temp dir; stopped (and its processes with it) after."""
+def ray_head():
+    """A Ray head with its dashboard on 127.0.0.1 and a temp dir of its own; only its processes are stopped."""
     if shutil.which("ray") is None:
         pytest.fail("the ray CLI is missing: pip install -e '.[dev]' brings ray[default]")
-    dashboard = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="kdray")  # short: Ray's socket paths live under it
+    gcs, dashboard = _free_port(), _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     start = subprocess.run(
-        ["ray", "start", "--head", f"--port={_free_port()}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        ["ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
-    assert start.returncode == 0, start.stdout + start.stderr
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
     try:
+        assert start.returncode == 0, start.stdout + start.stderr
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+        _stop(temp_dir, gcs)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow  # a Ray head with its dashboard, and two study jobs on it
