@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,20 @@ def storage_url(configured: str | None, workdir: Path) -> str:
     return f"sqlite:///{(workdir / '.kdtune' / 'optuna.db').resolve()}"
 
 
+def _storage(url: str, engine: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url``. Two drivers creating a shared database's tables at the same moment
+    (PostgreSQL, MySQL: no file to lock) can see each other's half-made schema: the loser tries again."""
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as err:  # noqa: BLE001 - only a schema race is retried
+            racing = any(w in str(err).lower() for w in ("already exists", "duplicate", "unique constraint"))
+            if not racing or attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
 def open_study(url: str, name: str, directions: Sequence[str], *, create: bool = True) -> optuna.Study:
     """The persistent Optuna study ``name`` (created on first use unless ``create`` is false); its
     objectives must not change between runs."""
@@ -48,7 +63,7 @@ def open_study(url: str, name: str, directions: Sequence[str], *, create: bool =
         engine = {"connect_args": {"timeout": 60}}  # another driver's write: wait for it rather than fail
     try:
         with schema_lock:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            storage = _storage(url, engine)
         if not create and name not in optuna.study.get_all_study_names(storage):
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
         study = optuna.create_study(storage=storage, study_name=name, directions=list(directions), load_if_exists=True)
