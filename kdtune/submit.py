@@ -62,6 +62,10 @@ def submit(study: Path, *, address: str, root: str | None = None, wait: bool = F
             if "No available agent" in str(err) and time.monotonic() < deadline:
                 time.sleep(2)  # a head that has just started: its job agent is not up yet
                 continue
+            if "No available agent" in str(err):
+                raise SubmitError(f"the cluster at {address} has no job agent up after {AGENT_WAIT_S:g} s; check the "
+                                  "head's logs/dashboard_agent.log (its port, 52365 unless "
+                                  "--dashboard-agent-listen-port, may be taken by another Ray)") from None
             raise SubmitError(f"the cluster at {address} refused the job ({_reason(err)}); check the address and "
                               "the cluster's logs") from None
     echo(f"submitted {study} as Ray job {job_id} to {address}")

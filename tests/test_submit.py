@@ -87,6 +87,8 @@ def ray_head():
     start = subprocess.run(
         ["ray", "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         # the job agent's port, fixed (52365) by default: another Ray on this machine may hold it
+         f"--dashboard-agent-listen-port={_free_port()}",
          f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180, check=False)  # fmt: skip
     try:
