@@ -1,11 +1,13 @@
 """Metrics of a trained classifier: clean and robust accuracy, parameters, Jacobian norm, latency.
 
 Metric names come from ``kdtune.metrics``: ``val/acc``, ``test/robust_acc@0.1`` (PGD),
-``val/fgsm_acc@0.1``, ``model/params``, ``jacobian/norm`` (on test images), ``latency/ms_b1``.
+``val/fgsm_acc@0.1``, ``model/params``, ``model/flops``, ``model/bytes``, ``jacobian/norm`` (on test images),
+``latency/ms_b1``.
 """
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -136,9 +138,26 @@ def evaluate_model(
             if spec.fgsm:
                 fgsm = _bind(attacks.fgsm, eps=eps)
                 out[metrics.attacked_acc(split, eps, "fgsm")] = robust_accuracy_on(model, part, fgsm, right=right)
-    out[metrics.PARAMS] = float(n_params(model))
+    out.update(model_costs(model, data.input_shape))
     out[metrics.JACOBIAN_NORM] = mean_jacobian_norm(model, data.test.head(spec.n_jacobian).x)
     return out
+
+
+def model_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """What ``model`` costs, deterministically: ``model/params`` (every parameter, frozen or not),
+    ``model/flops`` (one image's forward pass as ``torch.utils.flop_counter`` counts it: 2 x the
+    multiply-adds of matrix products and convolutions; element-wise work such as biases, activations and
+    the input normalization is not counted) and ``model/bytes`` (``torch.save`` of its state_dict)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.inference_mode(), counter:
+        model(torch.zeros(1, *input_shape, device=device))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return {metrics.PARAMS: float(n_params(model)), metrics.FLOPS: float(counter.get_total_flops()),
+            metrics.BYTES: float(buffer.getbuffer().nbytes)}
 
 
 def _bind(fn: Callable[..., Tensor], **kwargs: object) -> Callable[..., Tensor]:

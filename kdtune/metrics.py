@@ -6,7 +6,8 @@ A name is ``<group>/<kind>[@<eps>][/<stat>]``:
   (PGD), ``test/fgsm_acc@0.1``, ``test/autoattack_acc@0.1``;
 - ``test_autoattack_images/...``: the same measured on the images AutoAttack attacks (the first
   ``evaluation.autoattack.n_samples`` test images);
-- costs: ``latency/ms_b1`` (milliseconds per call at batch 1), ``model/params``;
+- costs: ``latency/ms_b1`` (milliseconds per call at batch 1), ``model/params`` (every parameter, frozen
+  or not), ``model/flops`` (per image, torch's FLOP counter), ``model/bytes`` (the serialized weights);
 - ``jacobian/norm``: the mean input-Jacobian Frobenius norm over the first ``evaluation.n_jacobian``
   images of the *test* split;
 - ``seeds/n`` and ``<metric>/mean``, ``<metric>/ci95`` over repeated seeds.
@@ -144,6 +145,9 @@ def ci95_of(name: str) -> str:
 
 
 PARAMS = str(Metric("model", "params"))
+FLOPS = str(Metric("model", "flops"))  # per image: 2 x the multiply-adds of matmuls and convolutions
+BYTES = str(Metric("model", "bytes"))  # torch.save of the state_dict
+COUNTS = (PARAMS, FLOPS, BYTES)  # deterministic costs: whole numbers, compared as the teacher's over a student's
 JACOBIAN_NORM = str(Metric("jacobian", "norm"))  # on the first evaluation.n_jacobian test images
 SEEDS_DONE = str(Metric("seeds", "n"))  # how many seeds a front member was evaluated over
 
@@ -155,7 +159,7 @@ def trial_metric_names(spec: EvaluationSpec) -> list[str]:
     if spec.fgsm:
         names += [attacked_acc(s, e, "fgsm") for s in SPLITS for e in spec.eps]
     names += [latency(b) for b in spec.latency.batch_sizes]
-    return [*names, PARAMS, JACOBIAN_NORM]
+    return [*names, *COUNTS, JACOBIAN_NORM]
 
 
 def autoattack_metric_names(spec: EvaluationSpec) -> list[str]:
@@ -173,7 +177,7 @@ def objective_problem(name: str) -> str | None:
     fix = f"; search on '{on_val}' instead" if metric.group in ("test", AA_SUBSET) else ""
     where = f"is measured on the {metric.split} split" if metric.split else "is not a measurement of the model"
     return (f"'{name}' {where}, and objectives may only be validation "
-            f"metrics (val/...), latency or size (latency/..., model/params){fix}")
+            f"metrics (val/...), latency or size (latency/..., model/params, model/flops, model/bytes){fix}")
 
 
 def seed_summary(runs: list[dict[str, float]]) -> dict[str, float]:

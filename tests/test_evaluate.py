@@ -196,3 +196,23 @@ def test_repeats_are_interleaved_between_models():
 
     measure_latency({"a": Tag("a"), "b": Tag("b")}, (1,), LatencySpec(batch_sizes=[1], warmup=1, repeats=2, n_calls=1))
     assert order[2:] == ["a", "b", "a", "b"]  # after warm-up: a, b in each repeat
+
+
+# ---------------------------------------------------------------- deterministic costs
+
+
+def test_flops_params_and_bytes_of_an_mlp_and_a_conv_layer_by_hand():
+    import io
+
+    from kdtune.evaluate import model_costs
+
+    mlp = build_model("mlp", {"hidden": [64]}, MNIST_INFO)  # 784-64-10, normalization inside
+    costs = model_costs(mlp, (1, 28, 28))
+    assert costs["model/flops"] == 2 * (784 * 64 + 64 * 10)  # one multiply-add is 2 FLOPs; biases not counted
+    assert costs["model/params"] == 784 * 64 + 64 + 64 * 10 + 10
+    conv = nn.Sequential(nn.Conv2d(1, 6, kernel_size=5), nn.Flatten(), nn.Linear(6 * 24 * 24, 10))
+    assert model_costs(conv, (1, 28, 28))["model/flops"] == 2 * (6 * 24 * 24 * 1 * 5 * 5) + 2 * (6 * 24 * 24 * 10)
+    buffer = io.BytesIO()
+    torch.save(conv.state_dict(), buffer)
+    assert model_costs(conv, (1, 28, 28))["model/bytes"] == len(buffer.getvalue())
+    assert conv.training  # its mode is left as it was

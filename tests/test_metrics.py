@@ -54,7 +54,8 @@ def test_builders_and_mlflow_spelling():
 def test_a_trial_reports_every_split_attack_and_eps_once():
     spec = EvaluationSpec(eps=[0.05, 0.1], fgsm=True, latency={"batch_sizes": [1, 8]})
     names = metrics.trial_metric_names(spec)
-    assert len(names) == len(set(names)) == 2 + 2 * 2 * 2 + 2 + 2
+    assert len(names) == len(set(names)) == 2 + 2 * 2 * 2 + 2 + 3 + 1  # acc, attacks, latency, costs, Jacobian
+    assert names[-4:] == ["model/params", "model/flops", "model/bytes", "jacobian/norm"]
     assert {Metric.parse(n).split for n in names if n.startswith(("val/", "test/"))} == {"val", "test"}
     assert "val/fgsm_acc@0.05" in names and "latency/ms_b8" in names
     assert metrics.trial_metric_names(EvaluationSpec(fgsm=False, eps=[0.1]))[2:4] == [
@@ -66,6 +67,7 @@ def test_a_trial_reports_every_split_attack_and_eps_once():
 
 @pytest.mark.parametrize("name,allowed", [
     ("val/acc", True), ("val/robust_acc@0.1", True), ("latency/ms_b1", True), ("model/params", True),
+    ("model/flops", True), ("model/bytes", True),
     ("test/acc", False), ("test/fgsm_acc@0.1", False), ("jacobian/norm", False), ("seeds/n", False),
 ])
 def test_only_validation_metrics_and_costs_may_be_objectives(name, allowed):

@@ -77,22 +77,25 @@ def front_table(
     rerun: str | None = None,
 ) -> pd.DataFrame:
     """Front members, best first objective first: search params, objective, val and test metrics, size and
-    latency, then (when given) the share of each ``shares`` metric the teacher reaches, the distance to the
-    ideal point (``knee`` marked) and the command that retrains the trial (``rerun`` + trial id)."""
+    latency, then (when given) the share of each ``shares`` metric the teacher reaches, the compression (the
+    teacher's params, FLOPs and bytes over the member's), the distance to the ideal point (``knee`` marked)
+    and the command that retrains the trial (``rerun`` + trial id)."""
     objective_metrics = [o.metric for o in objectives]
     val_test = [m for m in metric_columns if m == vocab.acc("val") or _split_of(m) == "test"]
-    cost = [m for m in metric_columns if m == vocab.PARAMS or vocab.latency_batch(m) is not None]
+    cost = [m for m in metric_columns if m in vocab.COUNTS or vocab.latency_batch(m) is not None]
     metrics = list(dict.fromkeys([*objective_metrics, *val_test, *cost]))
     positions = {id(r): i for i, r in enumerate(records)}
     members = sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
     teacher = teacher_metrics or {}
     shares = [m for m in shares if m is not None]
+    smaller = [m for m in vocab.COUNTS if m in teacher and m in metrics]  # compression: how many times smaller
     rows = []
     for r in members:
         row = [r.trial_id]
         row += [format_param(r.params.get(p)) for p in search_params]
         row += [format_metric(m, r.metrics.get(m)) for m in metrics]
         row += [format_share(r.metrics.get(m), teacher.get(m)) for m in shares]
+        row += [format_ratio(teacher.get(m), r.metrics.get(m)) for m in smaller]
         if distances is not None:
             i = positions[id(r)]
             row.append(format_metric("", distances.get(i)) + (" (suggested pick)" if i == knee else ""))
@@ -100,9 +103,18 @@ def front_table(
             row.append(f"{rerun} {shlex.quote(r.trial_id)}")
         rows.append(row)
     headers = ["trial", *search_params, *metrics, *(f"% of teacher {m}" for m in shares)]
+    headers += [f"teacher / student {m.split('/')[-1]}" for m in smaller]
     headers += ["distance to ideal"] if distances is not None else []
     headers += ["rerun"] if rerun is not None else []
     return pd.DataFrame(rows, columns=headers)
+
+
+def format_ratio(teacher: float | None, student: float | None) -> str:
+    """How many times the student's cost fits in the teacher's, e.g. ``10.5x``; ``–`` when missing or 0."""
+    teacher, student = _as_float(teacher), _as_float(student)
+    if not (math.isfinite(teacher) and math.isfinite(student)) or student == 0:
+        return MISSING
+    return f"{teacher / student:.3g}x"
 
 
 def format_share(value: float | None, teacher: float | None) -> str:
@@ -164,7 +176,7 @@ def format_metric(name: str, value: float | None) -> str:
     value = _as_float(value)
     if math.isnan(value):
         return MISSING
-    if name == vocab.PARAMS or name.split("/")[-1].startswith("n_"):
+    if name in vocab.COUNTS or name.split("/")[-1].startswith("n_"):
         return f"{value:,.0f}"
     return f"{value:.4g}"
 
@@ -214,7 +226,7 @@ def _results_columns(available: list[str], objectives: Sequence[Objective]) -> l
     """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc and AutoAttack acc per eps."""
     split = "test" if vocab.acc("test") in available else "val"
     columns = [(vocab.acc(split), f"accuracy ({split})")]
-    columns.append((vocab.PARAMS, "params"))
+    columns += [(vocab.PARAMS, "params"), (vocab.FLOPS, "FLOPs / image"), (vocab.BYTES, "bytes")]
     columns += [(m, f"latency ms (batch {vocab.latency_batch(m)})") for m in available
                 if vocab.latency_batch(m) is not None]
     columns.append((vocab.JACOBIAN_NORM, "Jacobian norm"))
