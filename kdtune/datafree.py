@@ -5,13 +5,12 @@ drawn on the generator's device, then moved), and the teacher is only run, never
 
 * ``noise_set`` and ``adversarial_noise_set``: nothing from the real data is used ("Data-less knowledge
   extraction from models?", 2020 blog post; code github.com/paulvinell/Knowledge_Extraction_Noise).
-* Lopes et al. 2017, data-free KD from activation metadata (arXiv:1710.07535): ``activation_stats``
-  summarises the teacher's activations on its training data (the only real-data artefact, saved as
-  ``stats_to_dict``), and ``reconstruct`` optimises noise until the teacher's activations match samples
-  drawn from that summary.
+* Lopes et al. 2017 (arXiv:1710.07535): ``activation_stats`` summarises the teacher's activations on its
+  training data (the only real-data artefact, saved as ``stats_to_dict``), and ``reconstruct`` optimises
+  noise until the teacher's activations match samples drawn from that summary.
 
-Layers are named modules of the teacher (``net.<i>`` for kdtune MLPs); by default every ``nn.Linear``
-but the last, whose output is the logits. The logits are always the top layer, named ``"logits"``.
+Layers are named modules of the teacher (``net.<i>`` for kdtune MLPs); by default every ``nn.Linear`` but
+the last. The logits are always the top layer, named ``"logits"``.
 """
 
 from __future__ import annotations
@@ -231,16 +230,11 @@ def _coefficients(signal: Sequence[Tensor], members: Sequence[int], basis: Tenso
 
 
 @torch.no_grad()
-def _labelled_batches(
-    x: Tensor | AnySplit, labels: Tensor | None, batch_size: int
-) -> Iterator[tuple[Tensor, Tensor | None]]:
+def _labelled_batches(x: Tensor | AnySplit, labels: Tensor | None, size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
     """(x, labels) batches in order: of a tensor and its ``labels`` (or None), or of a split and its own labels."""
-    if isinstance(x, Tensor):
-        for start in range(0, len(x), batch_size):
-            yield x[start : start + batch_size], None if labels is None else labels[start : start + batch_size]
-    else:
-        for xb, yb, _ in x.batches(batch_size):
-            yield xb, yb
+    if not isinstance(x, Tensor):
+        return ((xb, yb) for xb, yb, _ in x.batches(size))
+    return ((x[i : i + size], None if labels is None else labels[i : i + size]) for i in range(0, len(x), size))
 
 
 def activation_stats(
@@ -256,9 +250,8 @@ def activation_stats(
     """Per-class mean and std (population) of each unit of each layer of ``teacher`` on ``x`` (N, C, H, W).
 
     Classes are ``labels`` (N,) if given (a split ``x``, in memory or streamed, brings its own), else the
-    teacher's predictions. With ``spectral`` also the
-    graph-Fourier statistics (see ``Spectrum``) of all layers together and of each consecutive pair,
-    keeping ``spectral_keep`` of each graph's frequencies. Lopes et al. 2017, arXiv:1710.07535.
+    teacher's predictions. With ``spectral`` also the graph-Fourier statistics (see ``Spectrum``) of all
+    layers together and of each pair, keeping ``spectral_keep`` of each graph's frequencies. Lopes et al. 2017.
     """
     hidden = default_layers(teacher) if layers is None else tuple(layers)
     teacher.eval()
