@@ -20,6 +20,7 @@ import optuna
 from kdtune.cache import locked
 from kdtune.errors import ConfigError, KdtuneError
 from kdtune.records import Provenance, TrialRecord
+from kdtune.urls import sqlite_path
 
 RECORD = "kdtune.record"
 TEACHER = "kdtune.teacher"
@@ -41,7 +42,7 @@ def _storage(url: str, engine: dict[str, Any]) -> optuna.storages.RDBStorage:
     for attempt in range(3):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except Exception as err:  # noqa: BLE001 - only a schema race is retried
+        except Exception as err:  # only a schema race is retried (re-raised otherwise)
             racing = any(w in str(err).lower() for w in ("already exists", "duplicate", "unique constraint"))
             if not racing or attempt == 2:
                 raise
@@ -54,8 +55,8 @@ def open_study(url: str, name: str, directions: Sequence[str], *, create: bool =
     objectives must not change between runs."""
     schema_lock: Any = contextlib.nullcontext()
     engine: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    path = sqlite_path(url)
+    if path is not None:
         if not create and not path.exists():
             raise KdtuneError(f"no study '{name}' is stored in {redact(url)}; run the study first")
         # Two drivers creating a fresh file's tables at once both fail: one at a time, the second finds them.

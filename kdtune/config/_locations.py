@@ -12,6 +12,7 @@ from pathlib import Path
 from kdtune.config._validate import with_overrides
 from kdtune.errors import ConfigError
 from kdtune.spec import StudyConfig
+from kdtune.urls import sqlite_path
 
 
 def with_root(cfg: StudyConfig, root: str) -> StudyConfig:
@@ -37,7 +38,8 @@ def _relative_url(url: str | None) -> bool:
     """No URL (the default: a SQLite file in the working directory), or a SQLite file given relative."""
     if url is None:
         return True
-    return url.startswith("sqlite:///") and not url.removeprefix("sqlite:///").startswith("/")
+    path = sqlite_path(url)
+    return path is not None and not path.is_absolute()
 
 
 def relative_locations(cfg: StudyConfig) -> list[str]:

@@ -23,11 +23,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from kdtune.errors import KdtuneError
+from kdtune.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 TABLE = "kdtune_driver_locks"
@@ -143,10 +143,10 @@ class DriverLock:
     def _db(self) -> sa.Engine:
         if self._engine is None:
             connect = {}
-            if self.url.startswith("sqlite:"):
-                path = self.url.removeprefix("sqlite:///").split("?", 1)[0]
-                if path and path != ":memory:":
-                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = sqlite_path(self.url)
+            if path is not None:
+                if str(path) not in ("", ":memory:"):
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 connect = {"timeout": 60}  # wait for another driver's write instead of failing
             self._engine = sa.create_engine(self.url, connect_args=connect, poolclass=sa.pool.NullPool)
             with self._engine.begin() as db:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kdtune.errors import ConfigError
-from kdtune.tracking._store import quiet_migrations, sqlite_path
+from kdtune.tracking._store import quiet_migrations
+from kdtune.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 def load_pytorch_model(uri: str, tracking_uri: str, *, what: str = "teacher.mlflow_model") -> Any:
@@ -27,7 +28,8 @@ def load_pytorch_model(uri: str, tracking_uri: str, *, what: str = "teacher.mlfl
     from kdtune.store import redact
 
     store = redact(tracking_uri)
-    if tracking_uri.startswith("sqlite:///") and not sqlite_path(tracking_uri).is_file():
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
         raise ConfigError(f"{what}: there is no MLflow store at {store} to load {uri} from; set tracking.uri "
                           "(or MLFLOW_TRACKING_URI) to the store the teacher was logged to")
     try:

@@ -7,18 +7,16 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 from kdtune.errors import KdtuneError
+from kdtune.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 def new_sqlite_file(uri: str) -> bool:
     """Whether ``uri`` names a SQLite file that does not exist yet (or is empty); if so, it is created
     here, which checks that it can be written (``KdtuneError`` otherwise)."""
-    if not uri.startswith("sqlite:///"):
-        return False
     path = sqlite_path(uri)
-    if str(path) in ("", ":memory:") or (path.exists() and path.stat().st_size > 0):
+    if path is None or str(path) in ("", ":memory:") or (path.exists() and path.stat().st_size > 0):
         return False
 
     def create() -> None:
@@ -42,6 +40,8 @@ def build_schema_aside(uri: str) -> None:
 
     quiet_migrations()
     path = sqlite_path(uri)
+    if path is None:
+        raise ValueError(f"build_schema_aside needs a sqlite:/// URI, got {uri}")
     aside = path.with_name(f".{path.name}.{os.getpid()}.schema")
     aside.unlink(missing_ok=True)
     try:
@@ -56,10 +56,6 @@ def build_schema_aside(uri: str) -> None:
 def quiet_migrations() -> None:
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def sqlite_path(uri: str) -> Path:
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
 def raise_unopenable(uri: str, open_store: Callable[[], None]) -> None:

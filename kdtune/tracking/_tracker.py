@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from kdtune import priority
 from kdtune.metrics import mlflow_key
 from kdtune.tracking._store import build_schema_aside, new_sqlite_file, quiet_migrations, raise_unopenable
+from kdtune.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LEN = 6000
@@ -39,8 +40,9 @@ def artifact_root(uri: str, configured: str | None, workdir: Path) -> Path | Non
         return (workdir / Path(configured).expanduser()).resolve()
     if uri.startswith(("http://", "https://", "databricks")):
         return None
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).resolve().parent / "mlartifacts"
+    path = sqlite_path(uri)
+    if path is not None:
+        return path.resolve().parent / "mlartifacts"
     return (workdir / "mlartifacts").resolve()
 
 
