@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from kdtune.losses import hinton_kd
@@ -83,11 +84,6 @@ class Distiller(nn.Module):
             raise RuntimeError(f"{type(self).__name__}: clean_inputs() before the training loop's begin_batch()")
         return self._clean
 
-    @property
-    def augmented(self) -> bool:
-        """Whether the student's recipe augments its batches (so per-example cached targets are stale)."""
-        return getattr(self.ctx.student_spec, "augment", None) is not None
-
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -105,6 +101,16 @@ class SoftTargetKD(Distiller):
     def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         """The teacher's logits (or a stand-in) for this batch, shape (B, K)."""
         raise NotImplementedError
+
+    def teacher_logits(self, cached: Tensor, idx: Tensor) -> Tensor:
+        """The teacher's logits for this batch, (B, K): ``cached[idx]`` (computed once on the transfer set's
+        clean images), or, when the student's recipe augments (so those are stale), the teacher run live
+        on the batch's augmented view (consistent teaching)."""
+        augments = getattr(self.ctx.student_spec, "augment", None) is not None
+        if augments and self.ctx.teacher is not None:
+            with torch.no_grad():
+                return self.ctx.teacher(self.clean_inputs())
+        return cached[idx]
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         t = self.targets(x, y, idx)

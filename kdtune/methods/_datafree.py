@@ -62,10 +62,7 @@ class _Synthetic(SoftTargetKD):
 
     def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         """The teacher on the synthetic x, computed once; live on the augmented view when the recipe augments."""
-        if self.augmented and self.ctx.teacher is not None:
-            with torch.no_grad():
-                return self.ctx.teacher(self.clean_inputs())  # (B, K)
-        return self._logits[idx]  # (B, K)
+        return self.teacher_logits(self._logits, idx)
 
 
 # ---------------------------------------------------------------- registered methods

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
@@ -22,10 +21,7 @@ class _Hinton(SoftTargetKD):
     def targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
         """The teacher's logits on the clean inputs, even when x is adversarial (ARD): cached per study, or,
         when the recipe augments, computed live on the batch's augmented view (consistent teaching)."""
-        if self.augmented and self.ctx.teacher is not None:
-            with torch.no_grad():
-                return self.ctx.teacher(self.clean_inputs())  # (B, K)
-        return self.ctx.teacher_logits[idx]  # (B, K)
+        return self.teacher_logits(self.ctx.teacher_logits, idx)
 
 
 @METHODS.register("hinton")
