@@ -38,21 +38,29 @@ def _signs(modes: Sequence[str], n_objectives: int) -> np.ndarray:
     return np.array([-1.0 if mode == "max" else 1.0 for mode in modes])
 
 
-def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
+def pareto_mask(values: np.ndarray, modes: Sequence[str], tolerance: np.ndarray | None = None) -> np.ndarray:
     """True for the non-dominated rows of ``values`` (n, m); returns a bool array (n,).
 
     Row a dominates row b if a is no worse in every objective and strictly better in one, so
     duplicates of a front point are all on the front. A row with a NaN or infinite value is
     never on the front and dominates nothing.
+
+    ``tolerance`` (n, m), >= 0, is each value's measurement spread (0 where exact): two rows whose values
+    in an objective differ by no more than the larger of their two spreads are tied in it, so neither is
+    better there (a latency 13 ns faster than another, within their repeats' spread, dominates nothing).
     """
     loss = _as_loss(values, modes)  # (n, m), lower is better
+    tol = np.zeros_like(loss) if tolerance is None else np.nan_to_num(np.asarray(tolerance, dtype=float), nan=0.0)
+    if tol.shape != loss.shape or (tol < 0).any():
+        raise ValueError(f"tolerance must be non-negative with shape {loss.shape}, got shape {tol.shape}")
     finite = np.isfinite(loss).all(axis=1)
-    points = loss[finite]  # (k, m)
+    points, spread = loss[finite], tol[finite]  # (k, m) each
     on_front = np.ones(len(points), dtype=bool)
     for i, point in enumerate(points):
-        no_worse = (points <= point).all(axis=1)  # (k,): rows at least as good as `point`
-        better = (points < point).any(axis=1)
-        on_front[i] = not (no_worse & better).any()
+        margin = np.maximum(spread, spread[i])  # (k, m): differences up to this are ties
+        better = points < point - margin  # (k, m): where each row beats `point` beyond the noise
+        no_worse = points <= point + margin  # (k, m): better, or tied within the noise
+        on_front[i] = not (no_worse.all(axis=1) & better.any(axis=1)).any()
     mask = np.zeros(len(loss), dtype=bool)
     mask[np.flatnonzero(finite)[on_front]] = True
     return mask

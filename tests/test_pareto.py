@@ -179,3 +179,32 @@ def test_normalized_with_no_usable_trials():
     values, reference = normalized_objectives([TrialRecord("x", "FAILED")], OBJECTIVES, {})
     assert values.shape == (0, 2)
     assert hypervolume(values, ["max", "min"], reference) == 0.0
+
+
+def test_noise_aware_dominance_ties_latencies_closer_than_their_spread():
+    # The case: a chance-level student 13 ns faster than a useful one, both with a 1 us spread.
+    values = np.array([[0.136, 0.027469], [0.90, 0.027482]])
+    modes = ["max", "min"]
+    assert pareto_mask(values, modes).tolist() == [True, True]  # exact comparison: 13 ns buys a front place
+    spread = np.array([[0.0, 0.001], [0.0, 0.001]])
+    assert pareto_mask(values, modes, spread).tolist() == [False, True]  # a tie on latency: accuracy decides
+
+
+def test_noise_aware_dominance_uses_the_larger_spread_and_keeps_real_differences():
+    modes = ["max", "min"]
+    values = np.array([[0.80, 1.00], [0.90, 1.30]])  # 0.30 ms apart
+    # a spread smaller than the gap: each is better in one objective, both stay on the front
+    assert pareto_mask(values, modes, np.array([[0, 0.1], [0, 0.2]])).tolist() == [True, True]
+    # the slower one's spread covers the gap: tied on latency, so the more accurate one dominates
+    assert pareto_mask(values, modes, np.array([[0, 0.0], [0, 0.3]])).tolist() == [False, True]
+    # a tie in every objective dominates nothing
+    assert pareto_mask(values, modes, np.array([[0.2, 0.3], [0, 0]])).tolist() == [True, True]
+
+
+def test_noise_aware_dominance_with_zero_spread_is_plain_dominance():
+    rng = np.random.default_rng(3)
+    values = rng.random((40, 3))
+    modes = ["max", "min", "min"]
+    assert (pareto_mask(values, modes, np.zeros_like(values)) == pareto_mask(values, modes)).all()
+    with pytest.raises(ValueError, match="tolerance"):
+        pareto_mask(values, modes, -np.ones_like(values))
