@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -181,14 +180,13 @@ def objective_problem(name: str) -> str | None:
 
 
 def seed_summary(runs: list[dict[str, float]]) -> dict[str, float]:
-    """``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% t-interval) over ``runs`` (one dict of
-    metrics per seed), for every metric they all have."""
-    from scipy import stats
+    """``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% t-interval, ``kdtune.intervals``) over
+    ``runs`` (one dict of metrics per seed), for every metric they all have."""
+    from kdtune.intervals import t_interval
 
     out = {}
     for name in set.intersection(*(set(r) for r in runs)):
-        values = [r[name] for r in runs]
-        mean, sd = statistics.fmean(values), statistics.stdev(values)
-        out[mean_of(name)] = mean
-        out[ci95_of(name)] = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+        interval = t_interval([r[name] for r in runs])
+        out[mean_of(name)] = interval.mean
+        out[ci95_of(name)] = interval.half_width
     return out

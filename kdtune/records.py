@@ -6,9 +6,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from kdtune.intervals import Interval, paired_difference, t_interval
 from kdtune.spec import Mode, Objective, Reference, ReferenceRow
 
-__all__ = ["Mode", "Objective", "Provenance", "Reference", "ReferenceRow", "Status", "TrialRecord"]
+__all__ = ["Ablation", "Mode", "Objective", "Provenance", "Reference", "ReferenceRow", "Status", "TrialRecord"]
 
 Status = Literal["COMPLETE", "FAILED"]
 
@@ -68,3 +69,28 @@ class TrialRecord:
         if any(v is None or not math.isfinite(v) for v in values):
             return None
         return [float(v) for v in values]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A trial against itself without distillation, seed by seed: ``distilled[i]`` and ``plain[i]`` are the
+    metrics of the trial's configuration and of the same configuration with the ``ce`` method, both trained
+    with ``seeds[i]``."""
+
+    trial_id: str
+    seeds: list[int]
+    distilled: list[dict[str, float]]
+    plain: list[dict[str, float]]
+
+    def difference(self, metric: str) -> Interval | None:
+        """distilled - plain in ``metric``: the 95% t-interval of the per-seed differences (None where a
+        seed lacks the metric)."""
+        pairs = [(d.get(metric), p.get(metric)) for d, p in zip(self.distilled, self.plain)]
+        if not pairs or any(a is None or b is None for a, b in pairs):
+            return None
+        return paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+
+    def arm(self, metric: str, *, plain: bool) -> Interval | None:
+        """One arm's mean ± 95% interval over the seeds in ``metric``."""
+        values = [m.get(metric) for m in (self.plain if plain else self.distilled)]
+        return None if not values or None in values else t_interval(values)

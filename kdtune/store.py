@@ -3,7 +3,8 @@
 Optuna's storage already holds every trial's sampled values and objectives for the sampler; kdtune adds
 what the report needs, so that ``kdtune report STUDY`` and a later run of the same study see every trial
 so far: each finished trial's record (a user attribute written before Optuna is told the outcome), the
-teacher's metrics, metrics measured after a sweep (serial latency, AutoAttack) and the log of sweeps.
+teacher's metrics, metrics measured after a sweep (serial latency, AutoAttack), the per-seed metrics of
+retrained trials (seed repeats, the ablation) and the log of sweeps.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ TEACHER = "kdtune.teacher"
 SWEEPS = "kdtune.sweeps"
 TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights (file, or MLflow state_dict)
 POST = "kdtune.post."  # + trial id
+RUNS = "kdtune.runs."  # + arm + "." + trial id: a retrained trial's metrics, seed by seed
 
 
 def storage_url(configured: str | None, workdir: Path) -> str:
@@ -117,6 +119,17 @@ def save_post_metrics(study: optuna.Study, metrics: dict[str, dict[str, float]])
     for trial_id, values in metrics.items():
         stored = study.user_attrs.get(POST + trial_id, {})
         study.set_user_attr(POST + trial_id, {**stored, **{k: v for k, v in values.items() if math.isfinite(v)}})
+
+
+def save_runs(study: optuna.Study, arm: str, trial_id: str, runs: list[dict[str, float]]) -> None:
+    """A trial's metrics seed by seed (``arm``: ``seeds`` as sampled, ``plain`` without distillation)."""
+    study.set_user_attr(f"{RUNS}{arm}.{trial_id}", [{k: v for k, v in r.items() if math.isfinite(v)} for r in runs])
+
+
+def read_runs(study: optuna.Study, arm: str) -> dict[str, list[dict[str, float]]]:
+    """``{trial_id: runs}`` of every trial stored for ``arm`` (``save_runs``)."""
+    prefix = f"{RUNS}{arm}."
+    return {k.removeprefix(prefix): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
 
 
 def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:

@@ -236,3 +236,17 @@ def test_an_objective_measured_on_the_test_split_is_rejected_at_load(tmp_path, m
     message = str(info.value)
     assert f"search.objectives[0]: '{metric}' is measured on the test split" in message and fix in message
     assert message.count("\n") == 0
+
+
+@pytest.mark.parametrize("path", [p for p in STUDIES if p.name.startswith(("seed00", "families"))], ids=lambda p: p.stem)
+def test_method_comparisons_run_over_three_seeds_or_more(path):
+    """A one-seed comparison of methods shows 1-point differences that are noise: these repeat over seeds."""
+    evaluation = load_study(path).evaluation
+    assert evaluation.seeds >= 3
+    grid = load_study(path).search.sampler.name == "grid"
+    assert evaluation.seed_members == ("all" if grid else "front")  # a grid compares every member
+
+
+def test_the_flagship_study_asks_whether_distillation_paid():
+    evaluation = load_study(REPO / "studies" / "pareto_mnist.yaml").evaluation
+    assert evaluation.ablation.enabled and evaluation.seeds >= 3

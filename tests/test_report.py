@@ -531,9 +531,61 @@ def test_front_members_repeated_over_seeds_show_mean_and_interval(tmp_path):
     write_report(tmp_path, study_name="s", records=records, objectives=[Objective("val/acc", "max")],
                  search_params=[], teacher_metrics={}, meta={}, metric_columns=["val/acc", "test/acc"])
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    section = md.split("## Front over seeds", 1)[1].split("\n## ", 1)[0]
+    section = md.split("## Over seeds", 1)[1].split("\n## ", 1)[0]
     assert "retrained with 3 seeds" in section
     assert "| s1 | 3 | 0.91 ± 0.012 | 0.905 ± 0.02 |" in section and "s2" not in section
+    assert "| val/acc | 1 | s1 | 0.91 ± 0.012 | best |" in section  # the noise table ranks the one member
+
+
+def _repeated(trial_id: str, mean: float, ci: float) -> TrialRecord:
+    return TrialRecord(trial_id, "COMPLETE", {}, {"val/acc": mean, "val/acc/mean": mean, "val/acc/ci95": ci,
+                                                  "latency/ms_b1": 1.0, "latency/ms_b1/mean": 1.0,
+                                                  "latency/ms_b1/ci95": 0.0, "seeds/n": 3.0})
+
+
+def test_members_whose_intervals_overlap_are_marked_within_noise(tmp_path):
+    from kdtune.report._noise import noise_table
+
+    # 0.90 ± 0.01 = [0.89, 0.91]; 0.895 ± 0.01 overlaps it; 0.85 ± 0.01 = [0.84, 0.86] overlaps neither
+    records = [_repeated("b", 0.895, 0.01), _repeated("c", 0.85, 0.01), _repeated("a", 0.90, 0.01)]
+    table = noise_table(records, [Objective("val/acc", "max")])
+    rows = [tuple(r) for r in table[["trial", "vs the best", "vs the one above"]].itertuples(index=False)]
+    assert rows == [("a", "best", "–"), ("b", "within noise", "within noise"),
+                    ("c", "worse, beyond noise", "worse, beyond noise")]
+    # a "min" objective ranks the lowest first
+    lat = noise_table([_repeated("x", 0.5, 0.1)], [Objective("latency/ms_b1", "min")])
+    assert lat["vs the best"].tolist() == ["best"]
+    write_report(tmp_path, study_name="noise", records=records, objectives=[Objective("val/acc", "max")],
+                 search_params=[], teacher_metrics={}, meta={}, metric_columns=["val/acc"])
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| val/acc | 3 | c | 0.85 ± 0.01 | worse, beyond noise | worse, beyond noise |" in md
+
+
+def test_the_ablation_table_gives_the_paired_difference_and_its_verdict(tmp_path):
+    from kdtune.records import Ablation
+
+    # val/acc: distilled 0.90, 0.92, 0.94 against ce 0.88, 0.89, 0.90: differences 0.02, 0.03, 0.04, mean 0.03,
+    # sd 0.01, t(0.975, 2) = 4.3027: half-width 4.3027 * 0.01 / sqrt(3) = 0.02484 -> [0.0052, 0.0548]: paid
+    # latency: differences +0.1, -0.1, 0: mean 0, the interval holds 0: within noise
+    distilled = [{"val/acc": a, "latency/ms_b1": ms} for a, ms in [(0.90, 1.1), (0.92, 0.9), (0.94, 1.0)]]
+    plain = [{"val/acc": a, "latency/ms_b1": 1.0} for a in (0.88, 0.89, 0.90)]
+    ablation = {"t1": Ablation("t1", [0, 1, 2], distilled, plain)}
+    diff = ablation["t1"].difference("val/acc")
+    assert diff.mean == pytest.approx(0.03) and diff.half_width == pytest.approx(4.302653 * 0.01 / 3 ** 0.5)
+    records = [TrialRecord("t1", "COMPLETE", {}, {"val/acc": 0.9, "latency/ms_b1": 1.1})]
+    objectives = [Objective("val/acc", "max"), Objective("latency/ms_b1", "min")]
+    write_report(tmp_path, study_name="abl", records=records, objectives=objectives, search_params=[],
+                 teacher_metrics={}, meta={}, metric_columns=["val/acc", "latency/ms_b1"], ablation=ablation)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Did distillation pay?", 1)[1].split("\n## ", 1)[0]
+    assert "| t1 | val/acc | 3 | 0.92 ± 0.04968 | 0.89 ± 0.02484 | 0.03 ± 0.02484 | distillation paid |" in section
+    assert "| t1 | latency/ms_b1 | 3 |" in section and "within noise: a plain model did as well" in section
+    # worse without overlap of 0 -> "cost"; a "min" objective that grew is a cost too
+    worse = Ablation("t2", [0, 1, 2], plain, distilled)
+    from kdtune.report._noise import ablation_table
+
+    verdicts = ablation_table({"t2": worse}, objectives, ["val/acc"])["verdict"].tolist()
+    assert verdicts == ["distillation cost", "within noise: a plain model did as well"]
 
 
 def test_front_plots_get_error_bars_when_members_were_repeated_over_seeds(tmp_path):

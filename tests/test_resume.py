@@ -248,14 +248,41 @@ def test_seed_summary_is_the_t_interval():
 
 def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = load_study(write(tmp_path, name="seeds", evaluation={**STUDY["evaluation"], "seeds": 3}))
+    evaluation = {**STUDY["evaluation"], "seeds": 3, "ablation": True}
+    cfg = load_study(write(tmp_path, name="seeds", evaluation=evaluation))
     outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)
+    # the ablation: the suggested pick against its ce twin over the same three seeds, both arms stored
+    study = optuna.load_study(study_name="seeds", storage=f"sqlite:///{tmp_path / '.kdtune' / 'optuna.db'}")
+    plain = {k: v for k, v in study.user_attrs.items() if k.startswith("kdtune.runs.plain.")}
+    assert len(plain) == 1, plain
+    (key, plain_runs), = plain.items()
+    pick = key.removeprefix("kdtune.runs.plain.")
+    distilled = study.user_attrs[f"kdtune.runs.seeds.{pick}"]
+    assert len(plain_runs) == len(distilled) == 3
+    assert [r["val/acc"] for r in distilled][0] == next(r for r in outcome.records if r.trial_id == pick).metrics["val/acc"]
+    diffs = [d["val/acc"] - p["val/acc"] for d, p in zip(distilled, plain_runs)]
+    md = (tmp_path / "reports" / "seeds" / "report.md").read_text(encoding="utf-8")
+    section = md.split("## Did distillation pay?", 1)[1].split("\n## ", 1)[0]
+    assert f"| {pick} | val/acc | 3 |" in section
+    row = next(line for line in section.splitlines() if line.startswith(f"| {pick} | val/acc |"))
+    assert f"{sum(diffs) / 3:.4g} ± " in row.split("|")[6], (row, diffs)
     repeated = [r for r in outcome.records if "seeds/n" in r.metrics]
     assert repeated, "no front member was repeated"
     for r in repeated:
         assert r.metrics["seeds/n"] == 3 and r.metrics["val/acc/ci95"] >= 0
         assert 0 <= r.metrics["val/acc/mean"] <= 1
+    done = {pick} | {r.trial_id for r in repeated}
+    retrained: list[str] = []
+    from kdtune.study import _retrain
+
+    def counted(run, record, **kwargs):
+        retrained.append(record.trial_id)
+        return _retrain.retrain(run, record, **kwargs)
+
+    monkeypatch.setattr("kdtune.study.stages.ablation.retrain", counted)
+    monkeypatch.setattr("kdtune.study.stages.seed_repeats.retrain", counted)
     rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)  # stored: not retrained
+    assert not done & set(retrained), retrained
     # (re-measured latency may put another trial on the front; that one is repeated then)
     again = {r.trial_id: r.metrics.get("val/acc/mean") for r in rebuilt.records}
     assert {r.trial_id: again[r.trial_id] for r in repeated} == {r.trial_id: r.metrics["val/acc/mean"] for r in repeated}

@@ -11,9 +11,10 @@ from typing import Any
 
 from kdtune.records import Objective, TrialRecord
 
-__all__ = ["HYPERVOLUME_FORMAT", "ReportProcess", "hypervolume_of", "preload_report", "write_report"]
+__all__ = ["HYPERVOLUME_FORMAT", "ReportProcess", "hypervolume_of", "preload_report", "suggested_pick",
+           "write_report"]
 _LAZY = {"HYPERVOLUME_FORMAT": "_write", "ReportProcess": "_process", "hypervolume_of": "_tables",
-         "write_report": "_write"}
+         "suggested_pick": "_analysis", "write_report": "_write"}
 
 
 def __getattr__(name: str) -> Any:

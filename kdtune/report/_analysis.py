@@ -77,6 +77,14 @@ def knee_index(space: Space, front: np.ndarray) -> int | None:
     return int(min(members, key=lambda i: (round(distances[int(i)], 12), sign * first[int(i)])))
 
 
+def suggested_pick(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float],
+    front: np.ndarray,
+) -> int | None:
+    """Position in ``records`` of the report's suggested pick (``KNEE_DEFINITION``); None without a front."""
+    return knee_index(Space.of(records, objectives, teacher_metrics), front)
+
+
 def hypervolume_by_trial(space: Space, n_records: int) -> np.ndarray:
     """(n,): the hypervolume of the first k records for k = 1..n (records are in trial order)."""
     return np.array([space.hypervolume(k) for k in range(1, n_records + 1)])

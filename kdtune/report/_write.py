@@ -14,8 +14,8 @@ import pandas as pd
 from kdtune.errors import KdtuneError
 from kdtune import metrics as vocab  # metric names (a local "metrics" is a row's values)
 from kdtune.pareto import front_mask, usable_scale
-from kdtune.records import Objective, Reference, TrialRecord
-from kdtune.report import _interactive, _tables
+from kdtune.records import Ablation, Objective, Reference, TrialRecord
+from kdtune.report import _interactive, _noise, _tables
 from kdtune.report._analysis import (
     KNEE_DEFINITION,
     Importances,
@@ -50,6 +50,7 @@ def write_report(
     study_path: str | None = None,
     interactive: bool = True,
     draw_apart: bool = False,
+    ablation: dict[str, Ablation] | None = None,
 ) -> dict[str, Path]:
     """Write trials.csv, pareto.csv, the PNG figures, report.md and report.html.
 
@@ -60,7 +61,8 @@ def write_report(
     front table's ``kdtune rerun`` commands name (default: ``study_name``). ``interactive=False`` leaves
     plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots and the hypervolume by
     trial in a forked child meanwhile (``_drawing``): only for a single-threaded process, such as the
-    report's own.
+    report's own. ``ablation`` maps trial ids to their comparison with the same configuration trained
+    without distillation (``evaluation.ablation``).
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
@@ -95,7 +97,8 @@ def write_report(
             context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
                                teacher_metrics=teacher_metrics, metric_columns=metric_columns,
                                rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}")
-            blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference)
+            blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference,
+                                    ablation=ablation)
             title = f"kdtune report: {study_name}"
             written["report_md"] = out_dir / "report.md"
             written["report_md"].write_text(to_markdown(title, blocks), encoding="utf-8")
@@ -141,6 +144,7 @@ def _report_blocks(
     meta: dict[str, str],
     flags: dict[str, list[str]] | None = None,
     reference: Reference | None = None,
+    ablation: dict[str, Ablation] | None = None,
 ) -> list[Block]:
     n_failed = sum(r.status != "COMPLETE" for r in c.records)
     counts = (f"{len(c.records)} trials: {len(c.records) - n_failed} complete, {n_failed} failed,"
@@ -157,6 +161,7 @@ def _report_blocks(
         Table(_tables.teacher_table(c.teacher_metrics, c.metric_columns), "No teacher metrics recorded."),
         *_front_blocks(c),
         *_seed_blocks(c),
+        *_ablation_blocks(c, ablation),
         Heading("Front plots"),
         *figures.fronts,
         *([] if figures.fronts else [Text("A single objective: no pairwise plots.")]),
@@ -182,14 +187,28 @@ def _report_blocks(
 
 
 def _seed_blocks(c: _Context) -> list[Block]:
-    """Front members retrained over several seeds (``evaluation.seeds``): mean ± 95% interval."""
+    """Members retrained over several seeds (``evaluation.seeds``): mean ± 95% interval, and which
+    differences between them are within noise."""
     table = _tables.seeds_table(c.records, c.objectives, c.metric_columns)
     if table.empty:
         return []
     n = int(max(r.metrics.get(vocab.SEEDS_DONE, 0) for r in c.records))
-    return [Heading("Front over seeds"),
-            Text(f"Each front member retrained with {n} seeds (the trial's own and the next {n - 1}); "
-                 "mean ± half-width of the 95% t-interval."), Table(table)]
+    repeated = [r for r in c.records if vocab.SEEDS_DONE in r.metrics]
+    return [Heading("Over seeds"),
+            Text(f"{len(repeated)} member(s) retrained with {n} seeds (the trial's own and the next {n - 1}); "
+                 "mean ± half-width of the 95% t-interval."), Table(table),
+            Text(_noise.NOISE_NOTE), Table(_noise.noise_table(repeated, c.objectives))]
+
+
+def _ablation_blocks(c: _Context, ablation: dict[str, Ablation] | None) -> list[Block]:
+    """Did distillation pay: each ablated member against its ce twin (``evaluation.ablation``)."""
+    if ablation is None:
+        return []
+    blocks: list[Block] = [Heading("Did distillation pay?")]
+    if not ablation:
+        return [*blocks, Text("Nothing to compare: no front member uses distillation (or no front).")]
+    table = _noise.ablation_table(ablation, c.objectives, c.metric_columns)
+    return [*blocks, Text(_noise.ABLATION_NOTE), Table(table)]
 
 
 def _pick_line(c: _Context) -> str:

@@ -16,6 +16,7 @@ from kdtune.spec._base import (
     Strict,
 )
 from kdtune.spec._parts import (
+    AblationSpec,
     AdversarySpec,
     AutoAttackSpec,
     EvaluationSpec,
@@ -44,7 +45,7 @@ from kdtune.spec._search import (
 from kdtune.spec._study import ReferenceRowSpec, ReferenceSpec, ReportSpec, StudyConfig, get_path, set_path
 
 __all__ = [
-    "AdversarySpec", "AttackSpec", "AugmentSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec",
+    "AblationSpec", "AdversarySpec", "AttackSpec", "AugmentSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec",
     "Distribution", "EarlyStoppingSpec", "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec",
     "Mode", "ModelSpec", "NonNegFloat", "Objective", "ObjectiveSpec", "OptimizerSpec", "OutputSpec", "PenaltySpec",
     "PositiveFloat", "PositiveInt", "PreprocessingSpec", "RaySpec", "Reference", "ReferenceRow", "ReferenceRowSpec",

@@ -142,17 +142,42 @@ class AutoAttackSpec(Strict):
     members: Literal["front", "all"] = "front"
 
 
+class AblationSpec(Strict):
+    """Did distillation pay? After the sweep the suggested pick (``members: front``: every front member) is
+    trained again with distillation switched off, the ``ce`` method with everything else the same, over the
+    study's seeds; the report gives the paired difference in each objective with its 95% interval.
+    ``ablation: true`` is short for ``{enabled: true}``."""
+
+    enabled: bool = False
+    members: Literal["pick", "front"] = "pick"
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
 class EvaluationSpec(Strict):
-    """``seeds`` > 1: after the sweep, each Pareto-front member is retrained with that many seeds in all
-    and reported as mean ± 95% interval (the front is then drawn with error bars)."""
+    """``seeds`` > 1: after the sweep, each Pareto-front member (``seed_members: all``: every complete trial)
+    is retrained with that many seeds in all and reported as mean ± 95% interval (the front is then drawn with
+    error bars, and two members whose intervals overlap are marked "within noise")."""
 
     seeds: Annotated[int, Field(ge=1, le=20)] = 1
+    seed_members: Literal["front", "all"] = "front"
     eps: list[NonNegFloat] = [0.05, 0.1, 0.2]
     pgd_steps: PositiveInt = 20
     fgsm: bool = True
     n_jacobian: PositiveInt = 256  # jacobian/norm: mean over the first n_jacobian *test* images
     latency: LatencySpec = LatencySpec()
     autoattack: AutoAttackSpec = AutoAttackSpec()
+    ablation: AblationSpec = AblationSpec()
+
+    @pydantic.model_validator(mode="after")
+    def _ablation_seeds(self) -> EvaluationSpec:
+        if self.ablation.enabled and self.seeds < 2:
+            raise ValueError("ablation compares over seeds and an interval needs two or more; set seeds: 3 "
+                             "(or more) beside it, or ablation: false")
+        return self
 
 
 class ResourcesSpec(Strict):

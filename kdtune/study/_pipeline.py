@@ -11,6 +11,7 @@ from kdtune.study._retrain import retrain
 from kdtune.study._run import StudyOutcome, StudyPaths, StudyRun
 from kdtune.study._stored import load_data_and_teacher, open_study, read_records, record_teacher
 from kdtune.study.stages import (
+    ablation,
     autoattack,
     check,
     load,
@@ -34,6 +35,7 @@ MEASUREMENTS: tuple[Stage, ...] = (
     serial_latency.measure,
     autoattack.attack,
     seed_repeats.repeat,
+    ablation.ablate,
     masking.check,
 )
 # A study file run end to end: the new sweep (or the resumed one), then the measurements and the report.

@@ -1,6 +1,8 @@
-"""One stored trial trained again without Ray: ``kdtune rerun`` and the seed repeats."""
+"""One stored trial trained again without Ray: ``kdtune rerun``, the seed repeats and the ablation."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -13,10 +15,15 @@ from kdtune.study._run import StudyRun
 from kdtune.teacher import frozen
 
 
-def retrain(run: StudyRun, record: TrialRecord, *, seed: int | None = None) -> dict[str, float]:
-    """``record``'s configuration trained again (its own seed unless ``seed`` is given) and evaluated,
-    latency included. Training uses the trial's thread count, so accuracies reproduce."""
-    overrides = record.params if seed is None else {**record.params, "seed": seed}
+def retrain(
+    run: StudyRun, record: TrialRecord, *, seed: int | None = None, params: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """``record``'s configuration (or ``params`` in place of its searched values) trained again, with its own
+    seed unless ``seed`` is given, and evaluated, latency included. Training uses the trial's thread count, so
+    accuracies reproduce."""
+    overrides = dict(record.params if params is None else params)
+    if seed is not None:
+        overrides["seed"] = seed
     cfg = with_overrides(run.cfg, overrides)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # as the trial ran: same arithmetic order
     ctx = MethodContext(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kdtune import store
 from kdtune.cache import cache_dir
-from kdtune.records import TrialRecord
+from kdtune.records import Ablation, TrialRecord
 from kdtune.spec import StudyConfig
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class StudyRun:
     students: dict[str, nn.Module] = field(default_factory=dict)  # complete trials' students, on the CPU
     teacher_metrics: dict[str, float] = field(default_factory=dict)
     flags: dict[str, list[str]] = field(default_factory=dict)  # gradient-masking findings per model
+    ablation: dict[str, Ablation] = field(default_factory=dict)  # trial id -> it against its ce twin
     report: dict[str, Path] = field(default_factory=dict)
     hypervolume: float = 0.0
     status: str = "FAILED"  # of the sweep's MLflow parent run

@@ -26,7 +26,7 @@ def write(run: StudyRun) -> None:
             search_params=list(cfg.search.space), teacher_metrics=run.teacher_metrics, meta=_meta(run),
             metric_columns=metrics.trial_metric_names(cfg.evaluation) + metrics.autoattack_metric_names(cfg.evaluation),
             flags=run.flags, reference=cfg.report.reference.record() if cfg.report.reference else None,
-            study_path=run.study_path,
+            study_path=run.study_path, ablation=run.ablation if cfg.evaluation.ablation.enabled else None,
         )
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None

@@ -1,25 +1,41 @@
-"""Stage: each Pareto-front member retrained over more seeds (``evaluation.seeds``), as mean ± 95% interval."""
+"""Stage: Pareto-front members (or every trial) retrained over more seeds (``evaluation.seeds``), as mean ± 95%
+interval."""
 
 from __future__ import annotations
 
-from kdtune import metrics
+from kdtune import metrics, store
 from kdtune.pareto import front_mask
+from kdtune.records import TrialRecord
 from kdtune.study._retrain import retrain
 from kdtune.study._run import StudyRun
 
 
 def repeat(run: StudyRun) -> None:
-    """With ``evaluation.seeds`` = k > 1, each front member not yet repeated is retrained with seeds
-    seed+1..seed+k-1 (serially); adds ``<metric>/mean`` and ``<metric>/ci95`` (``metrics.seed_summary``)."""
-    k, seed = run.cfg.evaluation.seeds, run.cfg.seed
-    on_front = front_mask(run.records, run.cfg.objectives)
-    todo = [r for r, f in zip(run.records, on_front)
+    """With ``evaluation.seeds`` = k > 1, each front member (``seed_members: all``: each complete trial) not yet
+    repeated is retrained with seeds seed+1..seed+k-1 (serially); adds ``<metric>/mean`` and ``<metric>/ci95``
+    (``metrics.seed_summary``) and keeps the per-seed metrics in the study's storage (the ablation pairs them)."""
+    spec = run.cfg.evaluation
+    chosen = front_mask(run.records, run.cfg.objectives) if spec.seed_members == "front" else [True] * len(run.records)
+    todo = [r for r, f in zip(run.records, chosen)
             if f and r.status == "COMPLETE" and metrics.SEEDS_DONE not in r.metrics]
-    if k <= 1 or not todo:
+    if spec.seeds <= 1 or not todo:
         return
-    run.echo(f"repeating {len(todo)} front member(s) over {k} seeds")
-    extra = {}
-    for r in todo:
-        runs = [r.metrics] + [retrain(run, r, seed=seed + i) for i in range(1, k)]
-        extra[r.trial_id] = {metrics.SEEDS_DONE: float(k), **metrics.seed_summary(runs)}
-    run.add_metrics(extra)
+    who = "front member" if spec.seed_members == "front" else "trial"
+    run.echo(f"repeating {len(todo)} {who}(s) over {spec.seeds} seeds")
+    run.add_metrics({r.trial_id: summary(seed_runs(run, r)) for r in todo})
+
+
+def seed_runs(run: StudyRun, record: TrialRecord) -> list[dict[str, float]]:
+    """``record``'s metrics with each of the study's seeds (its own first), retrained where not stored."""
+    stored = store.read_runs(run.optuna_study, "seeds").get(record.trial_id)
+    if stored is not None and len(stored) == run.cfg.evaluation.seeds:
+        return stored
+    seed = run.cfg.seed
+    runs = [record.metrics] + [retrain(run, record, seed=seed + i) for i in range(1, run.cfg.evaluation.seeds)]
+    store.save_runs(run.optuna_study, "seeds", record.trial_id, runs)
+    return runs
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """``seeds/n`` and each metric's mean and 95% interval half-width over ``runs``."""
+    return {metrics.SEEDS_DONE: float(len(runs)), **metrics.seed_summary(runs)}
