@@ -31,6 +31,26 @@ def test_params_tags_and_metrics_with_odd_names_are_logged(tmp_path, mlflow_uri)
     assert run.data.tags["tag_at_1"] == "v" and run.info.status == "FINISHED"
 
 
+KIND = "mlflow.experimentKind"  # MLflow's experiment-kind tag (its UI's ExperimentKind values)
+
+
+def test_a_new_experiment_is_marked_as_model_training(tmp_path, mlflow_uri):
+    tracker = Tracker(mlflow_uri, "new", artifact_root=tmp_path / "art")
+    experiment = MlflowClient(mlflow_uri).get_experiment_by_name("new")
+    assert experiment.experiment_id == tracker.experiment_id
+    assert experiment.tags[KIND] == "custom_model_development"
+
+
+def test_a_reused_experiment_gets_the_mark_if_missing_and_keeps_a_users_own(tmp_path, mlflow_uri):
+    client = MlflowClient(mlflow_uri)
+    older = client.create_experiment("older")  # as kdtune made it before the mark
+    own = client.create_experiment("own", tags={KIND: "genai_development"})
+    assert Tracker(mlflow_uri, "older", artifact_root=tmp_path / "art").experiment_id == older
+    assert Tracker(mlflow_uri, "own", artifact_root=tmp_path / "art").experiment_id == own
+    assert client.get_experiment(older).tags[KIND] == "custom_model_development"
+    assert client.get_experiment(own).tags[KIND] == "genai_development"
+
+
 def test_a_resumed_sweep_settles_the_runs_of_trials_that_finished_before_the_kill(tmp_path, mlflow_uri):
     uri = mlflow_uri
     before = Tracker(uri, "killed", artifact_root=tmp_path / "art")

@@ -25,6 +25,12 @@ from kdtune.urls import sqlite_path
 
 log = logging.getLogger(__name__)
 MAX_PARAM_LEN = 6000
+# MLflow's mark of an experiment's kind; no Python constant holds it. The values are the UI's ExperimentKind
+# enum (mlflow/server/js/build/static/js/main.*.js: "genai_development", "custom_model_development", ...);
+# mlflow/demo/generators/traces.py sets the key for its GenAI demo. MLflow 3.17's UI reads it only with its
+# workflow switch off, and that switch is on: it opens an experiment on the tab of the sidebar's GenAI / Model
+# training choice (tests/test_mlflow_ui.py).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def default_uri(configured: str | None, workdir: Path) -> str:
@@ -87,8 +93,8 @@ class Tracker:
     """A sweep's MLflow runs: the parent, and a child per trial id."""
 
     def __init__(self, uri: str, experiment: str, *, artifact_root: Path | None, defer_schema: bool = False) -> None:
-        """Open the store at ``uri`` and its experiment (created if missing); a store that cannot be opened
-        raises ``KdtuneError``.
+        """Open the store at ``uri`` and its experiment (created if missing, marked as a model-training
+        experiment: ``EXPERIMENT_KIND_TAG``); a store that cannot be opened raises ``KdtuneError``.
 
         With ``defer_schema``, a SQLite store that does not exist yet is only created and checked for
         writing here; MLflow's schema (about a second of migrations) is built on the background writer
@@ -117,10 +123,15 @@ class Tracker:
         quiet_migrations()
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(self._experiment)
-        self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(
-            self._experiment,
-            artifact_location=self._artifact_root.resolve().as_uri() if self._artifact_root is not None else None,
-        )
+        if found is None:
+            self.experiment_id = self.client.create_experiment(
+                self._experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING},
+                artifact_location=self._artifact_root.resolve().as_uri() if self._artifact_root is not None else None,
+            )
+            return
+        self.experiment_id = found.experiment_id
+        if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older kdtune or by hand; a user's own kind stays
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
     def write_in_background(self) -> None:
         """From now on every write (the ``guarded`` methods) is queued, in call order, on one thread of
