@@ -117,6 +117,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if outcome.pace is not None:
         print(f"sweep: {outcome.pace.text()}")
     print(f"report: {outcome.report['report_html']}")
+    if outcome.mlflow_link is not None:
+        print(f"mlflow: {outcome.mlflow_link}")
     return 0
 
 

@@ -86,7 +86,8 @@ def ui(tmp_path_factory):
             try:
                 for domain in ("Page", "Runtime"):
                     browser.call(f"{domain}.enable")
-                yield browser, port, {"kdtune": tracker.experiment_id, "plain": plain}
+                served = Tracker(f"http://127.0.0.1:{port}", "kdtune study", artifact_root=None)
+                yield browser, port, {"kdtune": tracker.experiment_id, "plain": plain, "link": served.runs_link()}
             finally:
                 browser.close()
         finally:
@@ -94,11 +95,11 @@ def ui(tmp_path_factory):
 
 
 def landing(browser: DevTools, port: int, experiment_id: str, *, query: str = "", run_name: str,
-            timeout: float = 60.0) -> tuple[str, str, str]:
+            timeout: float = 60.0, url: str | None = None) -> tuple[str, str, str]:
     """Open ``#/experiments/<id><query>`` and wait until the UI has redirected to one of the experiment's
     pages and drawn it: (the page's name, the URL, the page's text)."""
     browser.call("Page.navigate", url="about:blank")  # a fresh load of the app for every experiment
-    browser.call("Page.navigate", url=f"http://127.0.0.1:{port}/#/experiments/{experiment_id}{query}")
+    browser.call("Page.navigate", url=url or f"http://127.0.0.1:{port}/#/experiments/{experiment_id}{query}")
     deadline, href = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         time.sleep(0.3)
@@ -119,9 +120,10 @@ def test_an_untagged_experiment_opens_on_the_genai_overview(ui):
     assert PLAIN_RUN not in text  # no runs table
 
 
-def test_in_the_model_training_view_kdtunes_experiment_opens_on_its_runs_table(ui):
+def test_the_link_kdtune_prints_opens_its_experiment_on_the_runs_table(ui):
     browser, port, ids = ui
-    page, href, text = landing(browser, port, ids["kdtune"], query="?workflowType=machine_learning", run_name=SWEEP)
+    assert ids["link"] == f"http://127.0.0.1:{port}/#/experiments/{ids['kdtune']}?workflowType=machine_learning"
+    page, href, text = landing(browser, port, ids["kdtune"], url=ids["link"], run_name=SWEEP)
     assert page == "runs" and "workflowType=machine_learning" in href and SWEEP in text
     assert browser.evaluate("document.querySelectorAll('.ag-root').length") >= 1  # the runs table
 

@@ -41,6 +41,13 @@ def test_a_new_experiment_is_marked_as_model_training(tmp_path, mlflow_uri):
     assert experiment.tags[KIND] == "custom_model_development"
 
 
+def test_the_runs_link_names_the_experiment_and_the_model_training_view(tmp_path, mlflow_uri):
+    tracker = Tracker(mlflow_uri, "linked", artifact_root=tmp_path / "art")
+    link = tracker.runs_link()
+    assert link.startswith(f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}?workflowType=machine_learning")
+    assert link.endswith(f"(after: mlflow ui --backend-store-uri {mlflow_uri} --host 127.0.0.1)")
+
+
 def test_a_reused_experiment_gets_the_mark_if_missing_and_keeps_a_users_own(tmp_path, mlflow_uri):
     client = MlflowClient(mlflow_uri)
     older = client.create_experiment("older")  # as kdtune made it before the mark

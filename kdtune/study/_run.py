@@ -91,6 +91,7 @@ class StudyOutcome:
     teacher_metrics: dict[str, float]
     run_name: str
     pace: SweepPace | None = None  # None where no sweep ran (a rebuilt report, a complete grid)
+    mlflow_link: str | None = None  # MLflow's UI on the study's runs table (None without a store)
 
 
 @dataclass(eq=False)
@@ -139,5 +140,6 @@ class StudyRun:
                         else r for r in self.records]
 
     def outcome(self) -> StudyOutcome:
+        link = self.tracker.runs_link() if self.tracker is not None else None
         return StudyOutcome(self.records, self.report, self.hypervolume, self.teacher_metrics, self.run_name,
-                            self.pace)
+                            self.pace, link)

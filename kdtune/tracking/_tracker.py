@@ -133,6 +133,18 @@ class Tracker:
         if EXPERIMENT_KIND_TAG not in found.tags:  # made by an older kdtune or by hand; a user's own kind stays
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
+    def runs_link(self) -> str | None:
+        """The page of MLflow's UI with this experiment's runs table: on the server, or (with the command that
+        starts it) on ``mlflow ui``'s default address for a local store. ``?workflowType=machine_learning`` because MLflow 3.17's UI otherwise opens
+        on its GenAI overview whatever the experiment's kind tag says. None if the store never opened."""
+        experiment_id = getattr(self, "experiment_id", None)
+        if experiment_id is None:
+            return None
+        page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/{page}"
+        return f"http://127.0.0.1:5000/{page} (after: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1)"
+
     def write_in_background(self) -> None:
         """From now on every write (the ``guarded`` methods) is queued, in call order, on one thread of
         its own: a Tune callback returns at once instead of holding the next trial until the store has
