@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from kdtune.config import with_overrides
-from kdtune.evaluate import measure_latency
+from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.records import TrialRecord
 from kdtune.student import run_student
