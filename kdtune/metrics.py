@@ -179,8 +179,7 @@ def trial_metric_names(spec: EvaluationSpec) -> list[str]:
     names += [attacked_acc(s, e) for s in SPLITS for e in spec.eps]
     if spec.fgsm:
         names += [attacked_acc(s, e, "fgsm") for s in SPLITS for e in spec.eps]
-    names += [latency(b) for b in spec.latency.batch_sizes]
-    names += [latency_spread(b) for b in spec.latency.batch_sizes]
+    names += [name for b in spec.latency.batch_sizes for name in (latency(b), latency_spread(b))]
     onnx = [ONNX_MAX_ABS_DIFF] if spec.latency.runtime == "onnxruntime" else []
     return [*names, *COUNTS, *onnx, JACOBIAN_NORM]
 

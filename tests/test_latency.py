@@ -120,3 +120,14 @@ def test_an_already_exported_model_is_timed_as_it_is():
     assert out["m"]["model/onnx_max_abs_diff"] == exported.max_abs_diff and out["m"]["latency/ms_b1"] > 0
     with pytest.raises(TypeError, match="ONNX model"):
         measure_latency({"m": exported}, (1, 28, 28), spec.model_copy(update={"runtime": "torch"}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_a_trial_on_a_gpu_times_its_student_in_either_runtime_and_keeps_it_there(runtime):
+    model = build_model("mlp", {"hidden": [8]}, MNIST_INFO).cuda()
+    spec = LatencySpec(runtime=runtime, batch_sizes=[1, 4], warmup=2, repeats=2, n_calls=2)
+    out = measure_latency({"m": model}, (1, 28, 28), spec, device="cuda")["m"]
+    assert out["latency/ms_b1"] > 0 and out["latency/spread_ms_b4"] >= 0
+    assert next(model.parameters()).is_cuda  # ONNX export works on a CPU copy
+    assert ("model/onnx_max_abs_diff" in out) == (runtime == "onnxruntime")

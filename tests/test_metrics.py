@@ -65,7 +65,7 @@ def test_a_trial_reports_every_split_attack_and_eps_once():
     # acc, attacks, latency and its spread, costs, the ONNX check (the default runtime), Jacobian
     assert len(names) == len(set(names)) == 2 + 2 * 2 * 2 + 2 * 2 + 3 + 1 + 1
     assert names[-5:] == ["model/params", "model/flops", "model/bytes", "model/onnx_max_abs_diff", "jacobian/norm"]
-    assert names[10:14] == ["latency/ms_b1", "latency/ms_b8", "latency/spread_ms_b1", "latency/spread_ms_b8"]
+    assert names[10:14] == ["latency/ms_b1", "latency/spread_ms_b1", "latency/ms_b8", "latency/spread_ms_b8"]
     eager = metrics.trial_metric_names(EvaluationSpec(latency={"runtime": "torch"}))
     assert "model/onnx_max_abs_diff" not in eager and "latency/spread_ms_b256" in eager
     assert {Metric.parse(n).split for n in names if n.startswith(("val/", "test/"))} == {"val", "test"}

@@ -103,3 +103,17 @@ def test_a_misspelled_runtime_in_a_study_file_names_its_path(tmp_path):
     assert "evaluation.latency.runtime" in str(info.value) and "onnxruntime" in str(info.value)
     raw["evaluation"]["latency"] = {"runtime": "torch"}
     assert load_study(write_study(tmp_path / "study.yaml", raw)).evaluation.latency.runtime == "torch"
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # what the tracer warns about is what fails here
+def test_an_export_that_bakes_in_the_batch_size_fails_naming_the_model():
+    class Baked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.lin(x.reshape(int(x.shape[0]), 784))  # a Python int: traced as the constant 2
+
+    with pytest.raises(KdtuneError, match="model 'trial t1' was exported to ONNX but ONNX Runtime cannot run it"):
+        to_onnx("trial t1", Baked(), (1, 28, 28))
