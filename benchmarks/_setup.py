@@ -48,7 +48,7 @@ class Settings:
 
 def study_raw(settings: Settings, cache: Path) -> dict[str, Any]:
     """The harness study: student KD (hinton) on the embedded data, one trial at a time, default
-    evaluation (clean, PGD-20 and FGSM at eps 0.05 / 0.1 / 0.2, Jacobian norm, latency). Only the KD
+    evaluation (clean, PGD-20 and FGSM at eps 0.05 / 0.1 / 0.2, Jacobian norm, latency in eager PyTorch). Only the KD
     temperature and weight are searched, so every trial costs the same as its hand-written twin."""
     return {
         "name": "bench_harness",
@@ -57,6 +57,8 @@ def study_raw(settings: Settings, cache: Path) -> dict[str, Any]:
         "teacher": {"model": {"name": TEACHER}, "epochs": settings.teacher_epochs, "batch_size": 64, "lr": 1.0e-3},
         "student": {"model": {"name": STUDENT}, "epochs": settings.epochs, "batch_size": 64, "lr": 1.0e-3},
         "method": {"name": "hinton", "temperature": 4.0, "alpha": 0.9},
+        # eager PyTorch, as the hand-written study times (the default ONNX runtime: latency_width_slope)
+        "evaluation": {"latency": {"runtime": "torch"}},
         "search": {
             "space": {
                 "method.temperature": {"type": "float", "low": 1.0, "high": 10.0, "log": True},

@@ -19,12 +19,14 @@ from benchmarks._protocol import PROTOCOL, Result
 
 GROUPS = ("steps", "robust_eval", "latency", "hv_gain", "harness")  # harness last: it starts Ray
 KEYS = ("harness_overhead", "kd_step", "cached_teacher_step", "jacobian_rp", "hessian", "fgsm_at", "pgd7_at",
-        "robust_eval", "latency_ratio_error", "hv_gain")
+        "robust_eval", "latency_ratio_error", "latency_width_slope", "hv_gain")
 FAIRNESS = {
     "harness_overhead": "the hand-written study does the same work as kdtune's: teacher logits once and the "
     "teacher's metrics; per trial the same KD training (same seeds, same sampled temperature/alpha), the same "
     "evaluation (clean/PGD-20/FGSM at 3 eps on val and test, Jacobian norm, in-trial latency) and the weights "
-    "saved; the serial latency of teacher + students after the trials. kdtune's extra work (Ray Tune actor, "
+    "saved; the serial latency of teacher + students after the trials (both in eager PyTorch: the harness study "
+    "sets evaluation.latency.runtime: torch, as the hand loop times; latency_width_slope reports what the ONNX "
+    "runtime adds per trial). kdtune's extra work (Ray Tune actor, "
     "Optuna storage, checkpoints, MLflow, report, masking checks) is the overhead measured. Ray "
     "start-up is excluded from value (reported as ray_init_s; value_with_ray_init counts it once); the "
     "teacher is trained before timing and loaded from kdtune's cache; Ray workers run at niceness 0, the "
@@ -55,12 +57,13 @@ def _run_groups(groups: list[str], bench: Any) -> tuple[list[Result], dict[str, 
     from benchmarks.checks import fast_path_checks
     from benchmarks.evaluation import run_latency, run_robust_eval
     from benchmarks.harness import run_harness
+    from benchmarks.runtime import run_width_slope
     from benchmarks.search import run_hv_gain
     from benchmarks.steps import run_steps
 
     runners: dict[str, Callable[..., Any]] = {
         "steps": run_steps, "robust_eval": lambda b, log: [run_robust_eval(b, log)],
-        "latency": lambda b, log: [run_latency(b, log)], "hv_gain": lambda b, log: [run_hv_gain(b, log)],
+        "latency": lambda b, log: [run_latency(b, log), run_width_slope(b, log)], "hv_gain": lambda b, log: [run_hv_gain(b, log)],
         "harness": lambda b, log: [run_harness(b, log)],
     }
     results: list[Result] = []

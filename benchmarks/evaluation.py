@@ -14,7 +14,8 @@ from benchmarks._protocol import Result, cpu_clock, cv, interleaved, median_rati
 from benchmarks._setup import SEED, Bench
 from kdtune.attacks import pgd
 from kdtune.config import LatencySpec
-from kdtune.evaluate import correct, measure_latency, robust_accuracy
+from kdtune.evaluate import correct, robust_accuracy
+from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext, build_method
 from kdtune.student import run_student
 from kdtune.train import fit_student
@@ -78,8 +79,9 @@ def run_robust_eval(bench: Bench, log: Callable[[str], None]) -> Result:
 
 
 def run_latency(bench: Bench, log: Callable[[str], None]) -> Result:
-    """kdtune's teacher/student latency ratio against a hand-measured one, same models, same protocol."""
-    spec = LatencySpec()
+    """kdtune's teacher/student latency ratio against a hand-measured one, same models, same protocol (eager
+    PyTorch, as the hand-written timer; ONNX Runtime: ``benchmarks.runtime``)."""
+    spec = LatencySpec(runtime="torch")
     models = {"teacher": bench.teacher, "student": bench.student().eval()}
     ratios: dict[str, dict[int, list[float]]] = {"kdtune": {b: [] for b in spec.batch_sizes},
                                                  "hand": {b: [] for b in spec.batch_sizes}}

@@ -1,16 +1,14 @@
-"""Metrics of a trained classifier: clean and robust accuracy, parameters, Jacobian norm, latency.
+"""Metrics of a trained classifier: clean and robust accuracy, parameters, FLOPs, bytes, Jacobian norm.
 
 Metric names come from ``kdtune.metrics``: ``val/acc``, ``test/robust_acc@0.1`` (PGD),
-``val/fgsm_acc@0.1``, ``model/params``, ``model/flops``, ``model/bytes``, ``jacobian/norm`` (on test images),
-``latency/ms_b1``.
+``val/fgsm_acc@0.1``, ``model/params``, ``model/flops``, ``model/bytes``, ``jacobian/norm`` (on test images).
+Latency has its own protocol: ``kdtune.latency``.
 """
 
 from __future__ import annotations
 
 import io
-import statistics
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -22,8 +20,8 @@ from kdtune.models import n_params
 from kdtune.penalties import jacobian_norm
 
 if TYPE_CHECKING:
-    from kdtune.spec import EvaluationSpec, LatencySpec
     from kdtune.data import AnySplit, Dataset
+    from kdtune.spec import EvaluationSpec
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -162,55 +160,3 @@ def model_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, flo
 
 def _bind(fn: Callable[..., Tensor], **kwargs: object) -> Callable[..., Tensor]:
     return lambda model, x, y: fn(model, x, y, **kwargs)
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread (the stable timing protocol), then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def measure_latency(
-    models: Mapping[str, nn.Module], input_shape: tuple[int, ...], spec: LatencySpec, *, device: torch.device | str = "cpu"
-) -> dict[str, dict[str, float]]:
-    """Milliseconds per call of each model at each batch size, measured side by side.
-
-    Protocol: one thread, inference mode, ``spec.warmup`` warm-up calls per model and input shape,
-    then ``spec.repeats`` repeats in which every model is timed in turn (interleaved, so drift hits all
-    alike), each repeat timing ``spec.n_calls`` calls; the result is the fastest of those calls or their
-    median (``spec.statistic``). Returns ``{model: {"latency/ms_b1": ms, ...}}``.
-    """
-    inputs = {b: torch.rand(b, *input_shape, device=device) for b in spec.batch_sizes}
-    samples: dict[str, dict[int, list[float]]] = {m: {b: [] for b in inputs} for m in models}
-    cuda = torch.device(device).type == "cuda"
-    with single_thread(), torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            for x in inputs.values():
-                for _ in range(spec.warmup):
-                    model(x)
-        for _ in range(spec.repeats):
-            for name, model in models.items():
-                for b, x in inputs.items():
-                    samples[name][b].extend(_time_calls(model, x, spec.n_calls, cuda=cuda))
-    pick = min if spec.statistic == "min" else statistics.median
-    return {m: {metrics.latency(b): pick(v) for b, v in per.items()} for m, per in samples.items()}
-
-
-def _time_calls(model: nn.Module, x: Tensor, n_calls: int, *, cuda: bool) -> list[float]:
-    """Milliseconds of each of ``n_calls`` back-to-back calls (on a GPU, each one waited for)."""
-    times = []
-    for _ in range(n_calls):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model(x)
-        if cuda:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times

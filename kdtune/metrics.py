@@ -8,6 +8,8 @@ A name is ``<group>/<kind>[@<eps>][/<stat>]``:
   ``evaluation.autoattack.n_samples`` test images);
 - costs: ``latency/ms_b1`` (milliseconds per call at batch 1), ``model/params`` (every parameter, frozen
   or not), ``model/flops`` (per image, torch's FLOP counter), ``model/bytes`` (the serialized weights);
+- how far a cost can be trusted: ``latency/spread_ms_b1`` (max - min over the interleaved repeats of each
+  repeat's figure) and ``model/onnx_max_abs_diff`` (ONNX Runtime's logits against PyTorch's);
 - ``jacobian/norm``: the mean input-Jacobian Frobenius norm over the first ``evaluation.n_jacobian``
   images of the *test* split;
 - ``seeds/n`` and ``<metric>/mean``, ``<metric>/ci95`` over repeated seeds.
@@ -107,10 +109,27 @@ def latency(batch_size: int) -> str:
     return str(Metric("latency", f"ms_b{batch_size}"))
 
 
+def latency_spread(batch_size: int) -> str:
+    """The spread of the latency at ``batch_size`` over the interleaved repeats: ``latency/spread_ms_b1``."""
+    return str(Metric("latency", f"spread_ms_b{batch_size}"))
+
+
 def latency_batch(name: str) -> int | None:
-    """The batch size of a latency metric (``latency/ms_b256`` -> 256); None for any other metric."""
+    """The batch size of a latency metric (``latency/ms_b256`` -> 256); None for any other metric, its
+    spread included."""
     match = re.fullmatch(r"latency/ms_b(\d+)", name)
     return int(match[1]) if match else None
+
+
+def spread_batch(name: str) -> int | None:
+    """The batch size of a latency spread (``latency/spread_ms_b256`` -> 256); None for any other metric."""
+    match = re.fullmatch(r"latency/spread_ms_b(\d+)", name)
+    return int(match[1]) if match else None
+
+
+def is_latency(name: str) -> bool:
+    """Whether ``name`` is measured by the latency protocol: a latency, its spread or the ONNX check."""
+    return name.startswith("latency/") or name == ONNX_MAX_ABS_DIFF
 
 
 def eps_of(name: str) -> float:
@@ -149,6 +168,8 @@ BYTES = str(Metric("model", "bytes"))  # torch.save of the state_dict
 COUNTS = (PARAMS, FLOPS, BYTES)  # deterministic costs: whole numbers, compared as the teacher's over a student's
 JACOBIAN_NORM = str(Metric("jacobian", "norm"))  # on the first evaluation.n_jacobian test images
 SEEDS_DONE = str(Metric("seeds", "n"))  # how many seeds a front member was evaluated over
+# max |ONNX Runtime's logits - PyTorch's| on a fixed input (evaluation.latency.runtime: onnxruntime)
+ONNX_MAX_ABS_DIFF = str(Metric("model", "onnx_max_abs_diff"))
 
 
 def trial_metric_names(spec: EvaluationSpec) -> list[str]:
@@ -157,8 +178,9 @@ def trial_metric_names(spec: EvaluationSpec) -> list[str]:
     names += [attacked_acc(s, e) for s in SPLITS for e in spec.eps]
     if spec.fgsm:
         names += [attacked_acc(s, e, "fgsm") for s in SPLITS for e in spec.eps]
-    names += [latency(b) for b in spec.latency.batch_sizes]
-    return [*names, *COUNTS, JACOBIAN_NORM]
+    names += [name for b in spec.latency.batch_sizes for name in (latency(b), latency_spread(b))]
+    onnx = [ONNX_MAX_ABS_DIFF] if spec.latency.runtime == "onnxruntime" else []
+    return [*names, *COUNTS, *onnx, JACOBIAN_NORM]
 
 
 def autoattack_metric_names(spec: EvaluationSpec) -> list[str]:
@@ -170,6 +192,10 @@ def objective_problem(name: str) -> str | None:
     """Why ``name`` cannot be an objective (None if it can): objectives steer the search, so they must be
     measured on the validation split or be costs; a test-split metric would leak the test set into it."""
     metric = Metric.parse(name)
+    if spread_batch(name) is not None or name == ONNX_MAX_ABS_DIFF:
+        what = "the latency measurement's noise" if name != ONNX_MAX_ABS_DIFF else "a check of the ONNX export"
+        return (f"'{name}' is {what}, not a cost of the model; search on "
+                f"'{latency(spread_batch(name) or 1)}' instead")
     if metric.split == "val" or metric.group in COST_GROUPS:
         return None
     on_val = Metric("val", metric.kind, metric.eps)

@@ -117,6 +117,10 @@ def test_quick_run_writes_every_benchmark_with_finite_values(tmp_path):
     for key in STEP_KEYS:
         assert all(math.isfinite(data[key][b]) and data[key][b] > 0 for b in ("b64", "b256"))
     assert data["hv_gain"]["default_hv"] > 0 and data["hv_gain"]["random_hv"] > 0
+    slope = data["latency_width_slope"]  # ONNX Runtime's ratio, with eager PyTorch's of the same rounds beside it
+    assert slope["torch_ratio"] > 0 and slope["sense"] == ">="
+    assert slope["flops_ratio"] == pytest.approx((784 * 256 + 256 * 10) / (784 * 16 + 16 * 10))
+    assert len(slope["onnxruntime_rounds"]) == len(slope["torch_rounds"]) == 2  # --quick: 2 rounds, no warm-up round
     # the hand-written study reproduces the trials kdtune ran (same work), up to an image or two
     assert data["harness_overhead"]["same_metrics_max_abs_diff"] <= 0.02
     harness = data["harness_overhead"]  # its value is the median of the per-round ratios it lists (JSON rounds)

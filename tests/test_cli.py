@@ -60,7 +60,7 @@ def fake_run(monkeypatch):
         calls.append({"cfg": cfg, "address": address, **kwargs})
         records = [SimpleNamespace(status="COMPLETE"), SimpleNamespace(status="ERROR")]
         pace = SweepPace(2, 7.2, "1 CPU", 2, "1 node(s), 2 CPU(s), 0 GPU(s)")  # 2 trials in 7.2 s: 1,000 an hour
-        return SimpleNamespace(records=records, hypervolume=0.25, report={"report_html": "reports/smoke.html"},
+        return SimpleNamespace(records=records, hypervolume=0.25, mlflow_link=None, report={"report_html": "reports/smoke.html"},
                                pace=pace)
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -221,7 +221,7 @@ def test_unknown_objective_lists_known_metrics(tmp_path):
     message = str(info.value)
     assert "unknown metric 'val/accuracy' (did you mean 'val/acc'?)" in message
     known = message.split("known: ", 1)[1].split(", ")
-    assert known == [m for m in metric_names(cfg_eval) if m.startswith(("val/", "latency/")) or m in ("model/params", "model/flops", "model/bytes")]
+    assert known == [m for m in metric_names(cfg_eval) if m.startswith(("val/", "latency/ms_")) or m in ("model/params", "model/flops", "model/bytes")]
 
 
 @pytest.mark.parametrize("metric,fix", [

@@ -9,7 +9,7 @@ import pytest
 from kdtune.config import load_study, with_overrides
 from kdtune.errors import ConfigError
 from kdtune.intervals import Interval, paired_difference, t_interval, within_noise
-from kdtune.study.stages.ablation import without_distillation
+from kdtune.study._retrain import without_distillation
 
 T_975_2 = 4.302652729911275  # Student's t quantile, 2 degrees of freedom (tables)
 T_975_4 = 2.7764451051977987

@@ -626,3 +626,28 @@ def test_preload_report_leaves_no_import_for_the_report(tmp_path):
     assert (tmp_path / "importance.png").exists()  # the fANOVA importances, whose imports are the heaviest
     imported = ast.literal_eval(lines[-1])
     assert not set(imported) & {"matplotlib", "plotly", "jinja2", "optuna", "sklearn", "scipy", "PIL"}, imported
+
+
+def test_front_members_link_their_onnx_files_and_latency_shows_its_spread(tmp_path):
+    objectives = [Objective("val/acc", "max"), Objective("latency/ms_b1", "min")]
+    columns = ["val/acc", "latency/ms_b1", "latency/spread_ms_b1", "model/onnx_max_abs_diff"]
+    records = [TrialRecord(t, "COMPLETE", {}, {"val/acc": acc, "latency/ms_b1": ms, "latency/spread_ms_b1": ms / 10,
+                                                "model/onnx_max_abs_diff": 1e-7})
+               for t, acc, ms in (("fast", 0.8, 0.01), ("good", 0.9, 0.02), ("worse", 0.7, 0.03))]
+    written = write_report(tmp_path, study_name="o", records=records, objectives=objectives, search_params=[],
+                           teacher_metrics={"val/acc": 0.95, "latency/ms_b1": 0.1, "latency/spread_ms_b1": 0.004},
+                           meta={}, metric_columns=columns, interactive=False,
+                           onnx_files={"fast": "onnx/fast.onnx", "good": "onnx/good.onnx"},
+                           teacher_onnx="onnx/teacher.onnx")
+    md = written["report_md"].read_text(encoding="utf-8")
+    front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    header = [c.strip() for c in next(l for l in front.splitlines() if l.startswith("| trial |")).split("|")[1:-1]]
+    rows = {line.split("|")[1].strip(): dict(zip(header, (c.strip() for c in line.split("|")[1:-1])))
+            for line in front.splitlines() if line.startswith(("| fast", "| good"))}
+    assert rows["fast"]["ONNX file"] == "[onnx/fast.onnx](onnx/fast.onnx)"
+    assert rows["good"]["latency/spread_ms_b1"] == "0.002" and rows["good"]["latency/ms_b1"] == "0.02"
+    assert "The teacher as ONNX, as its latency was timed: onnx/teacher.onnx" in md
+    trials = md.split("## All trials", 1)[1].split("\n## ", 1)[0]
+    assert "| latency ms (batch 1) | ± spread ms (batch 1) |" in trials and "| 0.1 | 0.004 |" in trials
+    html = written["report_html"].read_text(encoding="utf-8")
+    assert '<a href="onnx/good.onnx">onnx/good.onnx</a>' in html and "worse.onnx" not in html

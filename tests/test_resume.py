@@ -273,14 +273,14 @@ def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatc
         assert 0 <= r.metrics["val/acc/mean"] <= 1
     done = {pick} | {r.trial_id for r in repeated}
     retrained: list[str] = []
-    from kdtune.study import _retrain
+    from kdtune.study._retrain import retrain
 
     def counted(run, record, **kwargs):
         retrained.append(record.trial_id)
-        return _retrain.retrain(run, record, **kwargs)
+        return retrain(run, record, **kwargs)
 
     monkeypatch.setattr("kdtune.study.stages.ablation.retrain", counted)
-    monkeypatch.setattr("kdtune.study.stages.seed_repeats.retrain", counted)
+    monkeypatch.setattr("kdtune.study._retrain.retrain", counted)  # the seed repeats'
     rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)  # stored: not retrained
     assert not done & set(retrained), retrained
     # (re-measured latency may put another trial on the front; that one is repeated then)

@@ -119,6 +119,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
             assert row[f"val/robust_acc@{eps}"] <= row["val/acc"]
             assert row[f"test/robust_acc@{eps}"] <= row["test/acc"]
         assert row["latency/ms_b1"] > 0 and row["jacobian/norm"] >= 0  # a dead-ReLU student has J = 0
+        assert row["latency/spread_ms_b1"] >= 0 and 0 <= row["model/onnx_max_abs_diff"] <= 1e-3  # the default runtime
         hidden = int(row["student.model.hidden.0"])
         assert row["model/params"] == 784 * hidden + hidden + hidden * 10 + 10
 
@@ -131,6 +132,12 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
     assert 0 < outcome.hypervolume <= 1
     assert "## Against the source" in (out / "report.md").read_text(encoding="utf-8")
+    # the front's ONNX files (and the teacher's), as timed, linked from the front table
+    front_ids = set(trials.loc[trials["pareto"], "trial_id"])
+    assert {p.stem for p in (out / "onnx").glob("*.onnx")} == front_ids | {"teacher"}
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert all(f"[onnx/{t}.onnx](onnx/{t}.onnx)" in md for t in front_ids) and "in ONNX Runtime" in md
+    assert {"latency/ms_b1", "latency/spread_ms_b1", "model/onnx_max_abs_diff"} <= set(outcome.teacher_metrics)
     assert pace.text() in (out / "report.md").read_text(encoding="utf-8")
 
     # MLflow: one parent, one child per trial, all ended, per-epoch metrics, weights, report artifacts
@@ -150,6 +157,8 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert child.data.tags["provenance.transfer_set"] == "training split"
         artifacts = [a.path for a in client.list_artifacts(child.info.run_id)]
         assert "student.pt" in artifacts
+        assert "latency/spread_ms_b1" in child.data.metrics
+        assert ("onnx" in artifacts) == (child.data.tags["pareto"] == "true")  # the front's ONNX models
         if child.data.tags["pareto"] == "true":  # front members: a loadable model with an input signature
             import mlflow.pytorch
             from mlflow.models import get_model_info

@@ -104,3 +104,32 @@ def test_an_exported_mlflow_teacher_refuses_feature_methods_but_not_logit_ones(s
                                           r"an exported graph .*; use a logit method"):
         _tap_check(searched, exported)
     _tap_check(base_study(), exported)  # hinton reads logits only
+
+
+# ---------------------------------------------------------------- the front's ONNX files
+
+
+def test_the_front_and_the_teacher_get_their_onnx_files_and_stale_ones_go(tmp_path, study_dict):
+    from kdtune.compat.onnx import OnnxFile
+    from kdtune.onnx_latency import OnnxModel
+    from kdtune.study.stages import onnx_files
+    from kdtune.study.stages.serial_latency import TEACHER
+
+    cfg = StudyConfig.model_validate({**study_dict, "name": "s"})  # one objective: val/acc (max)
+    run = StudyRun(cfg, StudyPaths.of(cfg, tmp_path), echo=lambda line: None)
+    run.records = [TrialRecord("best", "COMPLETE", {}, {"val/acc": 0.9}),
+                   TrialRecord("worse", "COMPLETE", {}, {"val/acc": 0.5})]
+    run.onnx = {name: OnnxModel(name, OnnxFile(f"bytes of {name}".encode(), "torchscript"), 0.0)
+                for name in (TEACHER, "best", "worse")}
+    folder = run.paths.reports / "onnx"
+    folder.mkdir(parents=True)
+    (folder / "gone.onnx").write_bytes(b"a member of an earlier front")
+    (folder / "notes.txt").write_text("not kdtune's")
+    onnx_files.write(run)
+    assert run.onnx_files == {TEACHER: folder / "teacher.onnx", "best": folder / "best.onnx"}
+    assert (folder / "best.onnx").read_bytes() == b"bytes of best"
+    assert (folder / "teacher.onnx").read_bytes() == f"bytes of {TEACHER}".encode()
+    assert sorted(p.name for p in folder.iterdir()) == ["best.onnx", "notes.txt", "teacher.onnx"]
+    run.onnx = {}  # runtime torch: nothing exported, nothing left to link
+    onnx_files.write(run)
+    assert run.onnx_files == {} and sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

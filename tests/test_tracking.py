@@ -340,3 +340,31 @@ def test_a_preload_that_fails_is_only_a_missed_warm_up(monkeypatch):
 
     monkeypatch.setattr(kdtune.tracking._tracker, "_save_model", broken)
     Tracker.preload()  # the study goes on: log_model reports its own failures, as a guarded write
+
+
+def test_an_onnx_model_is_logged_with_the_onnx_flavour_and_predicts_the_students_logits(tmp_path, mlflow_uri):
+    import mlflow.onnx
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from kdtune.data import MNIST_INFO
+    from kdtune.models import build_model
+    from kdtune.onnx_latency import to_onnx
+    from kdtune.tracking._models import _store_uris
+
+    tracker = Tracker(mlflow_uri, "onnx", artifact_root=tmp_path / "art")
+    tracker.start_sweep("sweep", {}, {})
+    tracker.start_trial("t1", {}, {})
+    model = build_model("mlp", {"hidden": [4]}, MNIST_INFO).eval()
+    example = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    tracker.log_onnx_model("t1", to_onnx("t1", model, (1, 28, 28)).file.data, example)
+    assert tracker.failures == []
+    with _store_uris(mlflow_uri):
+        loaded = mlflow.onnx.load_model(f"runs:/{tracker.children['t1']}/onnx")
+        flavors = mlflow.models.get_model_info(f"runs:/{tracker.children['t1']}/onnx").flavors
+    assert "onnx" in flavors
+    sess = ort.InferenceSession(loaded.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        np.testing.assert_allclose(sess.run(None, {"x": example})[0], model(torch.from_numpy(example)).numpy(),
+                                   atol=1e-5)

@@ -12,10 +12,11 @@ Why each private use is here:
   failed multi-objective trial would otherwise stay RUNNING in Optuna). Tune's trainable actor imports
   IPython only to clear a shell that a Ray worker never has (``skip_ipython_in_trials``, 0.3 s a trial).
 - Optuna: the exact hypervolume (``compute_hypervolume``) has no public home.
-- torch: optimizers stepped without importing ``torch._dynamo`` (``kdtune.compat.optim``).
+- torch: optimizers stepped without importing ``torch._dynamo`` (``kdtune.compat.optim``); ONNX export through
+  the deprecated TorchScript exporter, 50x faster than its successor, which is the fallback (``kdtune.compat.onnx``).
 
-Submodules: ``tune`` (Ray Tune), ``hypervolume`` (Optuna), ``optim`` (torch). This module imports none
-of the three libraries, so the CLI can report a broken install of any of them.
+Submodules: ``tune`` (Ray Tune), ``hypervolume`` (Optuna), ``optim`` and ``onnx`` (torch). This module imports
+none of the three libraries, so the CLI can report a broken install of any of them.
 """
 
 from __future__ import annotations

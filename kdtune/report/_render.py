@@ -36,11 +36,13 @@ class Facts:
 
 @dataclass(frozen=True, eq=False)
 class Table:
-    """A table of display strings; ``code_columns`` are shown as code (e.g. a command to copy)."""
+    """A table of display strings; ``code_columns`` are shown as code (e.g. a command to copy),
+    ``link_columns`` as links (paths relative to the report)."""
 
     frame: pd.DataFrame
     empty_text: str = "None."
     code_columns: tuple[str, ...] = ()
+    link_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,8 @@ def to_markdown(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Facts):
             parts.append("\n".join(f"- **{_one_line(k)}**: {_one_line(v)}" for k, v in block.items))
         elif isinstance(block, Table):
-            parts.append(markdown_table(_as_code(block.frame, block.code_columns)) if len(block.frame)
-                         else block.empty_text)
+            frame = _as_links(_as_code(block.frame, block.code_columns), block.link_columns)
+            parts.append(markdown_table(frame) if len(block.frame) else block.empty_text)
         elif isinstance(block, Image):
             parts.append(f"![{_one_line(block.title)}]({block.path.name})")
     return "\n\n".join(parts) + "\n"
@@ -88,6 +90,21 @@ def _as_code(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     for c in columns:
         frame[c] = [f"`{v}`" if str(v) else "" for v in frame[c]]
     return frame
+
+
+def _as_links(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    columns = [c for c in columns if c in frame.columns]
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = [f"[{v}]({v})" if _is_link(v) else v for v in frame[c]]
+    return frame
+
+
+def _is_link(value: Any) -> bool:
+    """Whether a cell of a link column holds a path (a missing value is shown as it is)."""
+    return bool(str(value)) and str(value) != "–"
 
 
 def to_html(title: str, blocks: Sequence[Block], *, plotly_js: str | None = None) -> str:
@@ -119,8 +136,10 @@ def _html_block(block: Block) -> dict[str, Any]:
     if isinstance(block, Facts):
         return {"kind": "facts", "items": list(block.items)}
     if isinstance(block, Table):
-        code = [str(c) in block.code_columns for c in block.frame.columns]
-        rows = [[(str(v), is_code) for v, is_code in zip(row, code)] for row in block.frame.itertuples(index=False)]
+        kinds = ["code" if str(c) in block.code_columns else "link" if str(c) in block.link_columns else ""
+                 for c in block.frame.columns]
+        rows = [[(str(v), kind if _is_link(v) else "") for v, kind in zip(row, kinds)]
+                for row in block.frame.itertuples(index=False)]
         return {"kind": "table", "header": [str(c) for c in block.frame.columns], "rows": rows,
                 "empty_text": block.empty_text}
     if block.html is not None:
@@ -185,7 +204,7 @@ code { font-family: ui-monospace, monospace; font-size: 0.85rem; white-space: no
 <thead><tr>{% for h in block.header %}<th>{{ h }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for row in block.rows %}
-<tr>{% for v, is_code in row %}<td>{% if is_code and v %}<code>{{ v }}</code>{% else %}{{ v }}{% endif %}</td>{% endfor %}</tr>
+<tr>{% for v, kind in row %}<td>{% if kind == "code" %}<code>{{ v }}</code>{% elif kind == "link" %}<a href="{{ v }}">{{ v }}</a>{% else %}{{ v }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}
 </tbody>
 </table></div>

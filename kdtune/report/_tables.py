@@ -15,6 +15,7 @@ from kdtune.pareto import hypervolume, normalized_objectives
 from kdtune.records import Objective, Provenance, TrialRecord
 
 MISSING = "–"
+ONNX_COLUMN = "ONNX file"
 
 
 def hypervolume_of(
@@ -75,14 +76,17 @@ def front_table(
     distances: dict[int, float] | None = None,
     knee: int | None = None,
     rerun: str | None = None,
+    files: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Front members, best first objective first: search params, objective, val and test metrics, size and
-    latency, then (when given) the share of each ``shares`` metric the teacher reaches, the compression (the
-    teacher's params, FLOPs and bytes over the member's), the distance to the ideal point (``knee`` marked)
-    and the command that retrains the trial (``rerun`` + trial id)."""
+    latency (with its spread), then (when given) the share of each ``shares`` metric the teacher reaches, the
+    compression (the teacher's params, FLOPs and bytes over the member's), the distance to the ideal point
+    (``knee`` marked), the command that retrains the trial (``rerun`` + trial id) and its ONNX file (``files``:
+    trial id -> path)."""
     objective_metrics = [o.metric for o in objectives]
     val_test = [m for m in metric_columns if m == vocab.acc("val") or _split_of(m) == "test"]
-    cost = [m for m in metric_columns if m in vocab.COUNTS or vocab.latency_batch(m) is not None]
+    cost = [m for m in metric_columns if m in vocab.COUNTS or vocab.latency_batch(m) is not None
+            or vocab.spread_batch(m) is not None]
     metrics = list(dict.fromkeys([*objective_metrics, *val_test, *cost]))
     positions = {id(r): i for i, r in enumerate(records)}
     members = sorted_by_first_objective([r for r, f in zip(records, front) if f], objectives)
@@ -101,11 +105,14 @@ def front_table(
             row.append(format_metric("", distances.get(i)) + (" (suggested pick)" if i == knee else ""))
         if rerun is not None:
             row.append(f"{rerun} {shlex.quote(r.trial_id)}")
+        if files is not None:
+            row.append(files.get(r.trial_id, MISSING))
         rows.append(row)
     headers = ["trial", *search_params, *metrics, *(f"% of teacher {m}" for m in shares)]
     headers += [f"teacher / student {m.split('/')[-1]}" for m in smaller]
     headers += ["distance to ideal"] if distances is not None else []
     headers += ["rerun"] if rerun is not None else []
+    headers += [ONNX_COLUMN] if files is not None else []
     return pd.DataFrame(rows, columns=headers)
 
 
@@ -223,12 +230,16 @@ def _available_metrics(
 
 
 def _results_columns(available: list[str], objectives: Sequence[Objective]) -> list[tuple[str, str]]:
-    """(metric, header) pairs: accuracy, params, latency, Jacobian norm, robust acc and AutoAttack acc per eps."""
+    """(metric, header) pairs: accuracy, params, latency and its spread, Jacobian norm, robust acc and AutoAttack
+    acc per eps."""
     split = "test" if vocab.acc("test") in available else "val"
     columns = [(vocab.acc(split), f"accuracy ({split})")]
     columns += [(vocab.PARAMS, "params"), (vocab.FLOPS, "FLOPs / image"), (vocab.BYTES, "bytes")]
-    columns += [(m, f"latency ms (batch {vocab.latency_batch(m)})") for m in available
-                if vocab.latency_batch(m) is not None]
+    for m in available:
+        if vocab.latency_batch(m) is not None:
+            columns.append((m, f"latency ms (batch {vocab.latency_batch(m)})"))
+            spread = vocab.latency_spread(vocab.latency_batch(m))
+            columns += [(spread, f"± spread ms (batch {vocab.latency_batch(m)})")] if spread in available else []
     columns.append((vocab.JACOBIAN_NORM, "Jacobian norm"))
     robust = [m for m in available if vocab.is_attacked_acc(m, split)]
     columns += [(m, f"robust acc ε={vocab.eps_name(vocab.eps_of(m))} ({split})")

@@ -48,6 +48,8 @@ def write_report(
     flags: dict[str, list[str]] | None = None,
     reference: Reference | None = None,
     study_path: str | None = None,
+    onnx_files: dict[str, str] | None = None,
+    teacher_onnx: str | None = None,
     interactive: bool = True,
     draw_apart: bool = False,
     ablation: dict[str, Ablation] | None = None,
@@ -58,7 +60,9 @@ def write_report(
     checked model ("teacher" or a trial id) to its robustness sanity-check violations
     (``kdtune.robustness.masking_checks``); the report lists them when given. ``reference`` is the source
     document's own results, shown next to the matching trials. ``study_path`` is the study file the
-    front table's ``kdtune rerun`` commands name (default: ``study_name``). ``interactive=False`` leaves
+    front table's ``kdtune rerun`` commands name (default: ``study_name``). ``onnx_files`` maps front members'
+    trial ids to their ONNX files and ``teacher_onnx`` is the teacher's, relative to ``out_dir`` (written by
+    the caller): the front table links each member's. ``interactive=False`` leaves
     plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots and the hypervolume by
     trial in a forked child meanwhile (``_drawing``): only for a single-threaded process, such as the
     report's own. ``ablation`` maps trial ids to their comparison with the same configuration trained
@@ -96,7 +100,8 @@ def write_report(
             )
             context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
                                teacher_metrics=teacher_metrics, metric_columns=metric_columns,
-                               rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}")
+                               rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}",
+                               onnx_files=onnx_files or {}, teacher_onnx=teacher_onnx)
             blocks = _report_blocks(context, figures, importances, meta=meta, flags=flags, reference=reference,
                                     ablation=ablation)
             title = f"kdtune report: {study_name}"
@@ -134,6 +139,8 @@ class _Context:
     teacher_metrics: dict[str, float]
     metric_columns: Sequence[str]
     rerun: str
+    onnx_files: dict[str, str]  # front member -> its ONNX file, relative to the report
+    teacher_onnx: str | None
 
 
 def _report_blocks(
@@ -159,6 +166,7 @@ def _report_blocks(
         *_hypervolume_blocks(c, figures),
         Heading("Teacher"),
         Table(_tables.teacher_table(c.teacher_metrics, c.metric_columns), "No teacher metrics recorded."),
+        *([Text(f"The teacher as ONNX, as its latency was timed: {c.teacher_onnx}")] if c.teacher_onnx else []),
         *_front_blocks(c),
         *_seed_blocks(c),
         *_ablation_blocks(c, ablation),
@@ -245,14 +253,17 @@ def _front_blocks(c: _Context) -> list[Block]:
     table = _tables.front_table(
         c.records, c.front, c.objectives, search_params=c.search_params, metric_columns=c.metric_columns,
         teacher_metrics=c.teacher_metrics, shares=shares if c.teacher_metrics else (),
-        distances=c.space.distances(), knee=c.knee, rerun=c.rerun,
+        distances=c.space.distances(), knee=c.knee, rerun=c.rerun, files=c.onnx_files or None,
     )
     explained = ("Each front member with its searched hyperparameters, validation and test metrics, size and"
                  " latency; '% of teacher' is the share of the teacher's value it keeps (above 100%: better than"
                  " the teacher); 'distance to ideal' ranks the members for the suggested pick; 'rerun' retrains"
                  " the trial and compares its metrics with the stored ones.")
+    if c.onnx_files:
+        explained += f" '{_tables.ONNX_COLUMN}' is the member as ONNX, the file whose latency was timed."
     blocks: list[Block] = [Heading("Pareto front"), Text(explained),
-                           Table(table, "No trial is on the front.", code_columns=("rerun",))]
+                           Table(table, "No trial is on the front.", code_columns=("rerun",),
+                                 link_columns=(_tables.ONNX_COLUMN,))]
     unscored = _tables.unscored_trials(c.records, c.objectives)
     if unscored:
         blocks.append(Text("Complete but without finite objective values (not eligible for the "

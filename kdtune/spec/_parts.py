@@ -116,15 +116,25 @@ class TeacherSpec(TrainSpec):
 
 
 class LatencySpec(Strict):
-    """Latency protocol: one thread, inference mode, warm-up, interleaved repeats; per model and batch size,
-    the fastest of all timed calls (``statistic: min``) or their median.
+    """Latency protocol: one thread, warm-up, interleaved repeats; per model and batch size, the fastest of
+    all timed calls (``statistic: min``) or their median, and its spread.
+
+    ``runtime: onnxruntime`` (the default) exports each model with ``torch.onnx.export`` (opset 18, a
+    dynamic batch axis), checks its logits against PyTorch's on a fixed input (``model/onnx_max_abs_diff``)
+    and times it in ONNX Runtime (CPUExecutionProvider, one intra- and one inter-op thread, sequential):
+    what a deployed model costs, not eager PyTorch's per-call overhead. ``runtime: torch`` times the
+    PyTorch model itself, in inference mode.
 
     The fastest call is the model's own cost: the machine's other work only ever adds time to a call, so on
     a shared machine it is the steadiest figure (on a noisy 2-core host, the teacher/student ratio varied by
     0.9-1.2% between runs where the median's varied by 3-9%; docs/performance.md). The median is a typical
     call, with what the rest of the machine adds.
+
+    Spread (``latency/spread_ms_b<batch>``): spread = max_r s_r - min_r s_r in ms, s_r the statistic (min or
+    median) of repeat r's ``n_calls`` calls: how far the figure moves from one repeat to the next.
     """
 
+    runtime: Literal["torch", "onnxruntime"] = "onnxruntime"
     batch_sizes: list[PositiveInt] = [1, 256]
     warmup: Annotated[int, Field(ge=1)] = 50
     repeats: PositiveInt = 10  # interleaved rounds: more of them steady the teacher/student ratio (CV)

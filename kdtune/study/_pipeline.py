@@ -18,6 +18,7 @@ from kdtune.study.stages import (
     lock,
     log_models,
     masking,
+    onnx_files,
     post_metrics,
     publish,
     report,
@@ -46,12 +47,13 @@ RUN_STAGES: tuple[Stage, ...] = (
     sweep.sweep,  # the trials, the teacher's metrics alongside; every stored trial and its student
     *MEASUREMENTS,
     post_metrics.save,  # into the study's storage
+    onnx_files.write,  # the front's and the teacher's ONNX files, beside the report
     log_models.log,  # into MLflow
     report.write,
     publish.publish,  # the report and the front into MLflow
 )
 # ``kdtune report``: the same measurements over what is stored, training nothing.
-REPORT_STAGES: tuple[Stage, ...] = (load.load, *MEASUREMENTS, post_metrics.save, report.write)
+REPORT_STAGES: tuple[Stage, ...] = (load.load, *MEASUREMENTS, post_metrics.save, onnx_files.write, report.write)
 
 
 def run_study(

@@ -6,13 +6,16 @@ from typing import Any
 
 import torch
 
+from kdtune import store
 from kdtune.config import with_overrides
-from kdtune.evaluate import measure_latency
+from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.records import TrialRecord
 from kdtune.student import run_student
 from kdtune.study._run import StudyRun
 from kdtune.teacher import frozen
+
+PLAIN_METHOD = "ce"  # the ablation's method: no teacher
 
 
 def retrain(
@@ -33,3 +36,21 @@ def retrain(
     result = run_student(cfg, ctx)
     latency = measure_latency({"student": result.student}, run.data.input_shape, cfg.evaluation.latency)["student"]
     return {**result.metrics, **latency}
+
+
+def seed_runs(run: StudyRun, record: TrialRecord) -> list[dict[str, float]]:
+    """``record``'s metrics with each of the study's seeds (its own first), retrained where not stored."""
+    stored = store.read_runs(run.optuna_study, "seeds").get(record.trial_id)
+    if stored is not None and len(stored) == run.cfg.evaluation.seeds:
+        return stored
+    seed = run.cfg.seed
+    runs = [record.metrics] + [retrain(run, record, seed=seed + i) for i in range(1, run.cfg.evaluation.seeds)]
+    store.save_runs(run.optuna_study, "seeds", record.trial_id, runs)
+    return runs
+
+
+def without_distillation(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's searched values with the method switched to ``ce``: the method's own hyperparameters go
+    (``ce`` has none), everything else (architecture, recipe, penalties, adversarial training) stays."""
+    kept = {k: v for k, v in params.items() if not k.startswith("method.")}
+    return {**kept, "method.name": PLAIN_METHOD}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from kdtune.data import Dataset
+    from kdtune.onnx_latency import OnnxModel
     from kdtune.report import ReportProcess
     from kdtune.study._lock import DriverLock
     from kdtune.teacher import Teacher
@@ -121,6 +122,10 @@ class StudyRun:
     records: list[TrialRecord] = field(default_factory=list)
     students: dict[str, nn.Module] = field(default_factory=dict)  # complete trials' students, on the CPU
     teacher_metrics: dict[str, float] = field(default_factory=dict)
+    # The teacher's and the students' ONNX exports, by trial id (the teacher's under serial_latency.TEACHER):
+    # made once by the serial latency (runtime onnxruntime), then written and logged from memory.
+    onnx: dict[str, OnnxModel] = field(default_factory=dict)
+    onnx_files: dict[str, Path] = field(default_factory=dict)  # the files of the front and the teacher, same keys
     flags: dict[str, list[str]] = field(default_factory=dict)  # gradient-masking findings per model
     ablation: dict[str, Ablation] = field(default_factory=dict)  # trial id -> it against its ce twin
     report: dict[str, Path] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from kdtune.cache import cache_dir, save_atomic
 from kdtune.compat.optim import optimizers_without_dynamo
 from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
-from kdtune.evaluate import measure_latency
+from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.plugins import load_plugins
 from kdtune.student import run_student
@@ -80,11 +80,12 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
     reporter = EpochReporter(cfg.resources.checkpoint_every_s)
     try:
         run = run_student(cfg, ctx, on_state=reporter, resume=resume_state(tune.get_checkpoint()))
+        # In-trial latency is the searcher's signal only; the report re-measures serially afterwards. Under
+        # runtime onnxruntime the student is exported and checked here: a student that cannot be fails its trial.
+        latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
     except KdtuneError as err:
         tune.report({FAILED_KEY: str(err), **reporter.unreported()})
         return
-    # In-trial latency is the searcher's signal only; the report re-measures serially afterwards.
-    latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
     # "epoch": the epochs trained (fewer than student.epochs when early stopping ended the training)
     final = {**run.metrics, **latency["student"], "epoch": len(run.history), "provenance": run.provenance.as_dict(),
              **reporter.unreported()}

@@ -310,6 +310,18 @@ class Tracker:
             self.client.log_artifacts(run_id, str(Path(tmp) / "student"), "student")
 
     @guarded
+    def log_onnx_model(self, trial_id: str, data: bytes, example: Any) -> None:
+        """Log a trial's student as the MLflow ONNX model ``data`` (a serialized ONNX file; artifact ``onnx``,
+        loadable with ``mlflow.onnx.load_model("runs:/<run id>/onnx")``) with the input signature of
+        ``example`` and the logits ONNX Runtime computes for it. Saved, then logged through the client."""
+        run_id = self._run_id(trial_id)
+        if run_id is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            _save_onnx_model(data, example, Path(tmp) / "onnx")
+            self.client.log_artifacts(run_id, str(Path(tmp) / "onnx"), "onnx")
+
+    @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -350,6 +362,24 @@ def _save_model(model: Any, example: Any, path: Path) -> None:
         logits = model(torch.from_numpy(example)).numpy()
     mlflow.pytorch.save_model(model, path, signature=infer_signature(example, logits), input_example=example,
                               pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+def _save_onnx_model(data: bytes, example: Any, path: Path) -> None:
+    """The ONNX model ``data`` as an MLflow ONNX model at ``path``, with the signature of ``example`` (a float32
+    batch of inputs, also kept as the input example) and the logits ONNX Runtime produces for it."""
+    from importlib.metadata import version
+
+    import mlflow.onnx
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    model = onnx.load_from_string(data)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: example})[0]
+    mlflow.onnx.save_model(model, path, signature=infer_signature(example, logits), input_example=example,
+                           pip_requirements=[f"onnx=={version('onnx')}", f"onnxruntime=={version('onnxruntime')}"],
+                           onnx_execution_providers=["CPUExecutionProvider"], save_as_external_data=False)
 
 
 def _is_number(value: Any) -> bool:

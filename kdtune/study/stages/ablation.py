@@ -3,17 +3,12 @@ trained without distillation (the ``ce`` method), seed by seed (``evaluation.abl
 
 from __future__ import annotations
 
-from typing import Any
-
 from kdtune import store
 from kdtune.pareto import front_mask
 from kdtune.records import Ablation, TrialRecord
 from kdtune.report import suggested_pick
-from kdtune.study._retrain import retrain
+from kdtune.study._retrain import PLAIN_METHOD, retrain, seed_runs, without_distillation
 from kdtune.study._run import StudyRun
-from kdtune.study.stages.seed_repeats import seed_runs
-
-PLAIN_METHOD = "ce"
 
 
 def ablate(run: StudyRun) -> None:
@@ -37,13 +32,6 @@ def ablate(run: StudyRun) -> None:
             plain = [retrain(run, r, seed=s, params=without_distillation(r.params)) for s in seeds]
             store.save_runs(run.optuna_study, "plain", r.trial_id, plain)
         run.ablation[r.trial_id] = Ablation(r.trial_id, seeds, seed_runs(run, r), plain)
-
-
-def without_distillation(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's searched values with the method switched to ``ce``: the method's own hyperparameters go
-    (``ce`` has none), everything else (architecture, recipe, penalties, adversarial training) stays."""
-    kept = {k: v for k, v in params.items() if not k.startswith("method.")}
-    return {**kept, "method.name": PLAIN_METHOD}
 
 
 def _members(run: StudyRun, *, every: bool) -> list[TrialRecord]:

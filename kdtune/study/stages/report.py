@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections import Counter
 
 import torch
 
@@ -13,6 +14,7 @@ from kdtune.errors import KdtuneError
 from kdtune.report import hypervolume_of, write_report
 from kdtune.robustness import AUTOATTACK_BUDGET
 from kdtune.study._run import StudyRun
+from kdtune.study.stages.serial_latency import TEACHER
 
 
 def write(run: StudyRun) -> None:
@@ -27,15 +29,22 @@ def write(run: StudyRun) -> None:
             metric_columns=metrics.trial_metric_names(cfg.evaluation) + metrics.autoattack_metric_names(cfg.evaluation),
             flags=run.flags, reference=cfg.report.reference.record() if cfg.report.reference else None,
             study_path=run.study_path, ablation=run.ablation if cfg.evaluation.ablation.enabled else None,
+            onnx_files={name: path for name, path in _onnx_links(run).items() if name != TEACHER},
+            teacher_onnx=_onnx_links(run).get(TEACHER),
         )
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
     run.hypervolume = hypervolume_of(run.records, cfg.objectives, run.teacher_metrics)
 
 
+def _onnx_links(run: StudyRun) -> dict[str, str]:
+    """The ONNX files written for the report (``stages.onnx_files``), relative to its folder: ``onnx/<id>.onnx``."""
+    return {name: path.relative_to(run.paths.reports).as_posix() for name, path in run.onnx_files.items()}
+
+
 def _meta(run: StudyRun) -> dict[str, str]:
     """The run's facts, as the report lists them."""
-    cfg, data, lat = run.cfg, run.data, run.cfg.evaluation.latency
+    cfg, data = run.cfg, run.data
     kind = cfg.search.sampler_kind
     sampler = f"auto ({kind})" if cfg.search.sampler.name == "auto" else kind
     facts = {
@@ -48,10 +57,7 @@ def _meta(run: StudyRun) -> dict[str, str]:
         "machine": f"{platform.machine()} {platform.processor() or ''} "
         f"({torch.get_num_threads()} torch threads available), Python {sys.version.split()[0]}, "
         f"torch {torch.__version__}",
-        "latency protocol": f"measured serially after the sweep on the CPU: 1 thread, inference mode, "
-        f"{lat.warmup} warm-up calls per model and batch size, {lat.repeats} interleaved repeats of "
-        f"{lat.n_calls} timed calls, "
-        + ("the fastest call" if lat.statistic == "min" else "the median per-call time"),
+        "latency protocol": _latency_protocol(run),
         "wall time": f"{time.monotonic() - run.started:.0f} s",
     }
     if run.teacher.weights_sha256 is not None:
@@ -71,3 +77,28 @@ def _meta(run: StudyRun) -> dict[str, str]:
                                         f"{spec.n_samples} test images, for the teacher and {who}: "
                                         f"{AUTOATTACK_BUDGET}; seed {cfg.seed}")
     return facts
+
+
+def _latency_protocol(run: StudyRun) -> str:
+    """How latency was measured: the runtime (and, for ONNX Runtime, the exporter and the check), the timing
+    protocol, the figure and its spread."""
+    lat = run.cfg.evaluation.latency
+    stat = "the fastest call" if lat.statistic == "min" else "the median per-call time"
+    if lat.runtime == "onnxruntime":
+        from importlib.metadata import version
+
+        from kdtune.compat.onnx import EXPORTER_NAMES, OPSET
+        from kdtune.onnx_latency import TOLERANCE
+
+        used = Counter(m.file.exporter for m in run.onnx.values())
+        exporters = ", ".join(f"the {EXPORTER_NAMES[name]} for {n} model{'s' * (n != 1)}" for name, n in used.items())
+        where = (f"in ONNX Runtime {version('onnxruntime')} (CPUExecutionProvider, 1 intra-op and 1 inter-op "
+                 f"thread, sequential execution), each model exported by torch.onnx.export ({exporters or 'none'}; "
+                 f"opset {OPSET}, dynamic batch axis) and its logits checked against PyTorch's on a fixed input "
+                 f"(model/onnx_max_abs_diff <= {TOLERANCE:g} x max(1, max |logit|))")
+    else:
+        where = f"in eager PyTorch {torch.__version__} (1 thread, inference mode)"
+    return (f"measured serially after the sweep on the CPU {where}: {lat.warmup} warm-up calls per model and batch "
+            f"size, {lat.repeats} interleaved repeats of {lat.n_calls} timed calls, {stat}; spread "
+            f"(latency/spread_ms_b<batch>): max - min over the repeats of each repeat's "
+            + ("fastest call" if lat.statistic == "min" else "median call"))

@@ -3,10 +3,9 @@ interval."""
 
 from __future__ import annotations
 
-from kdtune import metrics, store
+from kdtune import metrics
 from kdtune.pareto import front_mask
-from kdtune.records import TrialRecord
-from kdtune.study._retrain import retrain
+from kdtune.study._retrain import seed_runs
 from kdtune.study._run import StudyRun
 
 
@@ -22,20 +21,9 @@ def repeat(run: StudyRun) -> None:
         return
     who = "front member" if spec.seed_members == "front" else "trial"
     run.echo(f"repeating {len(todo)} {who}(s) over {spec.seeds} seeds")
-    run.add_metrics({r.trial_id: summary(seed_runs(run, r)) for r in todo})
+    run.add_metrics({r.trial_id: _summary(seed_runs(run, r)) for r in todo})
 
 
-def seed_runs(run: StudyRun, record: TrialRecord) -> list[dict[str, float]]:
-    """``record``'s metrics with each of the study's seeds (its own first), retrained where not stored."""
-    stored = store.read_runs(run.optuna_study, "seeds").get(record.trial_id)
-    if stored is not None and len(stored) == run.cfg.evaluation.seeds:
-        return stored
-    seed = run.cfg.seed
-    runs = [record.metrics] + [retrain(run, record, seed=seed + i) for i in range(1, run.cfg.evaluation.seeds)]
-    store.save_runs(run.optuna_study, "seeds", record.trial_id, runs)
-    return runs
-
-
-def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
     """``seeds/n`` and each metric's mean and 95% interval half-width over ``runs``."""
     return {metrics.SEEDS_DONE: float(len(runs)), **metrics.seed_summary(runs)}
