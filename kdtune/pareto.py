@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdtune.compat.hypervolume import compute_hypervolume
+from kdtune.metrics import latency_batch, latency_spread
 from kdtune.records import Objective, TrialRecord
 
 logger = logging.getLogger(__name__)
@@ -132,11 +133,26 @@ def _min_scale(metric: str, teacher_metrics: dict[str, float], column: np.ndarra
 
 
 def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
-    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify."""
+    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify.
+
+    Noise-aware: a latency objective carries each trial's measurement spread (``latency/spread_ms_b<batch>``,
+    the range of its interleaved repeats), and two latencies closer than the larger spread are a tie
+    (``pareto_mask``'s ``tolerance``); every other objective is compared exactly.
+    """
     values = [r.objective_values(list(objectives)) for r in records]
     eligible = np.array([v is not None for v in values], dtype=bool)
     mask = np.zeros(len(records), dtype=bool)
     if eligible.any():
         rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
-        mask[eligible] = pareto_mask(rows, [o.mode for o in objectives])
+        spread = np.array([spreads(r, objectives) for r, v in zip(records, values) if v is not None])  # (k, m)
+        mask[eligible] = pareto_mask(rows, [o.mode for o in objectives], spread)
     return mask
+
+
+def spreads(record: TrialRecord, objectives: Sequence[Objective]) -> list[float]:
+    """Each objective's measurement spread for ``record``: a latency's recorded spread, else 0 (exact)."""
+    out = []
+    for o in objectives:
+        batch = latency_batch(o.metric)
+        out.append(record.metrics.get(latency_spread(batch), 0.0) if batch is not None else 0.0)
+    return out

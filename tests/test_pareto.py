@@ -208,3 +208,18 @@ def test_noise_aware_dominance_with_zero_spread_is_plain_dominance():
     assert (pareto_mask(values, modes, np.zeros_like(values)) == pareto_mask(values, modes)).all()
     with pytest.raises(ValueError, match="tolerance"):
         pareto_mask(values, modes, -np.ones_like(values))
+
+
+def test_the_front_ties_latencies_within_their_recorded_spread():
+    from kdtune.pareto import front_mask
+
+    objectives = [Objective("val/acc", "max"), Objective("latency/ms_b1", "min")]
+    chance = TrialRecord("chance", "COMPLETE", {}, {"val/acc": 0.136, "latency/ms_b1": 0.027469,
+                                                    "latency/spread_ms_b1": 0.0004})
+    useful = TrialRecord("useful", "COMPLETE", {}, {"val/acc": 0.90, "latency/ms_b1": 0.027482,
+                                                    "latency/spread_ms_b1": 0.0003})
+    assert front_mask([chance, useful], objectives).tolist() == [False, True]
+    # without recorded spreads (a study from before they were measured) the comparison is exact
+    bare = [TrialRecord(r.trial_id, "COMPLETE", {}, {k: v for k, v in r.metrics.items() if "spread" not in k})
+            for r in (chance, useful)]
+    assert front_mask(bare, objectives).tolist() == [True, True]

@@ -259,6 +259,10 @@ def _front_blocks(c: _Context) -> list[Block]:
                  " latency; '% of teacher' is the share of the teacher's value it keeps (above 100%: better than"
                  " the teacher); 'distance to ideal' ranks the members for the suggested pick; 'rerun' retrains"
                  " the trial and compares its metrics with the stored ones.")
+    if any(vocab.latency_batch(o.metric) is not None for o in c.objectives):
+        explained += (" Dominance is noise-aware on latency: two trials whose latencies differ by no more than the"
+                      " larger of their spreads (the range of the per-repeat figures, see the latency protocol)"
+                      " are tied on it, so a few nanoseconds never buy a place on the front.")
     if c.onnx_files:
         explained += f" '{_tables.ONNX_COLUMN}' is the member as ONNX, the file whose latency was timed."
     blocks: list[Block] = [Heading("Pareto front"), Text(explained),
