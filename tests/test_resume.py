@@ -259,7 +259,7 @@ def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatc
     pick = key.removeprefix("kdtune.runs.plain.")
     distilled = study.user_attrs[f"kdtune.runs.seeds.{pick}"]
     assert len(plain_runs) == len(distilled) == 3
-    assert [r["val/acc"] for r in distilled][0] == next(r for r in outcome.records if r.trial_id == pick).metrics["val/acc"]
+    assert distilled[0]["val/acc"] == next(r for r in outcome.records if r.trial_id == pick).metrics["val/acc"]
     diffs = [d["val/acc"] - p["val/acc"] for d, p in zip(distilled, plain_runs)]
     md = (tmp_path / "reports" / "seeds" / "report.md").read_text(encoding="utf-8")
     section = md.split("## Did distillation pay?", 1)[1].split("\n## ", 1)[0]

@@ -103,8 +103,8 @@ class OneLineRestore(logging.Filter):
         if record.getMessage().startswith("Failed to restore the run state") and record.exc_info:
             error = record.exc_info[1]
             cause = str(error).splitlines()[0][:200] if str(error) else ""
-            record.msg, record.args = ("could not restore the sweep's saved state (%s: %s); Tune starts it "
-                                       "afresh", (type(error).__name__, cause))
+            record.msg = "could not restore the sweep's saved state (%s: %s); Tune starts it afresh"
+            record.args = (type(error).__name__, cause)
             record.exc_info, record.exc_text = None, None
         return True
 
