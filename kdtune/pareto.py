@@ -123,12 +123,17 @@ def _min_scale(metric: str, teacher_metrics: dict[str, float], column: np.ndarra
     return scale
 
 
-def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
-    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify."""
+def front_mask(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], feasible: np.ndarray | None = None
+) -> np.ndarray:
+    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify, and only
+    the ``feasible`` ones (bool (n,), ``kdtune.feasibility``) when given: an infeasible trial dominates nothing."""
     values = [r.objective_values(list(objectives)) for r in records]
-    eligible = np.array([v is not None for v in values], dtype=bool)
+    eligible = np.array([v is not None for v in values], dtype=bool).reshape(len(records))
+    if feasible is not None:
+        eligible &= np.asarray(feasible, dtype=bool)
     mask = np.zeros(len(records), dtype=bool)
     if eligible.any():
-        rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
+        rows = np.array([v for v, ok in zip(values, eligible) if ok], dtype=float)  # (k, m)
         mask[eligible] = pareto_mask(rows, [o.mode for o in objectives])
     return mask

@@ -42,11 +42,15 @@ class Space:
 
     @classmethod
     def of(
-        cls, records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float]
+        cls, records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float],
+        feasible: np.ndarray | None = None,
     ) -> Space:
+        """The eligible records, only the ``feasible`` ones (bool (n,)) when given; normalized over all."""
         rows, reference = normalized_objectives(records, objectives, teacher_metrics)
-        index = [i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None]
-        return cls(np.array(index, dtype=int), rows, reference, tuple(o.mode for o in objectives))
+        index = np.array([i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None],
+                         dtype=int)
+        keep = np.ones(len(index), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)[index]
+        return cls(index[keep], rows[keep], reference, tuple(o.mode for o in objectives))
 
     def hypervolume(self, n_first: int | None = None) -> float:
         """The normalized hypervolume of all records, or of the first ``n_first`` records only."""

@@ -26,11 +26,12 @@ def write(run: StudyRun) -> None:
             search_params=list(cfg.search.space), teacher_metrics=run.teacher_metrics, meta=_meta(run),
             metric_columns=metrics.trial_metric_names(cfg.evaluation) + metrics.autoattack_metric_names(cfg.evaluation),
             flags=run.flags, reference=cfg.report.reference.record() if cfg.report.reference else None,
-            study_path=run.study_path,
+            study_path=run.study_path, feasibility=run.feasibility,
         )
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
-    run.hypervolume = hypervolume_of(run.records, cfg.objectives, run.teacher_metrics)
+    run.hypervolume = hypervolume_of(run.records, cfg.objectives, run.teacher_metrics,
+                                     run.feasibility.mask(run.records))
 
 
 def _meta(run: StudyRun) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kdtune import metrics
-from kdtune.pareto import front_mask
 from kdtune.study._retrain import retrain
 from kdtune.study._run import StudyRun
 
@@ -12,7 +11,7 @@ def repeat(run: StudyRun) -> None:
     """With ``evaluation.seeds`` = k > 1, each front member not yet repeated is retrained with seeds
     seed+1..seed+k-1 (serially); adds ``<metric>/mean`` and ``<metric>/ci95`` (``metrics.seed_summary``)."""
     k, seed = run.cfg.evaluation.seeds, run.cfg.seed
-    on_front = front_mask(run.records, run.cfg.objectives)
+    on_front = run.front()
     todo = [r for r, f in zip(run.records, on_front)
             if f and r.status == "COMPLETE" and metrics.SEEDS_DONE not in r.metrics]
     if k <= 1 or not todo:
