@@ -188,9 +188,10 @@ def autoattack_metric_names(spec: EvaluationSpec) -> list[str]:
     return [attacked_acc("test", e, "autoattack") for e in spec.autoattack.eps] if spec.autoattack.enabled else []
 
 
-def objective_problem(name: str) -> str | None:
+def objective_problem(name: str, what: str = "objectives") -> str | None:
     """Why ``name`` cannot be an objective (None if it can): objectives steer the search, so they must be
-    measured on the validation split or be costs; a test-split metric would leak the test set into it."""
+    measured on the validation split or be costs; a test-split metric would leak the test set into it.
+    Constraints steer it too (``what="constraints"``)."""
     metric = Metric.parse(name)
     if spread_batch(name) is not None or name == ONNX_MAX_ABS_DIFF:
         what = "the latency measurement's noise" if name != ONNX_MAX_ABS_DIFF else "a check of the ONNX export"
@@ -201,7 +202,7 @@ def objective_problem(name: str) -> str | None:
     on_val = Metric("val", metric.kind, metric.eps)
     fix = f"; search on '{on_val}' instead" if metric.group in ("test", AA_SUBSET) else ""
     where = f"is measured on the {metric.split} split" if metric.split else "is not a measurement of the model"
-    return (f"'{name}' {where}, and objectives may only be validation "
+    return (f"'{name}' {where}, and {what} may only be validation "
             f"metrics (val/...), latency or size (latency/..., model/params, model/flops, model/bytes){fix}")
 
 

@@ -132,19 +132,24 @@ def _min_scale(metric: str, teacher_metrics: dict[str, float], column: np.ndarra
     return scale
 
 
-def front_mask(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> np.ndarray:
-    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify.
+def front_mask(
+    records: Sequence[TrialRecord], objectives: Sequence[Objective], feasible: np.ndarray | None = None
+) -> np.ndarray:
+    """Bool (n,): trials on the Pareto front; only COMPLETE trials with finite objectives qualify, and only
+    the ``feasible`` ones (bool (n,), ``kdtune.feasibility``) when given: an infeasible trial dominates nothing.
 
     Noise-aware: a latency objective carries each trial's measurement spread (``latency/spread_ms_b<batch>``,
     the range of its interleaved repeats), and two latencies closer than the larger spread are a tie
     (``pareto_mask``'s ``tolerance``); every other objective is compared exactly.
     """
     values = [r.objective_values(list(objectives)) for r in records]
-    eligible = np.array([v is not None for v in values], dtype=bool)
+    eligible = np.array([v is not None for v in values], dtype=bool).reshape(len(records))
+    if feasible is not None:
+        eligible &= np.asarray(feasible, dtype=bool)
     mask = np.zeros(len(records), dtype=bool)
     if eligible.any():
-        rows = np.array([v for v in values if v is not None], dtype=float)  # (k, m)
-        spread = np.array([spreads(r, objectives) for r, v in zip(records, values) if v is not None])  # (k, m)
+        rows = np.array([v for v, ok in zip(values, eligible) if ok], dtype=float)  # (k, m)
+        spread = np.array([spreads(r, objectives) for r, ok in zip(records, eligible) if ok])  # (k, m)
         mask[eligible] = pareto_mask(rows, [o.mode for o in objectives], spread)
     return mask
 

@@ -3,8 +3,9 @@
 Optuna's storage already holds every trial's sampled values and objectives for the sampler; kdtune adds
 what the report needs, so that ``kdtune report STUDY`` and a later run of the same study see every trial
 so far: each finished trial's record (a user attribute written before Optuna is told the outcome), the
-teacher's metrics, metrics measured after a sweep (serial latency, AutoAttack), the per-seed metrics of
-retrained trials (seed repeats, the ablation) and the log of sweeps.
+teacher's metrics, the validation split's majority-class rate, metrics measured after a sweep (serial
+latency, AutoAttack), the per-seed metrics of retrained trials (seed repeats, the ablation) and the log of
+sweeps. Each complete trial also carries its constraint value for the sampler (``write_constraint``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SWEEPS = "kdtune.sweeps"
 TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights (file, or MLflow state_dict)
 POST = "kdtune.post."  # + trial id
 RUNS = "kdtune.runs."  # + arm + "." + trial id: a retrained trial's metrics, seed by seed
+MAJORITY_RATE = "kdtune.majority_rate"  # the share of the validation split's most frequent label
+CONSTRAINT = "kdtune"  # the one constraint each complete trial carries for the sampler (Trial.set_constraint)
 
 
 def storage_url(configured: str | None, workdir: Path) -> str:
@@ -96,6 +99,21 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
     })  # fmt: skip
 
 
+def write_constraint(trial: optuna.Trial, violation: float) -> None:
+    """The trial's feasibility for the sampler, in Optuna's convention (feasible iff ``violation`` <= 0),
+    set on the still running trial before its outcome is told: TPE, NSGA-II and GP read it from there
+    (``FrozenTrial.constraints``). One value under one name for every trial, so that a study whose
+    constraints change between runs still gives Optuna's GP the same constraint names on every trial."""
+    trial.set_constraint(CONSTRAINT, violation)
+
+
+def carries_constraints(study: optuna.Study) -> bool:
+    """Whether every complete trial of ``study`` carries kdtune's constraint (vacuously, a new study does).
+    Optuna's GP refuses a study whose complete trials carry different constraint names."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return all(CONSTRAINT in t.constraints for t in done)
+
+
 def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
     """Every recorded trial of every sweep, in the order Optuna numbered them, with post-sweep metrics."""
     post = {k.removeprefix(POST): v for k, v in study.user_attrs.items() if k.startswith(POST)}
@@ -130,6 +148,16 @@ def read_runs(study: optuna.Study, arm: str) -> dict[str, list[dict[str, float]]
     """``{trial_id: runs}`` of every trial stored for ``arm`` (``save_runs``)."""
     prefix = f"{RUNS}{arm}."
     return {k.removeprefix(prefix): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
+
+
+def save_majority_rate(study: optuna.Study, rate: float) -> None:
+    study.set_user_attr(MAJORITY_RATE, rate)
+
+
+def majority_rate(study: optuna.Study) -> float | None:
+    """The stored majority-class rate of the validation split; None for a study run before kdtune kept it."""
+    rate = study.user_attrs.get(MAJORITY_RATE)
+    return float(rate) if rate is not None else None
 
 
 def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:

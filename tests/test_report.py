@@ -128,7 +128,8 @@ def test_returns_everything_written(report):
 def test_trials_csv_columns_rows_and_flags(report):
     out_dir, records, _ = report
     trials = read_csv(out_dir / "trials.csv")
-    assert list(trials.columns) == ["trial_id", "status", *SEARCH_PARAMS, *METRIC_COLUMNS, "error", "pareto"]
+    assert list(trials.columns) == ["trial_id", "status", *SEARCH_PARAMS, *METRIC_COLUMNS, "error", "feasible",
+                                    "pareto"]
     assert trials["trial_id"].tolist() == [r.trial_id for r in records]
     front = set(trials.loc[trials["pareto"] == "True", "trial_id"])
     assert front == brute_force_front(records) == EXPECTED_FRONT
@@ -309,7 +310,7 @@ def test_robustness_flags_and_autoattack_are_reported(tmp_path):
         teacher_metrics={**TEACHER, "test/autoattack_acc@0.1": 0.125}, meta={},
         metric_columns=[*METRIC_COLUMNS, "test/autoattack_acc@0.1"], flags=flags,
     )
-    assert read_csv(written["trials_csv"]).columns[-3] == "test/autoattack_acc@0.1"
+    assert read_csv(written["trials_csv"]).columns[-4] == "test/autoattack_acc@0.1"
     md = written["report_md"].read_text(encoding="utf-8")
     front = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
     header = next(line for line in front.splitlines() if line.startswith("| trial |"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from kdtune.config import load_study
+from kdtune.data import load_dataset
 from kdtune.metrics import trial_metric_names as metric_names
 from kdtune.records import Provenance
 from kdtune.study import SweepPace, run_study
@@ -109,7 +112,7 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert (out / name).stat().st_size > 0
     assert list(out.glob("front_*.png"))
     trials = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
-    expected = ["trial_id", "status", *cfg.search.space, *metric_names(cfg.evaluation), "error", "pareto"]
+    expected = ["trial_id", "status", *cfg.search.space, *metric_names(cfg.evaluation), "error", "feasible", "pareto"]
     assert list(trials.columns) == expected
     assert len(trials) == 4
 
@@ -123,11 +126,19 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         hidden = int(row["student.model.hidden.0"])
         assert row["model/params"] == 784 * hidden + hidden + hidden * 10 + 10
 
-    # the front is exactly the non-dominated set (checked independently here)
+    # feasible: val/acc above the share of the validation split's most frequent label (counted here)
+    params = {k: v for k, v in BASE["dataset"].items() if k != "name"}
+    labels = load_dataset(BASE["dataset"]["name"], params).val.y.tolist()
+    rate = max(Counter(labels).values()) / len(labels)
+    feasible = (trials["val/acc"] > rate).tolist()
+    assert trials["feasible"].tolist() == feasible
+    assert f"val/acc must exceed {rate:.4g}" in (out / "report.md").read_text(encoding="utf-8")
+    # the front is exactly the non-dominated set of the feasible trials (checked independently here)
     objs = [o.metric for o in cfg.search.objectives]
     modes = [o.mode for o in cfg.search.objectives]
-    values = trials[objs].to_numpy(float)
-    independent = [not dominated(values[i], np.delete(values, i, 0), modes) for i in range(len(values))]
+    values = trials[objs].to_numpy(float)[feasible]
+    members = iter([not dominated(values[i], np.delete(values, i, 0), modes) for i in range(len(values))])
+    independent = [next(members) if ok else False for ok in feasible]
     assert trials["pareto"].tolist() == independent
     assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
     assert 0 < outcome.hypervolume <= 1

@@ -24,6 +24,12 @@ def optuna_trial(searcher: Any, trial_id: str) -> Any | None:
     return searcher._ot_trials[trial_id]
 
 
+def optuna_study(searcher: Any) -> Any:
+    """The Optuna study an ``OptunaSearch`` asks and tells."""
+    check_version("ray")
+    return searcher._ot_study
+
+
 def tell_failed(searcher: Any, trial_id: str) -> None:
     """Tell the searcher's Optuna study that ``trial_id`` FAILED, and mark it done in the searcher."""
     import optuna

@@ -18,6 +18,8 @@ def format_validation_error(err: pydantic.ValidationError) -> str:
     union = _scalar_union(first, errors)
     loc = [str(p) for p in first["loc"][: -1 if union else None] if p not in ("float", "int", "categorical")]
     field = ".".join(loc)
+    if first["type"] == "value_error" and loc and isinstance(first["loc"][-1], int):  # a list item's own check
+        field = f"{'.'.join(loc[:-1])}[{loc[-1]}]"  # search.constraints[1], as the metric checks name it
     msg = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if first["type"] == "extra_forbidden":
         known = _known_fields(loc[:-1])

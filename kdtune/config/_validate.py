@@ -100,8 +100,8 @@ def _checked_penalties(cfg: StudyConfig) -> dict[str, Any]:
 
 
 def _check_metrics(cfg: StudyConfig) -> None:
-    """Objectives name metrics a trial reports and measures on the validation split (or costs);
-    reference rows name reported metrics and searched paths."""
+    """Objectives and constraints name metrics a trial reports and measures on the validation split (or
+    costs); reference rows name reported metrics and searched paths."""
     known = metrics.trial_metric_names(cfg.evaluation)
     for i, obj in enumerate(cfg.search.objectives):
         where = f"search.objectives[{i}]"
@@ -111,6 +111,7 @@ def _check_metrics(cfg: StudyConfig) -> None:
         problem = metrics.objective_problem(obj.metric)
         if problem is not None:
             raise _FieldError(f"{where}: {problem}")
+    _check_constraints(cfg, known)
     reported = known + metrics.autoattack_metric_names(cfg.evaluation)  # measured after the sweep
     for i, row in enumerate(cfg.report.reference.rows if cfg.report.reference else []):
         where = f"report.reference.rows[{i}]"
@@ -123,6 +124,22 @@ def _check_metrics(cfg: StudyConfig) -> None:
                 raise _FieldError(f"{where}.match: '{path}' is not searched{hint}; match on search.space paths")
         if row.teacher == bool(row.match):
             raise _FieldError(f"{where}: give either match: {{...}} or teacher: true")
+
+
+def _check_constraints(cfg: StudyConfig, known: list[str]) -> None:
+    """Constraints bound metrics a trial reports, measured where objectives may be (they steer the search
+    too); an accuracy's bound is a share in [0, 1]."""
+    for i, constraint in enumerate(cfg.search.constraints):
+        where, name = f"search.constraints[{i}]", constraint.metric
+        if name not in known:
+            usable = ", ".join(m for m in known if metrics.objective_problem(m) is None)
+            raise _FieldError(f"{where}: unknown metric '{name}'{did_you_mean(name, known)}; known: {usable}")
+        problem = metrics.objective_problem(name, "constraints")
+        if problem is not None:
+            raise _FieldError(f"{where}: {problem}")
+        if metrics.Metric.parse(name).split is not None and not 0 <= constraint.threshold <= 1:
+            raise _FieldError(f"{where}: '{constraint}': accuracies are shares in [0, 1]; write the bound as one, "
+                              f"e.g. '{name} {constraint.op} 0.9'")
 
 
 def _switch_component(raw: dict[str, Any], path: str, name: Any) -> None:

@@ -40,9 +40,11 @@ def preload_report() -> None:
         metrics = {"val/acc": acc, "val/robust_acc@0.1": robust, "latency/ms_b1": ms, "test/acc": acc,
                    "test/robust_acc@0.1": robust, "test/robust_acc@0.2": robust / 2}
         records.append(TrialRecord(f"warm-{i}", "COMPLETE", {"a": 1.0 + i, "b": float(i % 3)}, metrics))
+    from kdtune.feasibility import Feasibility
     from kdtune.report._write import write_report
 
     with tempfile.TemporaryDirectory(prefix="kdtune-preload-") as tmp:
         write_report(Path(tmp), study_name="preload", records=records, objectives=objectives, search_params=["a", "b"],
                      teacher_metrics={"val/acc": 0.95, "latency/ms_b1": 1.0, "test/acc": 0.95}, meta={},
-                     metric_columns=sorted(records[0].metrics))
+                     metric_columns=sorted(records[0].metrics),
+                     feasibility=Feasibility(majority_rate=0.7))  # the last trial greyed out, as below the floor

@@ -42,11 +42,15 @@ class Space:
 
     @classmethod
     def of(
-        cls, records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float]
+        cls, records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float],
+        feasible: np.ndarray | None = None,
     ) -> Space:
+        """The eligible records, only the ``feasible`` ones (bool (n,)) when given; normalized over all."""
         rows, reference = normalized_objectives(records, objectives, teacher_metrics)
-        index = [i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None]
-        return cls(np.array(index, dtype=int), rows, reference, tuple(o.mode for o in objectives))
+        index = np.array([i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None],
+                         dtype=int)
+        keep = np.ones(len(index), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)[index]
+        return cls(index[keep], rows[keep], reference, tuple(o.mode for o in objectives))
 
     def hypervolume(self, n_first: int | None = None) -> float:
         """The normalized hypervolume of all records, or of the first ``n_first`` records only."""
@@ -79,10 +83,11 @@ def knee_index(space: Space, front: np.ndarray) -> int | None:
 
 def suggested_pick(
     records: Sequence[TrialRecord], objectives: Sequence[Objective], teacher_metrics: dict[str, float],
-    front: np.ndarray,
+    front: np.ndarray, feasible: np.ndarray | None = None,
 ) -> int | None:
-    """Position in ``records`` of the report's suggested pick (``KNEE_DEFINITION``); None without a front."""
-    return knee_index(Space.of(records, objectives, teacher_metrics), front)
+    """Position in ``records`` of the report's suggested pick (``KNEE_DEFINITION``), as ``write_report`` finds it
+    over the ``feasible`` trials; None without a front."""
+    return knee_index(Space.of(records, objectives, teacher_metrics, feasible), front)
 
 
 def hypervolume_by_trial(space: Space, n_records: int) -> np.ndarray:

@@ -38,14 +38,15 @@ def drawn_apart(
     knee: int | None,
     history: np.ndarray,
     teacher_metrics: dict[str, float],
+    feasible: np.ndarray | None = None,
 ) -> dict[str, Png]:
     """The PNGs the report may draw beside the rest of its work (``_drawing.Drawing``): a front plot per pair
     of objectives, the 3-D one and the hypervolume by trial (``history``). Chosen so that the two sides'
     work is balanced and neither waits long for the other (docs/performance.md)."""
-    pngs = front_pngs(out_dir, records, front, objectives, teacher_metrics, knee=knee)
+    pngs = front_pngs(out_dir, records, front, objectives, teacher_metrics, knee=knee, feasible=feasible)
     if len(objectives) == 3:
         pngs["front_3d"] = Png(out_dir / "front_3d.png", front_3d_plot, (records, front, objectives, teacher_metrics),
-                               dict(knee=knee))
+                               dict(knee=knee, feasible=feasible))
     if len(records):
         pngs["hypervolume_by_trial"] = Png(out_dir / "hypervolume_by_trial.png", _charts.hypervolume_plot,
                                            (history, records))
@@ -65,19 +66,20 @@ def make_figures(
     teacher_metrics: dict[str, float],
     interactive: bool,
     drawn: dict[str, Path],
+    feasible: np.ndarray | None = None,
 ) -> Figures:
     """Write the remaining PNGs into ``out_dir`` and build the blocks; ``drawn`` are the paths of the
-    ``drawn_apart`` PNGs. ``interactive`` adds the plotly versions."""
+    ``drawn_apart`` PNGs. ``interactive`` adds the plotly versions, with trials not ``feasible`` greyed out."""
     interactive = interactive and _interactive.available()
     hover = _interactive.hover_texts(records, objectives, search_params) if interactive else []
     figures = Figures(paths=dict(drawn))
     for stem, (y, x) in front_pairs(objectives).items():
         html = _interactive.front_pair(f"plot-{stem}", records, front, knee, hover, x=x, y=y, objectives=objectives,
-                                       teacher_metrics=teacher_metrics) if interactive else None
+                                       teacher_metrics=teacher_metrics, feasible=feasible) if interactive else None
         figures.fronts.append(Image(f"{y.metric} vs {x.metric}", drawn[stem], html))
     if "front_3d" in drawn:  # three objectives
         html = _interactive.front_3d("plot-front_3d", records, front, knee, hover, objectives=objectives,
-                                     teacher_metrics=teacher_metrics) if interactive else None
+                                     teacher_metrics=teacher_metrics, feasible=feasible) if interactive else None
         figures.fronts.append(Image("All three objectives", drawn["front_3d"], html))
     picked = records[knee] if knee is not None else None
     members = [r for r, f in zip(records, front) if f and len(robust_curve(r.metrics)[0]) > 1]

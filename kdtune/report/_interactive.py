@@ -15,10 +15,10 @@ import numpy as np
 
 from kdtune.records import Objective, TrialRecord
 from kdtune.report._analysis import Importances, robust_curve
-from kdtune.report._plots import axis_label, metric_value, seed_error_bars, staircase, use_log
+from kdtune.report._plots import INFEASIBLE_LABEL, axis_label, metric_value, seed_error_bars, staircase, use_log
 from kdtune.report._tables import format_metric, format_param
 
-TRIALS, FRONT, KNEE, TEACHER = "#b8b8b8", "#1f77b4", "#ff7f0e", "#d62728"
+TRIALS, FRONT, KNEE, TEACHER, INFEASIBLE = "#b8b8b8", "#1f77b4", "#ff7f0e", "#d62728", "#dcdcdc"
 _CONFIG = {"displaylogo": False, "responsive": True}
 TEMPLATE = "plotly_white"
 
@@ -89,24 +89,28 @@ def _axis(objective: Objective, values: np.ndarray, teacher: float | None) -> di
 def front_pair(
     div_id: str, records: Sequence[TrialRecord], front: np.ndarray, knee: int | None, hover: Sequence[str], *,
     x: Objective, y: Objective, objectives: Sequence[Objective], teacher_metrics: dict[str, float],
+    feasible: np.ndarray | None = None,
 ) -> str:
-    """``y`` against ``x``: all complete trials, the front, its staircase, the suggested pick and the teacher."""
+    """``y`` against ``x``: all complete trials (those not ``feasible`` greyed out), the front, its staircase,
+    the suggested pick and the teacher."""
     import plotly.graph_objects as go
 
     shown = [i for i, r in enumerate(records) if r.status == "COMPLETE"
              and math.isfinite(metric_value(r, x.metric)) and math.isfinite(metric_value(r, y.metric))]
+    ok = np.ones(len(records), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
     xs, ys = (np.array([metric_value(records[i], m) for i in shown]) for m in (x.metric, y.metric))
     fig = go.Figure()
     n_objectives = len(objectives)
-    eligible = [k for k, i in enumerate(shown) if records[i].objective_values(list(objectives)) is not None]
-    if eligible:  # a trial with a NaN objective draws no stairs
+    eligible = [k for k, i in enumerate(shown) if ok[i] and records[i].objective_values(list(objectives)) is not None]
+    if eligible:  # a trial with a NaN objective, or infeasible, draws no stairs
         stairs, where = staircase(np.column_stack([xs[eligible], ys[eligible]]), x=x, y=y)
         fig.add_scatter(x=stairs[:, 0], y=stairs[:, 1], mode="lines", hoverinfo="skip",
                         line={"color": FRONT, "width": 1.2, "shape": "hv" if where == "post" else "vh",
                               "dash": "solid" if n_objectives == 2 else "dash"},
                         name="front" if n_objectives == 2 else "front of this pair")
     for label, keep, style in (
-        ("trials", [k for k, i in enumerate(shown) if not front[i]], {"size": 7, "color": TRIALS}),
+        ("trials", [k for k, i in enumerate(shown) if ok[i] and not front[i]], {"size": 7, "color": TRIALS}),
+        *_greyed([k for k, i in enumerate(shown) if not ok[i]], size=7),
         ("Pareto front", [k for k, i in enumerate(shown) if front[i]],
          {"size": 10, "color": FRONT, "line": {"width": 1, "color": "black"}}),
         ("suggested pick", [k for k, i in enumerate(shown) if i == knee],
@@ -131,16 +135,18 @@ def front_pair(
 
 def front_3d(
     div_id: str, records: Sequence[TrialRecord], front: np.ndarray, knee: int | None, hover: Sequence[str], *,
-    objectives: Sequence[Objective], teacher_metrics: dict[str, float],
+    objectives: Sequence[Objective], teacher_metrics: dict[str, float], feasible: np.ndarray | None = None,
 ) -> str:
-    """The three objectives in one rotatable 3-D scatter."""
+    """The three objectives in one rotatable 3-D scatter, trials not ``feasible`` greyed out."""
     import plotly.graph_objects as go
 
     shown = [i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None]
+    ok = np.ones(len(records), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
     points = np.array([records[i].objective_values(list(objectives)) for i in shown], dtype=float).reshape(-1, 3)
     fig = go.Figure()
     for label, keep, style in (
-        ("trials", [k for k, i in enumerate(shown) if not front[i]], {"size": 3, "color": TRIALS}),
+        ("trials", [k for k, i in enumerate(shown) if ok[i] and not front[i]], {"size": 3, "color": TRIALS}),
+        *_greyed([k for k, i in enumerate(shown) if not ok[i]], size=3),
         ("Pareto front", [k for k, i in enumerate(shown) if front[i]],
          {"size": 5, "color": FRONT, "line": {"width": 1, "color": "black"}}),
         ("suggested pick", [k for k, i in enumerate(shown) if i == knee],
@@ -160,6 +166,11 @@ def front_3d(
                                      + ", ".join(f"{o.metric} {o.mode}" for o in objectives) + ")"},
                       height=640, scene=scene)
     return _div(fig, div_id, margin={"l": 0, "r": 0, "t": 50, "b": 0})
+
+
+def _greyed(keep: list[int], *, size: int) -> list[tuple[str, list[int], dict]]:
+    """The greyed-out trace of infeasible trials, if there are any."""
+    return [(INFEASIBLE_LABEL, keep, {"size": size, "color": INFEASIBLE, "symbol": "x"})] if keep else []
 
 
 def robust_curves(

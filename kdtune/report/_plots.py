@@ -1,5 +1,6 @@
 """Pareto-front plots as PNG files, one per pair of objectives and one in 3-D (matplotlib's Agg canvas;
-pyplot is never touched). The knee point (the suggested pick) is ringed in each."""
+pyplot is never touched). The knee point (the suggested pick) is ringed in each; infeasible trials
+(``kdtune.feasibility``) are greyed out."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from kdtune.metrics import ci95_of, mean_of
 from kdtune.pareto import pareto_mask
 from kdtune.records import Objective, TrialRecord
 from kdtune.report._drawing import Png
+
+INFEASIBLE_LABEL = "infeasible"  # the legend entry of the greyed-out trials (not feasible, kdtune.feasibility)
 
 
 def safe_name(metric: str) -> str:
@@ -41,14 +44,17 @@ def front_pngs(
     objectives: Sequence[Objective],
     teacher_metrics: dict[str, float],
     knee: int | None = None,
+    feasible: np.ndarray | None = None,
 ) -> dict[str, Png]:
     """One PNG per pair of objectives (``front_pairs``), to draw: {file stem: Png}.
 
-    ``knee`` is the position in ``records`` of the suggested pick, ringed in every plot.
+    ``knee`` is the position in ``records`` of the suggested pick, ringed in every plot; trials not
+    ``feasible`` (bool (n,); default: all) are drawn greyed out and draw no staircase.
     """
+    feasible = np.ones(len(records), dtype=bool) if feasible is None else feasible
     complete = [
-        (r, bool(f), r.objective_values(list(objectives)) is not None)
-        for r, f in zip(records, front)
+        (r, bool(f), r.objective_values(list(objectives)) is not None, bool(ok))
+        for r, f, ok in zip(records, front, feasible)
         if r.status == "COMPLETE"
     ]
     picked = records[knee] if knee is not None else None
@@ -59,7 +65,7 @@ def front_pngs(
 
 def _plot_pair(
     path: Path,
-    complete: Sequence[tuple[TrialRecord, bool, bool]],
+    complete: Sequence[tuple[TrialRecord, bool, bool, bool]],  # (record, on the front, eligible, feasible)
     *,
     x: Objective,
     y: Objective,
@@ -71,15 +77,20 @@ def _plot_pair(
     from matplotlib.figure import Figure
 
     points = np.array(
-        [[metric_value(r, x.metric), metric_value(r, y.metric), on_front, ok] for r, on_front, ok in complete],
+        [[metric_value(r, x.metric), metric_value(r, y.metric), on_front, ok and feasible, not feasible]
+         for r, on_front, ok, feasible in complete],
         dtype=float,
-    ).reshape(-1, 4)  # (n, 4): x, y, on the full front, eligible for the front
+    ).reshape(-1, 5)  # (n, 5): x, y, on the full front, eligible for the front and feasible, infeasible
     points = points[np.isfinite(points[:, :2]).all(axis=1)]
     fig = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.scatter(points[:, 0], points[:, 1], s=18, color="0.7", label="trials", zorder=1)
-    eligible = points[points[:, 3] == 1.0, :2]  # a trial with a NaN objective draws no stairs
+    greyed = points[:, 4] == 1.0
+    ax.scatter(points[~greyed, 0], points[~greyed, 1], s=18, color="0.7", label="trials", zorder=1)
+    if greyed.any():
+        ax.scatter(points[greyed, 0], points[greyed, 1], s=18, marker="x", color="0.85",
+                   label=INFEASIBLE_LABEL, zorder=1)
+    eligible = points[points[:, 3] == 1.0, :2]  # a trial with a NaN objective, or infeasible, draws no stairs
     _draw_staircase(ax, eligible, x=x, y=y, exact=n_objectives == 2)
     members = points[points[:, 2] == 1.0]
     ax.scatter(members[:, 0], members[:, 1], s=40, color="tab:blue", edgecolor="black",
@@ -87,7 +98,7 @@ def _plot_pair(
     if knee is not None:
         ax.scatter(metric_value(knee, x.metric), metric_value(knee, y.metric), s=200, facecolor="none", edgecolor="tab:orange",
                    linewidth=2.5, label=f"suggested pick ({knee.trial_id})", zorder=5)
-    bars = seed_error_bars([r for r, _, _ in complete], x.metric, y.metric)
+    bars = seed_error_bars([r for r, *_ in complete], x.metric, y.metric)
     if bars is not None:  # (4, m): mean x, mean y, ci x, ci y of the front members repeated over seeds
         ax.errorbar(bars[0], bars[1], xerr=bars[2], yerr=bars[3], fmt="o", mfc="none", color="tab:green",
                     capsize=3, label="mean over seeds ± 95%", zorder=2)
@@ -157,8 +168,10 @@ def front_3d_plot(
     objectives: Sequence[Objective],
     teacher_metrics: dict[str, float],
     knee: int | None = None,
+    feasible: np.ndarray | None = None,
 ) -> Path:
-    """The three objectives in one 3-D scatter (log axes drawn as log10 values); returns ``path``."""
+    """The three objectives in one 3-D scatter (log axes drawn as log10 values), trials not ``feasible``
+    (bool (n,); default: all) greyed out; returns ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -168,10 +181,13 @@ def front_3d_plot(
     rows = [(i, r.objective_values(list(objectives))) for i, r in enumerate(records)]
     points = np.array([v for _, v in rows if v is not None], dtype=float).reshape(-1, 3)  # (k, 3)
     on_front = np.array([bool(front[i]) for i, v in rows if v is not None], dtype=bool)
+    greyed = np.array([feasible is not None and not feasible[i] for i, v in rows if v is not None], dtype=bool)
     teacher = np.array([teacher_metrics.get(o.metric, math.nan) for o in objectives], dtype=float)
     logs = [use_log(points[:, j], teacher[j]) for j in range(3)]
     scaled = _log_columns(points, logs)
-    ax.scatter(*scaled[~on_front].T, s=12, color="0.7", label="trials")
+    ax.scatter(*scaled[~on_front & ~greyed].T, s=12, color="0.7", label="trials")
+    if greyed.any():
+        ax.scatter(*scaled[greyed].T, s=12, marker="x", color="0.85", label=INFEASIBLE_LABEL)
     ax.scatter(*scaled[on_front].T, s=36, color="tab:blue", edgecolor="black", label="Pareto front", depthshade=False)
     if knee is not None and (value := records[knee].objective_values(list(objectives))) is not None:
         ax.scatter(*_log_columns(np.array([value]), logs).T, s=220, facecolor="none", edgecolor="tab:orange",

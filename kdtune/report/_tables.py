@@ -13,6 +13,7 @@ import pandas as pd
 from kdtune import metrics as vocab  # metric names (a local "metrics" is a row's values)
 from kdtune.pareto import hypervolume, normalized_objectives
 from kdtune.records import Objective, Provenance, TrialRecord
+from kdtune.spec import Constraint
 
 MISSING = "–"
 ONNX_COLUMN = "ONNX file"
@@ -22,9 +23,15 @@ def hypervolume_of(
     records: Sequence[TrialRecord],
     objectives: Sequence[Objective],
     teacher_metrics: dict[str, float],
+    feasible: np.ndarray | None = None,
 ) -> float:
-    """Hypervolume of the trials in kdtune's normalized space (see ``normalized_objectives``)."""
+    """Hypervolume of the trials in kdtune's normalized space (see ``normalized_objectives``); only of the
+    ``feasible`` ones (bool (n,), ``kdtune.feasibility``) when given."""
     values, reference = normalized_objectives(records, objectives, teacher_metrics)
+    if feasible is not None:  # values has a row per record with finite objectives, in record order
+        eligible = np.array([i for i, r in enumerate(records) if r.objective_values(list(objectives)) is not None],
+                            dtype=int)
+        values = values[np.asarray(feasible, dtype=bool)[eligible]]
     return hypervolume(values, [o.mode for o in objectives], reference)
 
 
@@ -34,25 +41,29 @@ def trials_frame(
     *,
     search_params: Sequence[str],
     metric_columns: Sequence[str],
+    feasible: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per trial: trial_id, status, search params, metrics, error, pareto (in that order).
+    """One row per trial: trial_id, status, search params, metrics, error, feasible, pareto (in that order).
 
-    Metric cells are NaN (written empty) for failed trials and for missing metrics.
+    Metric cells are NaN (written empty) for failed trials and for missing metrics. ``feasible`` (bool (n,),
+    ``kdtune.feasibility``; default: every COMPLETE trial) is False for failed trials.
     """
-    columns = ["trial_id", "status", *search_params, *metric_columns, "error", "pareto"]
+    if feasible is None:
+        feasible = np.array([r.status == "COMPLETE" for r in records], dtype=bool)
+    columns = ["trial_id", "status", *search_params, *metric_columns, "error", "feasible", "pareto"]
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise ValueError(f"column names used twice in the trials table: {duplicated}")
     rows = []
-    for record, on_front in zip(records, front, strict=True):
+    for record, on_front, ok in zip(records, front, feasible, strict=True):
         metrics = record.metrics if record.status == "COMPLETE" else {}
         row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status}
         row.update({p: record.params.get(p) for p in search_params})
         row.update({m: _as_float(metrics.get(m)) for m in metric_columns})
-        row.update(error=record.error, pareto=bool(on_front))
+        row.update(error=record.error, feasible=bool(ok), pareto=bool(on_front))
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns, dtype=object)  # keeps integer params as ints
-    return frame.astype({**{m: float for m in metric_columns}, "pareto": bool})
+    return frame.astype({**{m: float for m in metric_columns}, "feasible": bool, "pareto": bool})
 
 
 def teacher_table(teacher_metrics: dict[str, float], metric_columns: Sequence[str]) -> pd.DataFrame:
@@ -160,6 +171,19 @@ def failed_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
     """Failed trials and the one-line reason each failed."""
     rows = [[r.trial_id, r.error or "(no reason recorded)"] for r in records if r.status != "COMPLETE"]
     return pd.DataFrame(rows, columns=["trial", "error"])
+
+
+def infeasible_table(
+    records: Sequence[TrialRecord], feasible: np.ndarray, bounds: Sequence[Constraint]
+) -> pd.DataFrame:
+    """Complete but infeasible trials and the bounds each one misses, with its values."""
+    rows = []
+    for r, ok in zip(records, feasible):
+        if r.status == "COMPLETE" and not ok:
+            missed = [f"{b.metric} {b.op} {b.threshold:.4g} (it has {format_metric(b.metric, r.metrics.get(b.metric))})"
+                      for b in bounds if not b.holds(r.metrics.get(b.metric))]
+            rows.append([r.trial_id, "; ".join(missed)])
+    return pd.DataFrame(rows, columns=["infeasible trial", "misses"])
 
 
 def flags_table(flags: dict[str, list[str]]) -> pd.DataFrame:

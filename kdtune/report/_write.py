@@ -13,6 +13,7 @@ import pandas as pd
 
 from kdtune.errors import KdtuneError
 from kdtune import metrics as vocab  # metric names (a local "metrics" is a row's values)
+from kdtune.feasibility import Feasibility
 from kdtune.pareto import front_mask, usable_scale
 from kdtune.records import Ablation, Objective, Reference, TrialRecord
 from kdtune.report import _interactive, _noise, _tables
@@ -53,6 +54,7 @@ def write_report(
     interactive: bool = True,
     draw_apart: bool = False,
     ablation: dict[str, Ablation] | None = None,
+    feasibility: Feasibility | None = None,
 ) -> dict[str, Path]:
     """Write trials.csv, pareto.csv, the PNG figures, report.md and report.html.
 
@@ -66,7 +68,9 @@ def write_report(
     plotly out of report.html (PNGs instead). ``draw_apart`` draws the front plots and the hypervolume by
     trial in a forked child meanwhile (``_drawing``): only for a single-threaded process, such as the
     report's own. ``ablation`` maps trial ids to their comparison with the same configuration trained
-    without distillation (``evaluation.ablation``).
+    without distillation (``evaluation.ablation``). ``feasibility`` (the study's constraints and majority-class
+    floor) decides which trials may be on the front, in the hypervolume and picked; the others are greyed out
+    in the plots.
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
@@ -76,17 +80,19 @@ def write_report(
     if not objectives:
         raise ValueError("write_report needs at least one objective")
     out_dir = Path(out_dir)
-    front = front_mask(records, objectives)
+    feasibility = feasibility or Feasibility()
+    feasible = feasibility.mask(records)
+    front = front_mask(records, objectives, feasible)
     trials = _tables.trials_frame(
-        records, front, search_params=search_params, metric_columns=metric_columns
+        records, front, search_params=search_params, metric_columns=metric_columns, feasible=feasible
     )
-    space = Space.of(records, objectives, teacher_metrics)
+    space = Space.of(records, objectives, teacher_metrics, feasible)
     knee = knee_index(space, front)
     history = hypervolume_by_trial(space, len(records))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         apart = drawn_apart(out_dir, records, front, objectives, knee=knee, history=history,
-                            teacher_metrics=teacher_metrics)
+                            teacher_metrics=teacher_metrics, feasible=feasible)
         with Drawing(apart, fork=draw_apart) as drawing:  # meanwhile: the rest; leaving waits for it
             written = {
                 "trials_csv": _write_csv(trials, out_dir / "trials.csv"),
@@ -96,9 +102,10 @@ def write_report(
             figures = make_figures(
                 out_dir, records, front, objectives, knee=knee, history=history, importances=importances,
                 search_params=search_params, teacher_metrics=teacher_metrics, interactive=interactive,
-                drawn=drawing.paths,
+                drawn=drawing.paths, feasible=feasible,
             )
-            context = _Context(records, front, objectives, space, knee, history, search_params=search_params,
+            context = _Context(records, front, objectives, space, knee, history, feasible, feasibility,
+                               search_params=search_params,
                                teacher_metrics=teacher_metrics, metric_columns=metric_columns,
                                rerun=f"python -m kdtune rerun {shlex.quote(study_path or study_name)}",
                                onnx_files=onnx_files or {}, teacher_onnx=teacher_onnx)
@@ -135,6 +142,8 @@ class _Context:
     space: Space
     knee: int | None
     history: np.ndarray  # (n,): the hypervolume of the first k trials
+    feasible: np.ndarray  # (n,) bool: complete and meeting every constraint and the majority-class floor
+    feasibility: Feasibility
     search_params: Sequence[str]
     teacher_metrics: dict[str, float]
     metric_columns: Sequence[str]
@@ -154,14 +163,16 @@ def _report_blocks(
     ablation: dict[str, Ablation] | None = None,
 ) -> list[Block]:
     n_failed = sum(r.status != "COMPLETE" for r in c.records)
+    n_infeasible = len(c.records) - n_failed - int(c.feasible.sum())
     counts = (f"{len(c.records)} trials: {len(c.records) - n_failed} complete, {n_failed} failed,"
-              f" {int(c.front.sum())} on the Pareto front.")
+              f" {n_infeasible} infeasible, {int(c.front.sum())} on the Pareto front.")
     goals = ", ".join(f"{o.metric} ({o.mode})" for o in c.objectives)
     blocks: list[Block] = [
         Facts(tuple((str(k), str(v)) for k, v in meta.items())),
         Text(counts),
         Text(f"Objectives: {goals}."),
         *([Text(_pick_line(c))] if c.knee is not None else []),
+        *_feasibility_blocks(c, n_infeasible),
         Heading("Hypervolume"),
         *_hypervolume_blocks(c, figures),
         Heading("Teacher"),
@@ -266,15 +277,44 @@ def _front_blocks(c: _Context) -> list[Block]:
     if c.onnx_files:
         explained += f" '{_tables.ONNX_COLUMN}' is the member as ONNX, the file whose latency was timed."
     blocks: list[Block] = [Heading("Pareto front"), Text(explained),
-                           Table(table, "No trial is on the front.", code_columns=("rerun",),
+                           Table(table, _no_front(c), code_columns=("rerun",),
                                  link_columns=(_tables.ONNX_COLUMN,))]
     unscored = _tables.unscored_trials(c.records, c.objectives)
     if unscored:
         blocks.append(Text("Complete but without finite objective values (not eligible for the "
                            "front): " + "; ".join(unscored) + "."))
     blocks += [Heading("Suggested pick"), Text(KNEE_DEFINITION)]
-    blocks.append(Text(_ranking_text(c) if c.knee is not None else "No suggestion: no trial is on the front."))
+    why = "no trial is feasible" if _none_feasible(c) else "no trial is on the front"
+    blocks.append(Text(_ranking_text(c) if c.knee is not None else f"No suggestion: {why}."))
     return blocks
+
+
+def _none_feasible(c: _Context) -> bool:
+    return any(r.status == "COMPLETE" for r in c.records) and not c.feasible.any()
+
+
+def _no_front(c: _Context) -> str:
+    if _none_feasible(c):
+        return "No trial is feasible (see 'Feasibility'): there is no front to present."
+    return "No trial is on the front."
+
+
+def _feasibility_blocks(c: _Context, n_infeasible: int) -> list[Block]:
+    """The constraints and the majority-class floor, what they removed, and whether anything is left."""
+    f = c.feasibility
+    bounds = "; ".join(str(b) for b in f.constraints) or "none (search.constraints)"
+    floor = ("not known for this study (no validation labels recorded), so not applied" if f.floor is None else
+             f"val/acc must exceed {f.majority_rate:.4g}, the share of the validation split's most frequent label"
+             " (what always guessing it scores)")
+    n_complete = sum(r.status == "COMPLETE" for r in c.records)
+    text = (f"Constraints: {bounds}. Majority-class floor: {floor}. {n_infeasible} of {n_complete} complete trials"
+            " are infeasible: they are never on the front nor in the hypervolume, and the plots grey them out.")
+    blocks: list[Block] = [Heading("Feasibility"), Text(text)]
+    if _none_feasible(c):
+        blocks.append(Text("No trial is feasible: there is no Pareto front, no hypervolume and no suggested pick."
+                           " Loosen search.constraints, or find out why the students fail (All trials)."))
+    table = _tables.infeasible_table(c.records, c.feasible, f.all)
+    return [*blocks, *([Table(table)] if not table.empty else [])]
 
 
 def _robust_blocks(figures: Figures) -> list[Block]:

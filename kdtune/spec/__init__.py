@@ -31,7 +31,7 @@ from kdtune.spec._parts import (
     TrainSpec,
 )
 from kdtune.spec._recipe import AugmentSpec, EarlyStoppingSpec, OptimizerSpec, ScheduleSpec
-from kdtune.spec._records import Mode, Objective, Reference, ReferenceRow
+from kdtune.spec._records import Constraint, Mode, Objective, Op, Reference, ReferenceRow
 from kdtune.spec._search import (
     CategoricalDist,
     Distribution,
@@ -51,4 +51,5 @@ __all__ = [
     "PositiveFloat", "PositiveInt", "PreprocessingSpec", "RaySpec", "Reference", "ReferenceRow", "ReferenceRowSpec",
     "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar", "ScheduleSpec", "SearchSpec", "Strict",
     "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
+    "Constraint", "Op",  # search.constraints
 ]

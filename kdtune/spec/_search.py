@@ -1,4 +1,4 @@
-"""The search section: distributions, sampler, objectives and budget."""
+"""The search section: distributions, sampler, objectives, constraints and budget."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
 import pydantic
-from pydantic import Field
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 from kdtune.spec._base import PositiveInt, Strict
-from kdtune.spec._records import Objective
+from kdtune.spec._records import Constraint, Objective
 
 Scalar = Union[bool, int, float, str, None]
 
@@ -83,9 +83,18 @@ class ObjectiveSpec(Strict):
         return Objective(self.metric, self.mode)
 
 
+def _constraint(raw: Any) -> Constraint:
+    return raw if isinstance(raw, Constraint) else Constraint.parse(raw)
+
+
+# ``"val/acc >= 0.9"`` in YAML, a typed Constraint once loaded (and the string again in ``to_raw``)
+ConstraintSpec = Annotated[Constraint, BeforeValidator(_constraint), PlainSerializer(str, return_type=str)]
+
+
 class SearchSpec(Strict):
     space: dict[str, Distribution]
     objectives: Annotated[list[ObjectiveSpec], Field(min_length=1)]
+    constraints: list[ConstraintSpec] = Field(default_factory=list)  # checked against the metrics by kdtune.config
     sampler: SamplerSpec = SamplerSpec()
     budget: PositiveInt | None = None  # number of trials; a grid defaults to its size
     max_concurrent: PositiveInt = 2

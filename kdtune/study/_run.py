@@ -10,8 +10,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from kdtune import store
 from kdtune.cache import cache_dir
+from kdtune.feasibility import Feasibility
+from kdtune.pareto import front_mask
 from kdtune.records import Ablation, TrialRecord
 from kdtune.spec import StudyConfig
 
@@ -126,6 +130,7 @@ class StudyRun:
     # made once by the serial latency (runtime onnxruntime), then written and logged from memory.
     onnx: dict[str, OnnxModel] = field(default_factory=dict)
     onnx_files: dict[str, Path] = field(default_factory=dict)  # the files of the front and the teacher, same keys
+    majority_rate: float | None = None  # the validation split's majority-class share (kept in the study's storage)
     flags: dict[str, list[str]] = field(default_factory=dict)  # gradient-masking findings per model
     ablation: dict[str, Ablation] = field(default_factory=dict)  # trial id -> it against its ce twin
     report: dict[str, Path] = field(default_factory=dict)
@@ -138,6 +143,15 @@ class StudyRun:
         from kdtune.evaluate import logits_of
 
         return logits_of(self.teacher.model, self.data.train)
+
+    @property
+    def feasibility(self) -> Feasibility:
+        """The study's constraints and majority-class floor: which trials may be on the front."""
+        return Feasibility(tuple(self.cfg.search.constraints), self.majority_rate)
+
+    def front(self) -> np.ndarray:
+        """Bool (n,): the records on the Pareto front of the feasible trials."""
+        return front_mask(self.records, self.cfg.objectives, self.feasibility.mask(self.records))
 
     def add_metrics(self, extra: dict[str, dict[str, float]]) -> None:
         """Merge ``extra[trial_id]`` into those trials' metrics."""

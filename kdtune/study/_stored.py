@@ -10,6 +10,7 @@ from kdtune.augment import check_images
 from kdtune.config import with_overrides
 from kdtune.data import load_dataset
 from kdtune.evaluate import evaluate_model
+from kdtune.feasibility import majority_rate
 from kdtune.metrics import acc
 from kdtune.models import build_model
 from kdtune.pretrained import load_from_mlflow, load_pretrained
@@ -89,6 +90,19 @@ def load_student(run: StudyRun, record: TrialRecord) -> nn.Module:
     student = build_model(spec.name, spec.params, run.data.info)
     student.load_state_dict(torch.load(str(record.checkpoint), map_location="cpu", weights_only=True))
     return student
+
+
+def keep_majority_rate(run: StudyRun, *, stored_first: bool = False) -> None:
+    """``run.majority_rate``: the share of the validation split's most frequent label, the floor a student's
+    val/acc must exceed. Measured on ``run.data`` and kept in the study's storage; with ``stored_first`` (a
+    rebuilt report) the stored value is used, so the report applies the floor the sweep did."""
+    stored = store.majority_rate(run.optuna_study)
+    if stored_first and stored is not None:
+        run.majority_rate = stored
+        return
+    run.majority_rate = majority_rate(run.data.val.y.cpu().numpy())
+    if run.majority_rate is not None and run.majority_rate != stored:
+        store.save_majority_rate(run.optuna_study, run.majority_rate)
 
 
 def record_teacher(run: StudyRun) -> None:

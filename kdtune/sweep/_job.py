@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from kdtune.data import Dataset
+from kdtune.feasibility import Feasibility
 from kdtune.spec import StudyConfig
 
 
@@ -17,7 +18,9 @@ class SweepJob:
 
     ``storage``: the folder of the study's Tune experiments (one per sweep, ``<storage>/<run_name>``);
     ``optuna_storage``: the study's Optuna storage URL; ``students_dir``: where each finished trial's
-    weights go; ``resume``: continue the interrupted sweep ``run_name`` instead of starting it.
+    weights go; ``resume``: continue the interrupted sweep ``run_name`` instead of starting it;
+    ``feasibility``: the constraints and majority-class floor the sampler is told about (None: the
+    study's constraints alone).
     """
 
     cfg: StudyConfig
@@ -30,3 +33,4 @@ class SweepJob:
     optuna_storage: str
     students_dir: Path
     resume: bool = False
+    feasibility: Feasibility | None = None

@@ -10,7 +10,8 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from kdtune import store
-from kdtune.compat.tune import optuna_trial, tell_failed
+from kdtune.compat.tune import optuna_study, optuna_trial, tell_failed
+from kdtune.feasibility import Feasibility
 from kdtune.metrics import trial_metric_names
 from kdtune.records import Provenance, TrialRecord
 from kdtune.spec import StudyConfig
@@ -24,13 +25,28 @@ class _Searcher(OptunaSearch):
     """OptunaSearch that records each trial in the study's storage and tells Optuna FAIL for failures.
 
     The record (metrics, error, provenance) is attached to the Optuna trial before its outcome is told,
-    so the storage alone rebuilds the report (``kdtune.store``). Upstream turns a multi-objective failed
-    trial with partial metrics into a list of Nones that Optuna rejects, leaving it RUNNING forever.
+    so the storage alone rebuilds the report (``kdtune.store``), and so is a complete trial's feasibility
+    (``feasibility``: the constraints and the majority-class floor), which TPE, NSGA-II and GP read to steer
+    away from infeasible regions. Upstream turns a multi-objective failed trial with partial metrics into a
+    list of Nones that Optuna rejects, leaving it RUNNING forever.
     """
 
-    def __init__(self, *args: Any, known: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, known: Sequence[str], feasibility: Feasibility, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._known = set(known)
+        self._feasibility = feasibility
+        self._steer: bool | None = None  # decided at the first outcome (``_steers``)
+
+    def _steers(self) -> bool:
+        """Whether complete trials get their constraint: not in a study whose earlier complete trials were
+        told without one (before kdtune kept constraints), which Optuna's GP would refuse to model."""
+        if self._steer is None:
+            self._steer = store.carries_constraints(optuna_study(self))
+            if not self._steer:
+                log.warning("study %s has trials from before kdtune told Optuna its constraints: the sampler is not "
+                            "steered by them (they still decide the front); give the study a new name: to steer it",
+                            optuna_study(self).study_name)
+        return self._steer
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = optuna_trial(self, trial_id)
@@ -39,6 +55,8 @@ class _Searcher(OptunaSearch):
         record = trial_record(trial_id, ot_trial.params, result or {}, ray_error=error, known=self._known)
         try:
             store.write_record(ot_trial, record)
+            if record.status == "COMPLETE" and self._steers():
+                store.write_constraint(ot_trial, self._feasibility.violation(record.metrics))
         except Exception as err:  # noqa: BLE001 - e.g. a trial already finished before a restore
             log.warning("could not record trial %s in the study storage: %s", trial_id, err)
         if record.status == "COMPLETE":
@@ -78,8 +96,9 @@ def provenance(result: dict[str, Any]) -> dict[str, str]:
     return {k.split("/", 1)[1]: str(v) for k, v in result.items() if k.startswith("provenance/")}
 
 
-def build_searcher(cfg: StudyConfig, optuna_storage: str) -> OptunaSearch:
-    """The study's multi-objective ``OptunaSearch`` over its persistent Optuna study at ``optuna_storage``."""
+def build_searcher(cfg: StudyConfig, optuna_storage: str, feasibility: Feasibility | None = None) -> OptunaSearch:
+    """The study's multi-objective ``OptunaSearch`` over its persistent Optuna study at ``optuna_storage``;
+    its complete trials tell the sampler their ``feasibility`` (default: the constraints alone)."""
     objectives = cfg.search.objectives
     return _Searcher(
         space=DefineByRun(cfg.search, cfg.to_raw()),
@@ -89,4 +108,5 @@ def build_searcher(cfg: StudyConfig, optuna_storage: str) -> OptunaSearch:
         storage=optuna.storages.RDBStorage(optuna_storage),
         study_name=cfg.name,
         known=trial_metric_names(cfg.evaluation),
+        feasibility=feasibility or Feasibility(tuple(cfg.search.constraints)),
     )

@@ -33,7 +33,7 @@ def run_sweep(job: SweepJob, callbacks: list[tune.Callback]) -> dict[str, str]:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=build_searcher(cfg, job.optuna_storage),  # metric/mode on the searcher only
+                search_alg=build_searcher(cfg, job.optuna_storage, job.feasibility),  # metric/mode: searcher only
                 scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives
                 num_samples=job.n_trials,
                 max_concurrent_trials=cfg.search.max_concurrent,

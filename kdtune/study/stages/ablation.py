@@ -4,7 +4,6 @@ trained without distillation (the ``ce`` method), seed by seed (``evaluation.abl
 from __future__ import annotations
 
 from kdtune import store
-from kdtune.pareto import front_mask
 from kdtune.records import Ablation, TrialRecord
 from kdtune.report import suggested_pick
 from kdtune.study._retrain import PLAIN_METHOD, retrain, seed_runs, without_distillation
@@ -35,9 +34,10 @@ def ablate(run: StudyRun) -> None:
 
 
 def _members(run: StudyRun, *, every: bool) -> list[TrialRecord]:
-    front = front_mask(run.records, run.cfg.objectives)
+    front = run.front()
     if every:
         return [r for r, f in zip(run.records, front) if f]
-    pick = suggested_pick(run.records, run.cfg.objectives, run.teacher_metrics, front)
+    feasible = run.feasibility.mask(run.records)
+    pick = suggested_pick(run.records, run.cfg.objectives, run.teacher_metrics, front, feasible)
     return [] if pick is None else [run.records[pick]]
 

@@ -9,7 +9,6 @@ from torch import nn
 from kdtune import metrics
 from kdtune.attacks import pgd
 from kdtune.evaluate import correct, robust_accuracy, share
-from kdtune.pareto import front_mask
 from kdtune.robustness import autoattack_accuracy
 from kdtune.study._run import StudyRun
 
@@ -22,7 +21,7 @@ def attack(run: StudyRun) -> None:
     if not spec.enabled or not spec.eps:
         return
     records = run.records
-    on_front = front_mask(records, run.cfg.objectives) if spec.members == "front" else [True] * len(records)
+    on_front = run.front() if spec.members == "front" else [True] * len(records)
     done = metrics.attacked_acc("test", spec.eps[-1], "autoattack")
     chosen = [r.trial_id for r, f in zip(records, on_front)
               if f and r.trial_id in run.students and done not in r.metrics]

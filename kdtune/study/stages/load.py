@@ -6,6 +6,7 @@ from kdtune import store
 from kdtune.errors import KdtuneError
 from kdtune.study._run import StudyRun
 from kdtune.study._stored import (
+    keep_majority_rate,
     load_data_and_teacher,
     load_students,
     open_study,
@@ -16,8 +17,8 @@ from kdtune.study._stored import (
 
 
 def load(run: StudyRun) -> None:
-    """The study's stored trials and their students, its data, its cached teacher (never trained here)
-    and the teacher's metrics."""
+    """The study's stored trials and their students, its data, its cached teacher (never trained here),
+    the teacher's metrics and the stored majority-class rate (the floor the sweep applied)."""
     open_study(run, create=False)
     run.records = read_records(run)
     if not run.records:
@@ -25,6 +26,7 @@ def load(run: StudyRun) -> None:
                           "run the study first")
     load_data_and_teacher(run, train_teacher=False)
     record_teacher(run)
+    keep_majority_rate(run, stored_first=True)
     run.teacher_metrics = teacher_metrics(run)
     load_students(run)
     run.run_name = (store.sweeps(run.optuna_study) or [{"name": "-"}])[-1]["name"]

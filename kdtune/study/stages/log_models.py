@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kdtune import metrics
-from kdtune.pareto import front_mask
 from kdtune.study._run import StudyRun
 
 
@@ -21,7 +20,7 @@ def log(run: StudyRun) -> None:
             post = {k: v for k, v in r.metrics.items() if metrics.is_latency(k) or k in robust}
             tracker.log_metrics(r.trial_id, post, step=cfg.student.epochs + 1)
     example = run.data.val.head(2).x.cpu().numpy()  # (2, C, H, W) float32 pixels in [0, 1]
-    for r, on_front in zip(run.records, front_mask(run.records, cfg.objectives)):
+    for r, on_front in zip(run.records, run.front()):
         if on_front and r.trial_id in run.students:  # a trial without an MLflow run is skipped by log_model
             tracker.log_model(r.trial_id, run.students[r.trial_id].eval(), example)
             if r.trial_id in run.onnx:

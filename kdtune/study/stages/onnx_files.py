@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kdtune.errors import KdtuneError
-from kdtune.pareto import front_mask
 from kdtune.study._run import StudyRun
 from kdtune.study.stages.serial_latency import TEACHER
 
@@ -15,7 +14,7 @@ def write(run: StudyRun) -> None:
     latency made (``run.onnx``; none under runtime torch), into ``run.onnx_files``. ``*.onnx`` files left there by
     an earlier report (a front that has changed since) are removed."""
     folder = run.paths.reports / FOLDER
-    front = [r.trial_id for r, on in zip(run.records, front_mask(run.records, run.cfg.objectives)) if on]
+    front = [r.trial_id for r, on in zip(run.records, run.front()) if on]
     wanted = {name: folder / f"{'teacher' if name == TEACHER else name}.onnx"
               for name in (TEACHER, *front) if name in run.onnx}
     try:

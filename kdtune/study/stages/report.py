@@ -30,11 +30,12 @@ def write(run: StudyRun) -> None:
             flags=run.flags, reference=cfg.report.reference.record() if cfg.report.reference else None,
             study_path=run.study_path, ablation=run.ablation if cfg.evaluation.ablation.enabled else None,
             onnx_files={name: path for name, path in _onnx_links(run).items() if name != TEACHER},
-            teacher_onnx=_onnx_links(run).get(TEACHER),
+            teacher_onnx=_onnx_links(run).get(TEACHER), feasibility=run.feasibility,
         )
     except KdtuneError as err:
         raise KdtuneError(f"{err}; every trial is stored, so `kdtune report` rebuilds the report once fixed") from None
-    run.hypervolume = hypervolume_of(run.records, cfg.objectives, run.teacher_metrics)
+    run.hypervolume = hypervolume_of(run.records, cfg.objectives, run.teacher_metrics,
+                                     run.feasibility.mask(run.records))
 
 
 def _onnx_links(run: StudyRun) -> dict[str, str]:

@@ -4,7 +4,6 @@ interval."""
 from __future__ import annotations
 
 from kdtune import metrics
-from kdtune.pareto import front_mask
 from kdtune.study._retrain import seed_runs
 from kdtune.study._run import StudyRun
 
@@ -14,7 +13,7 @@ def repeat(run: StudyRun) -> None:
     repeated is retrained with seeds seed+1..seed+k-1 (serially); adds ``<metric>/mean`` and ``<metric>/ci95``
     (``metrics.seed_summary``) and keeps the per-seed metrics in the study's storage (the ablation pairs them)."""
     spec = run.cfg.evaluation
-    chosen = front_mask(run.records, run.cfg.objectives) if spec.seed_members == "front" else [True] * len(run.records)
+    chosen = run.front() if spec.seed_members == "front" else [True] * len(run.records)
     todo = [r for r, f in zip(run.records, chosen)
             if f and r.status == "COMPLETE" and metrics.SEEDS_DONE not in r.metrics]
     if spec.seeds <= 1 or not todo:

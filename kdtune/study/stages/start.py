@@ -11,6 +11,7 @@ from kdtune.report import ReportProcess
 from kdtune.spec import StudyConfig
 from kdtune.study._run import StudyRun, SweepPlan
 from kdtune.study._stored import (
+    keep_majority_rate,
     load_data_and_teacher,
     open_study,
     read_records,
@@ -20,8 +21,9 @@ from kdtune.tracking import Tracker, artifact_root, default_uri
 
 
 def start(run: StudyRun) -> None:
-    """Open MLflow, reach Ray, load the data, load or train the teacher, open the study's storage and plan
-    the sweep; then open the sweep's MLflow parent run and start the report's process.
+    """Open MLflow, reach Ray, load the data, load or train the teacher, open the study's storage (keeping
+    the validation split's majority-class rate there) and plan the sweep; then open the sweep's MLflow
+    parent run and start the report's process.
 
     Opening the MLflow store overlaps Ray's start-up and the teacher's loading, and a new SQLite store's
     schema (about a second of migrations) is built on the tracker's writer while the sweep starts; a store
@@ -40,6 +42,7 @@ def start(run: StudyRun) -> None:
         _check_teacher_taps(run)
         open_study(run)
         record_teacher(run)
+        keep_majority_rate(run)
         run.plan = _plan(run)
         run.tracker = opening.result()
     run.run_name = run.plan.name

@@ -61,7 +61,7 @@ def _run_sweep(run: StudyRun) -> dict[str, str]:
     job = sweep.SweepJob(
         cfg=cfg, data=run.data, teacher=run.teacher.model, teacher_logits=run.teacher_logits, storage=run.paths.ray,
         run_name=plan.name, n_trials=plan.n_trials, optuna_storage=run.paths.storage,
-        students_dir=run.paths.students, resume=plan.resume,
+        students_dir=run.paths.students, resume=plan.resume, feasibility=run.feasibility,
     )
     start = time.monotonic()
     errors = sweep.run_sweep(job, [sweep.TrackingCallback(run.tracker, cfg, run.paths.students), progress])
