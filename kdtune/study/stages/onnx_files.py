@@ -25,6 +25,7 @@ def write(run: StudyRun) -> None:
         for name, path in wanted.items():
             path.write_bytes(run.onnx[name].file.data)
     except OSError as err:
-        raise KdtuneError(f"cannot write the ONNX files into {folder}: {err.strerror or type(err).__name__}; "
-                          "set output.reports to a folder you can write to") from None
+        raise KdtuneError(f"cannot write the report's ONNX files into {folder}: {err.strerror or type(err).__name__};"
+                          " set output.reports to a folder you can write to; every trial is stored, so `kdtune report`"
+                          " rebuilds the report once fixed") from None
     run.onnx_files = wanted
