@@ -78,10 +78,18 @@ def write_study(tmp_path, **changes):
     return load_study(path)
 
 
-def dominated(row, others, modes):
+def dominated(row, others, modes, spread=None, other_spreads=None):
+    """Whether another row beats ``row``: no worse anywhere, better somewhere; with spreads, two values within
+    the larger of their spreads are a tie (the report's noise-aware dominance)."""
     signs = np.array([1 if m == "max" else -1 for m in modes])
     r = row * signs
-    return any(np.all(o * signs >= r) and np.any(o * signs > r) for o in others)
+    spread = np.zeros(len(row)) if spread is None else spread
+    for k, o in enumerate(others):
+        margin = np.maximum(spread, np.zeros(len(row)) if other_spreads is None else other_spreads[k])
+        gain = o * signs - r
+        if np.all(gain >= -margin) and np.any(gain > margin):
+            return True
+    return False
 
 
 def mlflow_runs(workdir, experiment):
@@ -137,7 +145,10 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     objs = [o.metric for o in cfg.search.objectives]
     modes = [o.mode for o in cfg.search.objectives]
     values = trials[objs].to_numpy(float)[feasible]
-    members = iter([not dominated(values[i], np.delete(values, i, 0), modes) for i in range(len(values))])
+    spreads = np.array([[row.get(o.replace("latency/ms_", "latency/spread_ms_"), 0.0) if o.startswith("latency/")
+                         else 0.0 for o in objs] for _, row in trials.iterrows()])[feasible]  # latencies' spreads
+    members = iter([not dominated(values[i], np.delete(values, i, 0), modes, spreads[i], np.delete(spreads, i, 0))
+                    for i in range(len(values))])
     independent = [next(members) if ok else False for ok in feasible]
     assert trials["pareto"].tolist() == independent
     assert len(pd.read_csv(out / "pareto.csv")) == sum(independent)
