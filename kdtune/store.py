@@ -29,6 +29,7 @@ SWEEPS = "kdtune.sweeps"
 TEACHER_WEIGHTS = "kdtune.teacher_weights"  # sha256 of a pretrained teacher's weights (file, or MLflow state_dict)
 POST = "kdtune.post."  # + trial id
 RUNS = "kdtune.runs."  # + arm + "." + trial id: a retrained trial's metrics, seed by seed
+RUNGS = "kdtune.rungs."  # + trial id: {epoch: {objective: value}} measured at early-stopping rungs
 
 
 def storage_url(configured: str | None, workdir: Path) -> str:
@@ -93,12 +94,14 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
         "trial_id": record.trial_id, "status": record.status, "params": record.params,
         "metrics": {k: v for k, v in record.metrics.items() if math.isfinite(v)},
         "error": record.error, "provenance": record.provenance.as_dict() if record.provenance else {},
+        "epochs": record.epochs,
     })  # fmt: skip
 
 
 def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
     """Every recorded trial of every sweep, in the order Optuna numbered them, with post-sweep metrics."""
     post = {k.removeprefix(POST): v for k, v in study.user_attrs.items() if k.startswith(POST)}
+    rungs = read_rungs(study)
     records = []
     for trial in study.get_trials(deepcopy=False):
         raw = trial.user_attrs.get(RECORD)
@@ -110,6 +113,7 @@ def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
             metrics={**raw["metrics"], **post.get(raw["trial_id"], {})} if raw["status"] == "COMPLETE" else {},
             error=raw["error"], provenance=Provenance.from_dict(raw["provenance"]) if raw.get("provenance") else None,
             checkpoint=str(weights) if raw["status"] == "COMPLETE" and weights.exists() else None,
+            epochs=raw.get("epochs"), rungs=rungs.get(raw["trial_id"], {}),
         ))  # fmt: skip
     return records
 
@@ -130,6 +134,18 @@ def read_runs(study: optuna.Study, arm: str) -> dict[str, list[dict[str, float]]
     """``{trial_id: runs}`` of every trial stored for ``arm`` (``save_runs``)."""
     prefix = f"{RUNS}{arm}."
     return {k.removeprefix(prefix): v for k, v in study.user_attrs.items() if k.startswith(prefix)}
+
+
+def save_rungs(study: optuna.Study, trial_id: str, rungs: dict[int, dict[str, float]]) -> None:
+    """What ``trial_id`` measured at each rung it reached (``{epoch: {objective: value}}``), in place of what
+    was stored for it."""
+    study.set_user_attr(RUNGS + trial_id, {str(e): dict(v) for e, v in rungs.items()})
+
+
+def read_rungs(study: optuna.Study) -> dict[str, dict[int, dict[str, float]]]:
+    """``{trial_id: {epoch: {objective: value}}}`` for every trial of the study that reached a rung."""
+    return {k.removeprefix(RUNGS): {int(e): dict(v) for e, v in by_epoch.items()}
+            for k, by_epoch in study.user_attrs.items() if k.startswith(RUNGS)}
 
 
 def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:
