@@ -56,11 +56,11 @@ class RungProbe:
 
     def __call__(self, state: FitState) -> dict[str, float]:
         """``{rung/<objective>: value, ..., rung/epoch: epoch}`` for the student after ``state.epoch``."""
-        if self.student is None:
-            self.student = self.build().to(self.device).eval()
-        self.student.load_state_dict(state.model)
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices):  # building a model draws its initial weights, too
+            if self.student is None:
+                self.student = self.build().to(self.device).eval()
+            self.student.load_state_dict(state.model)
             measured = {**self._costs(), **self._accuracies(state)}
         return {**{metrics.at_rung(name): measured[name] for name in self.objectives},
                 metrics.RUNG_EPOCH: float(state.epoch)}
