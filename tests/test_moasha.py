@@ -147,7 +147,8 @@ def test_the_searcher_tells_optuna_pruned_and_stores_the_record(tmp_path, study_
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
     assert study.trials[0].values is None  # no truncated objective values
     records = store.read_records(study, tmp_path)
-    assert [(r.trial_id, r.status, r.epochs, r.metrics) for r in records][0] == ("t1", "PRUNED", 1, {})
+    first = records[0]
+    assert (first.trial_id, first.status, first.epochs, first.metrics) == ("t1", "PRUNED", 1, {})
     assert records[1].status == "COMPLETE" and records[1].epochs == 4
 
 
