@@ -217,7 +217,8 @@ def test_a_stopped_trials_run_ends_killed_with_its_rung(tmp_path, mlflow_uri):
     tracker.end_trial("t2")
     tracker.end_sweep()
     client = MlflowClient(mlflow_uri)
-    runs = {r.data.tags.get("trial_id"): r for r in client.search_runs([client.get_experiment_by_name("exp").experiment_id])}
+    experiment = client.get_experiment_by_name("exp").experiment_id
+    runs = {r.data.tags.get("trial_id"): r for r in client.search_runs([experiment])}
     assert runs["t1"].info.status == "KILLED" and runs["t1"].data.tags[PRUNED_TAG] == "3"
     assert runs["t2"].info.status == "FINISHED" and PRUNED_TAG not in runs["t2"].data.tags
 
@@ -246,7 +247,8 @@ def test_pruned_trials_are_never_on_the_front_and_the_report_lists_them_by_rung(
     ]
     assert front_mask(records, OBJECTIVES).tolist() == [True, True, False, False, False, False]
     teacher = {"val/acc": 0.95, "latency/ms_b1": 4.0}
-    assert hypervolume_of(records, OBJECTIVES, teacher) == pytest.approx(hypervolume_of(records[:2], OBJECTIVES, teacher))
+    only_complete = hypervolume_of(records[:2], OBJECTIVES, teacher)
+    assert only_complete > 0 and hypervolume_of(records, OBJECTIVES, teacher) == pytest.approx(only_complete)
     out = tmp_path / "report"
     write_report(out, study_name="s", records=records, objectives=OBJECTIVES, search_params=["a"],
                  teacher_metrics=teacher, meta={}, metric_columns=["val/acc", "latency/ms_b1"], interactive=False)

@@ -32,7 +32,8 @@ def format_validation_error(err: pydantic.ValidationError) -> str:
         return f"{field}: no 'type' given; add type: float, int or categorical"
     if first["type"] == "union_tag_invalid" and loc[-1:] == ["scheduler"]:
         ctx = first.get("ctx", {})
-        return f"{field}: unknown {ctx.get('discriminator', 'tag')} {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}"
+        tag, expected = ctx.get("tag"), ctx.get("expected_tags")
+        return f"{field}: unknown {ctx.get('discriminator', 'tag')} {tag!r}; use one of {expected}"
     if union:
         msg = f"must be a single value ({union}), not a list or mapping"
     got = first.get("input")
