@@ -143,6 +143,8 @@ def test_the_searcher_tells_optuna_pruned_and_stores_the_record(tmp_path, study_
     searcher.on_trial_complete("t1", result={**rung(1, 0.5, 2.0), "done": True})
     final = {m: 0.5 for m in searcher._known} | {"epoch": 4, "done": True, "provenance/method": "hinton"}
     searcher.on_trial_complete("t2", result=final)
+    searcher._completed_trials.discard("t1")  # as restored from an experiment state older than the tell
+    searcher.on_trial_complete("t1", result={**rung(1, 0.5, 2.0), "done": True})  # told twice: logged, not raised
     study = optuna.load_study(study_name="mini", storage=url)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
     assert study.trials[0].values is None  # no truncated objective values

@@ -46,7 +46,9 @@ class _Searcher(OptunaSearch):
             return super().on_trial_complete(trial_id, result=result, error=False)
         try:
             (tell_pruned if record.status == "PRUNED" else tell_failed)(self, trial_id)
-        except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
+        # the grid sampler's study.stop() outside optimize(), or a trial told before a kill -9 and resumed from
+        # an older experiment state (Optuna: "Cannot tell a PRUNED trial"): harmless, the outcome stands
+        except (RuntimeError, ValueError) as err:
             log.debug("optuna tell: %s", err)
 
 
