@@ -128,14 +128,18 @@ def test_a_stopped_trial_is_recorded_pruned_at_its_rung_without_metrics():
     assert trial_record("t3", {}, stopped, ray_error=True, known=known).status == "FAILED"
 
 
-def test_the_searcher_tells_optuna_pruned_and_stores_the_record(tmp_path, study_dict):
+@pytest.mark.parametrize("sampler", ["random", "tpe", "gp", "nsga2", "grid"])
+def test_the_searcher_tells_optuna_pruned_and_stores_the_record(tmp_path, study_dict, sampler):
     from kdtune.sweep import build_searcher
 
     study_dict["student"]["epochs"] = 4
     study_dict["search"]["scheduler"] = {"name": "moasha"}
     study_dict["search"]["objectives"] = [{"metric": "val/acc", "mode": "max"},
                                           {"metric": "latency/ms_b1", "mode": "min"}]
-    study_dict["search"]["sampler"] = {"name": "random"}
+    study_dict["search"]["sampler"] = {"name": sampler, "n_startup_trials": 1} if sampler in ("tpe", "gp") else \
+        {"name": sampler}
+    if sampler == "grid":
+        study_dict["search"]["space"] = {"method.temperature": {"type": "categorical", "choices": [1.0, 2.0, 4.0]}}
     cfg = validate_study(study_dict, source="s")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     searcher = build_searcher(cfg, url)
@@ -152,6 +156,7 @@ def test_the_searcher_tells_optuna_pruned_and_stores_the_record(tmp_path, study_
     first = records[0]
     assert (first.trial_id, first.status, first.epochs, first.metrics) == ("t1", "PRUNED", 1, {})
     assert records[1].status == "COMPLETE" and records[1].epochs == 4
+    assert searcher.suggest("t3") is not None  # the sampler goes on with a pruned trial in its study
 
 
 class _Probe:
