@@ -113,7 +113,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     else:  # the study resolves ray.address and $RAY_ADDRESS after --address
         outcome = run_study(cfg, address=args.address, study_path=str(args.study), wait=args.wait)
     n_ok = sum(r.status == "COMPLETE" for r in outcome.records)
-    print(f"{n_ok}/{len(outcome.records)} trials complete; hypervolume {outcome.hypervolume:.4f}")
+    n_pruned = sum(r.status == "PRUNED" for r in outcome.records)
+    stopped = f" ({n_pruned} stopped early)" if n_pruned else ""
+    print(f"{n_ok}/{len(outcome.records)} trials complete{stopped}; hypervolume {outcome.hypervolume:.4f}")
     if outcome.pace is not None:
         print(f"sweep: {outcome.pace.text()}")
     print(f"report: {outcome.report['report_html']}")

@@ -12,7 +12,9 @@ A name is ``<group>/<kind>[@<eps>][/<stat>]``:
   repeat's figure) and ``model/onnx_max_abs_diff`` (ONNX Runtime's logits against PyTorch's);
 - ``jacobian/norm``: the mean input-Jacobian Frobenius norm over the first ``evaluation.n_jacobian``
   images of the *test* split;
-- ``seeds/n`` and ``<metric>/mean``, ``<metric>/ci95`` over repeated seeds.
+- ``seeds/n`` and ``<metric>/mean``, ``<metric>/ci95`` over repeated seeds;
+- ``rung/<objective>`` (``rung/val/robust_acc@0.1``) and ``rung/epoch``: an objective measured cheaply at an
+  early-stopping rung (``search.scheduler: moasha``), never a final metric.
 
 MLflow forbids ``@``: ``Metric.mlflow`` spells it ``_at_`` (``val/robust_acc_at_0.1``).
 """
@@ -170,6 +172,29 @@ JACOBIAN_NORM = str(Metric("jacobian", "norm"))  # on the first evaluation.n_jac
 SEEDS_DONE = str(Metric("seeds", "n"))  # how many seeds a front member was evaluated over
 # max |ONNX Runtime's logits - PyTorch's| on a fixed input (evaluation.latency.runtime: onnxruntime)
 ONNX_MAX_ABS_DIFF = str(Metric("model", "onnx_max_abs_diff"))
+
+
+RUNG_EPOCH = "rung/epoch"  # the epoch of a result measured at an early-stopping rung (kdtune.rungs)
+RUNG_ATTACKS: dict[str, Attack] = {"robust_acc": "pgd", "fgsm_acc": "fgsm"}  # val kinds a rung attacks for
+
+
+def at_rung(name: str) -> str:
+    """The cheap measurement of objective ``name`` at a rung: ``rung/val/robust_acc@0.1``."""
+    return f"rung/{name}"
+
+
+def rung_problem(name: str) -> str | None:
+    """Why objective ``name`` cannot be measured at an early-stopping rung (None if it can): validation
+    accuracy, clean or under PGD / FGSM, latency and the model's size can."""
+    metric = Metric.parse(name)
+    if metric.stat is None and (
+        (metric.group == "val" and (metric.kind == "acc" or metric.kind in RUNG_ATTACKS))
+        or latency_batch(name) is not None or name in COUNTS
+    ):
+        return None
+    return (f"'{name}' cannot be measured at an early-stopping rung (val/acc, val/robust_acc@<eps>, "
+            "val/fgsm_acc@<eps>, latency/ms_b<batch>, model/params, model/flops, model/bytes can); "
+            "drop it from the objectives or use search.scheduler: {name: fifo}")
 
 
 def trial_metric_names(spec: EvaluationSpec) -> list[str]:

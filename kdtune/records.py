@@ -11,7 +11,7 @@ from kdtune.spec import Mode, Objective, Reference, ReferenceRow
 
 __all__ = ["Ablation", "Mode", "Objective", "Provenance", "Reference", "ReferenceRow", "Status", "TrialRecord"]
 
-Status = Literal["COMPLETE", "FAILED"]
+Status = Literal["COMPLETE", "FAILED", "PRUNED"]  # PRUNED: stopped early at a rung (search.scheduler)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,10 @@ class TrialRecord:
 
     ``params`` maps each searched hyperparameter's YAML path (``loss.temperature``) to its value;
     ``metrics`` maps stable metric names (``val/acc``, ``test/robust_acc@0.1``, ``latency/ms_b1``)
-    to floats; ``error`` is the one-line reason a FAILED trial failed.
+    to floats; ``error`` is the one-line reason a FAILED trial failed. A PRUNED trial was stopped early by
+    the scheduler: it has no metrics (never on the front), ``epochs`` is the rung epoch it stopped at, and
+    ``rungs`` holds, for every trial that reached a rung, the objectives measured cheaply there
+    (``{epoch: {objective: value}}``; ``kdtune.rungs``), which are never final metrics.
     """
 
     trial_id: str
@@ -60,6 +63,8 @@ class TrialRecord:
     error: str | None = None
     checkpoint: str | None = None  # the student's weights file
     provenance: Provenance | None = None  # what the student learned from
+    epochs: int | None = None  # epochs trained: all of them when complete, the rung a PRUNED trial stopped at
+    rungs: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def objective_values(self, objectives: list[Objective]) -> list[float] | None:
         """The objectives' values, or None if the trial failed or any value is missing/non-finite."""

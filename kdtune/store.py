@@ -32,6 +32,7 @@ POST = "kdtune.post."  # + trial id
 RUNS = "kdtune.runs."  # + arm + "." + trial id: a retrained trial's metrics, seed by seed
 MAJORITY_RATE = "kdtune.majority_rate"  # the share of the validation split's most frequent label
 CONSTRAINT = "kdtune"  # the one constraint each complete trial carries for the sampler (Trial.set_constraint)
+RUNGS = "kdtune.rungs."  # + trial id: {epoch: {objective: value}} measured at early-stopping rungs
 
 
 def storage_url(configured: str | None, workdir: Path) -> str:
@@ -96,6 +97,7 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
         "trial_id": record.trial_id, "status": record.status, "params": record.params,
         "metrics": {k: v for k, v in record.metrics.items() if math.isfinite(v)},
         "error": record.error, "provenance": record.provenance.as_dict() if record.provenance else {},
+        "epochs": record.epochs,
     })  # fmt: skip
 
 
@@ -117,6 +119,7 @@ def carries_constraints(study: optuna.Study) -> bool:
 def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
     """Every recorded trial of every sweep, in the order Optuna numbered them, with post-sweep metrics."""
     post = {k.removeprefix(POST): v for k, v in study.user_attrs.items() if k.startswith(POST)}
+    rungs = read_rungs(study)
     records = []
     for trial in study.get_trials(deepcopy=False):
         raw = trial.user_attrs.get(RECORD)
@@ -128,6 +131,7 @@ def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
             metrics={**raw["metrics"], **post.get(raw["trial_id"], {})} if raw["status"] == "COMPLETE" else {},
             error=raw["error"], provenance=Provenance.from_dict(raw["provenance"]) if raw.get("provenance") else None,
             checkpoint=str(weights) if raw["status"] == "COMPLETE" and weights.exists() else None,
+            epochs=raw.get("epochs"), rungs=rungs.get(raw["trial_id"], {}),
         ))  # fmt: skip
     return records
 
@@ -158,6 +162,17 @@ def majority_rate(study: optuna.Study) -> float | None:
     """The stored majority-class rate of the validation split; None for a study run before kdtune kept it."""
     rate = study.user_attrs.get(MAJORITY_RATE)
     return float(rate) if rate is not None else None
+
+def save_rungs(study: optuna.Study, trial_id: str, rungs: dict[int, dict[str, float]]) -> None:
+    """What ``trial_id`` measured at each rung it reached (``{epoch: {objective: value}}``), in place of what
+    was stored for it."""
+    study.set_user_attr(RUNGS + trial_id, {str(e): dict(v) for e, v in rungs.items()})
+
+
+def read_rungs(study: optuna.Study) -> dict[str, dict[int, dict[str, float]]]:
+    """``{trial_id: {epoch: {objective: value}}}`` for every trial of the study that reached a rung."""
+    return {k.removeprefix(RUNGS): {int(e): dict(v) for e, v in by_epoch.items()}
+            for k, by_epoch in study.user_attrs.items() if k.startswith(RUNGS)}
 
 
 def save_teacher_metrics(study: optuna.Study, metrics: dict[str, float]) -> None:

@@ -120,7 +120,8 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert (out / name).stat().st_size > 0
     assert list(out.glob("front_*.png"))
     trials = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
-    expected = ["trial_id", "status", *cfg.search.space, *metric_names(cfg.evaluation), "error", "feasible", "pareto"]
+    expected = ["trial_id", "status", "epochs", *cfg.search.space, *metric_names(cfg.evaluation), "error", "feasible",
+                "pareto"]
     assert list(trials.columns) == expected
     assert len(trials) == 4
 

@@ -39,6 +39,16 @@ def tell_failed(searcher: Any, trial_id: str) -> None:
     searcher._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
 
 
+def tell_pruned(searcher: Any, trial_id: str) -> None:
+    """Tell the searcher's Optuna study that ``trial_id`` was PRUNED (stopped early, no objective values:
+    Optuna takes that in a multi-objective study through ask/tell), and mark it done in the searcher."""
+    import optuna
+
+    ot_trial = searcher._ot_trials[trial_id]
+    searcher._completed_trials.add(trial_id)
+    searcher._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+
+
 def skip_ipython_in_trials() -> None:
     """Tune's ``Trainable`` calls ``disable_ipython`` in every trial actor, which imports IPython (0.3 s,
     where it is installed) to clear a shell that a fresh Ray worker does not have; only a process that

@@ -32,6 +32,7 @@ def validate_study(raw: Mapping[str, Any], *, source: str) -> StudyConfig:
         cfg = _checked_components(cfg, [])
         cfg = cfg.model_copy(update={"penalties": _checked_penalties(cfg)})
         _check_metrics(cfg)
+        _check_scheduler(cfg)
     except _FieldError as err:
         raise ConfigError(f"{source}: {err}") from None
     return cfg
@@ -140,6 +141,20 @@ def _check_constraints(cfg: StudyConfig, known: list[str]) -> None:
         if metrics.Metric.parse(name).split is not None and not 0 <= constraint.threshold <= 1:
             raise _FieldError(f"{where}: '{constraint}': accuracies are shares in [0, 1]; write the bound as one, "
                               f"e.g. '{name} {constraint.op} 0.9'")
+
+def _check_scheduler(cfg: StudyConfig) -> None:
+    """MO-ASHA needs a rung before the end of training and objectives it can measure at one."""
+    sched = cfg.search.scheduler
+    if sched.name != "moasha":
+        return
+    if not sched.rungs(cfg.student.epochs):
+        raise _FieldError(
+            f"search.scheduler.min_epochs: {sched.min_epochs} leaves no rung before the end of training "
+            f"(student.epochs is {cfg.student.epochs}); set min_epochs below student.epochs, or name: fifo")
+    for i, obj in enumerate(cfg.search.objectives):
+        problem = metrics.rung_problem(obj.metric)
+        if problem is not None:
+            raise _FieldError(f"search.objectives[{i}]: {problem}")
 
 
 def _switch_component(raw: dict[str, Any], path: str, name: Any) -> None:

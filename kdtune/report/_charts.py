@@ -60,9 +60,13 @@ def hypervolume_plot(path: Path, history: np.ndarray, records: Sequence[TrialRec
     grew = np.flatnonzero(np.diff(np.concatenate([[0.0], history])) > 1e-12)
     ax.scatter(k[grew], history[grew], s=24, color="tab:blue", edgecolor="black", zorder=3,
                label="trial enlarged it")
-    failed = [i for i, r in enumerate(records) if r.status != "COMPLETE"]
+    failed = [i for i, r in enumerate(records) if r.status == "FAILED"]
     if failed:
         ax.scatter(k[failed], history[failed], s=24, marker="x", color="tab:red", zorder=3, label="failed trial")
+    pruned = [i for i, r in enumerate(records) if r.status == "PRUNED"]
+    if pruned:
+        ax.scatter(k[pruned], history[pruned], s=20, marker="|", color="tab:gray", zorder=3,
+                   label="trial stopped early")
     ax.set_xlabel("trial number (in the order the trials were run)")
     ax.set_ylabel("normalized hypervolume")
     ax.set_title("Does the search still improve?")

@@ -45,7 +45,7 @@ def hover_texts(
     """One hover label per record: trial id, hyperparameters, then objective values (plotly's <br> markup)."""
     texts = []
     for r in records:
-        lines = [f"<b>trial {html.escape(r.trial_id)}</b>" + ("" if r.status == "COMPLETE" else " (failed)")]
+        lines = [f"<b>trial {html.escape(r.trial_id)}</b>" + ("" if r.status == "COMPLETE" else f" ({r.status.lower()})")]
         lines += [f"{html.escape(p)} = {html.escape(format_param(r.params.get(p)))}"
                   for p in search_params if r.params.get(p) is not None]
         lines += [f"<i>{html.escape(o.metric)}</i> = {format_metric(o.metric, r.metrics.get(o.metric))}"

@@ -43,21 +43,22 @@ def trials_frame(
     metric_columns: Sequence[str],
     feasible: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per trial: trial_id, status, search params, metrics, error, feasible, pareto (in that order).
+    """One row per trial: trial_id, status, epochs, search params, metrics, error, feasible, pareto (in that order).
 
-    Metric cells are NaN (written empty) for failed trials and for missing metrics. ``feasible`` (bool (n,),
-    ``kdtune.feasibility``; default: every COMPLETE trial) is False for failed trials.
+    Metric cells are NaN (written empty) for failed and pruned trials and for missing metrics; ``epochs`` is
+    the epochs trained (a PRUNED trial's: the rung it was stopped at), empty where not recorded. ``feasible``
+    (bool (n,), ``kdtune.feasibility``; default: every COMPLETE trial) is False for failed and pruned trials.
     """
     if feasible is None:
         feasible = np.array([r.status == "COMPLETE" for r in records], dtype=bool)
-    columns = ["trial_id", "status", *search_params, *metric_columns, "error", "feasible", "pareto"]
+    columns = ["trial_id", "status", "epochs", *search_params, *metric_columns, "error", "feasible", "pareto"]
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise ValueError(f"column names used twice in the trials table: {duplicated}")
     rows = []
     for record, on_front, ok in zip(records, front, feasible, strict=True):
         metrics = record.metrics if record.status == "COMPLETE" else {}
-        row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status}
+        row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status, "epochs": record.epochs}
         row.update({p: record.params.get(p) for p in search_params})
         row.update({m: _as_float(metrics.get(m)) for m in metric_columns})
         row.update(error=record.error, feasible=bool(ok), pareto=bool(on_front))
@@ -168,8 +169,8 @@ def results_table(
 
 
 def failed_table(records: Sequence[TrialRecord]) -> pd.DataFrame:
-    """Failed trials and the one-line reason each failed."""
-    rows = [[r.trial_id, r.error or "(no reason recorded)"] for r in records if r.status != "COMPLETE"]
+    """Failed trials and the one-line reason each failed (a trial stopped early has not failed)."""
+    rows = [[r.trial_id, r.error or "(no reason recorded)"] for r in records if r.status == "FAILED"]
     return pd.DataFrame(rows, columns=["trial", "error"])
 
 

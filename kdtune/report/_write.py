@@ -29,6 +29,7 @@ from kdtune.report._analysis import (
 from kdtune.report._drawing import Drawing
 from kdtune.report._figures import Figures, drawn_apart, make_figures
 from kdtune.report._reference import reference_table
+from kdtune.report._rungs import stopped_blocks
 from kdtune.report._render import Block, Facts, Heading, Image, Table, Text, to_html, to_markdown
 
 logger = logging.getLogger(__name__)
@@ -162,9 +163,11 @@ def _report_blocks(
     reference: Reference | None = None,
     ablation: dict[str, Ablation] | None = None,
 ) -> list[Block]:
-    n_failed = sum(r.status != "COMPLETE" for r in c.records)
-    n_infeasible = len(c.records) - n_failed - int(c.feasible.sum())
-    counts = (f"{len(c.records)} trials: {len(c.records) - n_failed} complete, {n_failed} failed,"
+    n_failed, n_pruned = (sum(r.status == s for r in c.records) for s in ("FAILED", "PRUNED"))
+    n_complete = len(c.records) - n_failed - n_pruned
+    n_infeasible = n_complete - int(c.feasible.sum())
+    stopped = f" {n_pruned} stopped early," if n_pruned else ""
+    counts = (f"{len(c.records)} trials: {n_complete} complete,{stopped} {n_failed} failed,"
               f" {n_infeasible} infeasible, {int(c.front.sum())} on the Pareto front.")
     goals = ", ".join(f"{o.metric} ({o.mode})" for o in c.objectives)
     blocks: list[Block] = [
@@ -195,6 +198,7 @@ def _report_blocks(
                                     metric_columns=c.metric_columns, search_params=c.search_params)),
         Heading("Failed trials"),
         Table(_tables.failed_table(c.records), "None."),
+        *stopped_blocks(c.records, c.objectives),
         Heading("What each student learned from"),
         Text("Data-free methods train the student on a synthetic transfer set only; the last column says what, "
              "if anything, was taken from the real training images to build it."),

@@ -35,21 +35,24 @@ from kdtune.spec._records import Constraint, Mode, Objective, Op, Reference, Ref
 from kdtune.spec._search import (
     CategoricalDist,
     Distribution,
+    FifoSchedulerSpec,
     FloatDist,
     IntDist,
+    MoashaSchedulerSpec,
     ObjectiveSpec,
     SamplerSpec,
     Scalar,
+    SchedulerSpec,
     SearchSpec,
 )
 from kdtune.spec._study import ReferenceRowSpec, ReferenceSpec, ReportSpec, StudyConfig, get_path, set_path
 
 __all__ = [
-    "AblationSpec", "AdversarySpec", "AttackSpec", "AugmentSpec", "AutoAttackSpec", "CategoricalDist", "Component", "DatasetSpec",
-    "Distribution", "EarlyStoppingSpec", "EvaluationSpec", "FloatDist", "IntDist", "LatencySpec", "MethodSpec",
-    "Mode", "ModelSpec", "NonNegFloat", "Objective", "ObjectiveSpec", "OptimizerSpec", "OutputSpec", "PenaltySpec",
-    "PositiveFloat", "PositiveInt", "PreprocessingSpec", "RaySpec", "Reference", "ReferenceRow", "ReferenceRowSpec",
-    "ReferenceSpec", "ReportSpec", "ResourcesSpec", "SamplerSpec", "Scalar", "ScheduleSpec", "SearchSpec", "Strict",
-    "StudyConfig", "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
-    "Constraint", "Op",  # search.constraints
+    "AblationSpec", "AdversarySpec", "AttackSpec", "AugmentSpec", "AutoAttackSpec", "CategoricalDist", "Component",
+    "Constraint", "DatasetSpec", "Distribution", "EarlyStoppingSpec", "EvaluationSpec", "FifoSchedulerSpec",
+    "FloatDist", "IntDist", "LatencySpec", "MethodSpec", "MoashaSchedulerSpec", "Mode", "ModelSpec", "NonNegFloat",
+    "Objective", "ObjectiveSpec", "Op", "OptimizerSpec", "OutputSpec", "PenaltySpec", "PositiveFloat", "PositiveInt",
+    "PreprocessingSpec", "RaySpec", "Reference", "ReferenceRow", "ReferenceRowSpec", "ReferenceSpec", "ReportSpec",
+    "ResourcesSpec", "SamplerSpec", "Scalar", "ScheduleSpec", "SchedulerSpec", "SearchSpec", "Strict", "StudyConfig",
+    "TeacherSpec", "TrackingSpec", "TrainSpec", "get_path", "set_path",
 ]

@@ -75,6 +75,39 @@ class SamplerSpec(Strict):
     population_size: PositiveInt | None = None  # nsga2
 
 
+class FifoSchedulerSpec(Strict):
+    """Every trial trains all its epochs (the default)."""
+
+    name: Literal["fifo"] = "fifo"
+
+
+class MoashaSchedulerSpec(Strict):
+    """Multi-objective asynchronous successive halving (MO-ASHA; Schmucker et al. 2021, arXiv:2106.12639).
+
+    Rungs at epochs min_epochs * reduction_factor^k (k = 0, 1, ...) below ``student.epochs``; at each, a
+    trial continues only if it ranks in the top ceil(n / reduction_factor) of the n trials that reached that
+    rung (``kdtune.mo_rank``), else it stops there as PRUNED. Its objectives are measured cheaply at a rung:
+    PGD with ``rung_pgd_steps`` steps on the first ``rung_subset`` validation images (``kdtune.rungs``).
+    """
+
+    name: Literal["moasha"]
+    min_epochs: PositiveInt = 1
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    rung_pgd_steps: PositiveInt = 5
+    rung_subset: PositiveInt = 256
+
+    def rungs(self, epochs: int) -> list[int]:
+        """The rung epochs of a trial that trains ``epochs`` epochs: min_epochs * eta^k < epochs."""
+        out, rung = [], self.min_epochs
+        while rung < epochs:
+            out.append(rung)
+            rung *= self.reduction_factor
+        return out
+
+
+SchedulerSpec = Annotated[Union[FifoSchedulerSpec, MoashaSchedulerSpec], Field(discriminator="name")]
+
+
 class ObjectiveSpec(Strict):
     metric: str
     mode: Literal["max", "min"]
@@ -96,6 +129,7 @@ class SearchSpec(Strict):
     objectives: Annotated[list[ObjectiveSpec], Field(min_length=1)]
     constraints: list[ConstraintSpec] = Field(default_factory=list)  # checked against the metrics by kdtune.config
     sampler: SamplerSpec = SamplerSpec()
+    scheduler: SchedulerSpec = FifoSchedulerSpec()
     budget: PositiveInt | None = None  # number of trials; a grid defaults to its size
     max_concurrent: PositiveInt = 2
 

@@ -69,8 +69,8 @@ class SweepPlan:
 
 @dataclass(frozen=True)
 class SweepPace:
-    """How fast a run's sweep went: the trials that ended in it (complete or failed) over its wall time,
-    with the resources behind that figure."""
+    """How fast a run's sweep went: the trials that ended in it (complete, failed or stopped early) over its
+    wall time, with the resources behind that figure."""
 
     trials: int
     seconds: float

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from kdtune.config import with_overrides
+from kdtune.metrics import at_rung
 from kdtune.spec import StudyConfig
-from kdtune.sweep._searcher import provenance
+from kdtune.sweep._searcher import provenance, pruned_at
 from kdtune.sweep._trainable import FAILED_KEY, STUDENT_FILE, carried_epochs
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ NOT_TRIAL_PARAMS = ("search", "report", "tracking", "output", "description", "pl
 
 class TrackingCallback(tune.Callback):
     """Mirrors each trial into MLflow from the driver: params at start, metrics per report, end state and,
-    from ``students_dir``, the student's weights (``student.pt``) as soon as the trial has finished."""
+    from ``students_dir``, the student's weights (``student.pt``) as soon as the trial has finished. A trial
+    stopped at a rung ends KILLED, tagged ``kdtune.pruned_at_epoch``."""
 
     def __init__(self, tracker: Tracker, cfg: StudyConfig, students_dir: Path | None = None) -> None:
         self.tracker, self.cfg, self.students_dir = tracker, cfg, students_dir
@@ -43,7 +45,8 @@ class TrackingCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.students_dir is not None:  # written by the trial before its final report; none if it failed
             self.tracker.log_file_as(trial.trial_id, self.students_dir / f"{trial.trial_id}.pt", STUDENT_FILE)
-        self.tracker.end_trial(trial.trial_id, error=(trial.last_result or {}).get(FAILED_KEY))
+        last = trial.last_result or {}
+        self.tracker.end_trial(trial.trial_id, error=last.get(FAILED_KEY), pruned_at_epoch=pruned_at(last))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end_trial(trial.trial_id, error=error_reason(trial))
@@ -75,10 +78,14 @@ class ProgressCallback(tune.Callback):
         total, elapsed = self.total, time.monotonic() - self.start
         eta = elapsed / self.done * (total - self.done)
         result = trial.last_result or {}
-        objs = "  ".join(
-            f"{o.metric}={result[o.metric]:.4g}" for o in self.cfg.search.objectives if o.metric in result
-        )
-        first = self.cfg.search.objectives[0]
+        objectives = self.cfg.search.objectives
+        if pruned_at(result) is not None:  # its rung's cheap measurements, never a final value
+            objs = "  ".join(f"{o.metric}={result[at_rung(o.metric)]:.4g}" for o in objectives
+                             if at_rung(o.metric) in result)
+            objs, result = f"at the rung: {objs}", {}
+        else:
+            objs = "  ".join(f"{o.metric}={result[o.metric]:.4g}" for o in objectives if o.metric in result)
+        first = objectives[0]
         if first.metric in result and FAILED_KEY not in result:
             value = float(result[first.metric])
             better = self.best is None or (value > self.best if first.mode == "max" else value < self.best)
@@ -88,8 +95,11 @@ class ProgressCallback(tune.Callback):
                   f"  (elapsed {elapsed:.0f}s, eta {eta:.0f}s)")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        failed = (trial.last_result or {}).get(FAILED_KEY)
-        self._line(trial, f"FAILED: {failed}" if failed else "done")
+        failed, stopped = (trial.last_result or {}).get(FAILED_KEY), pruned_at(trial.last_result or {})
+        if stopped is not None:
+            self._line(trial, f"stopped early at its epoch-{stopped} rung (pruned)")
+        else:
+            self._line(trial, f"FAILED: {failed}" if failed else "done")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trial, f"FAILED: {error_reason(trial)}")

@@ -10,9 +10,9 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from kdtune import store
-from kdtune.compat.tune import optuna_study, optuna_trial, tell_failed
+from kdtune.compat.tune import optuna_study, optuna_trial, tell_failed, tell_pruned
 from kdtune.feasibility import Feasibility
-from kdtune.metrics import trial_metric_names
+from kdtune.metrics import RUNG_EPOCH, trial_metric_names
 from kdtune.records import Provenance, TrialRecord
 from kdtune.spec import StudyConfig
 from kdtune.sweep._space import DefineByRun, build_sampler
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class _Searcher(OptunaSearch):
-    """OptunaSearch that records each trial in the study's storage and tells Optuna FAIL for failures.
+    """OptunaSearch that records each trial in the study's storage, tells Optuna FAIL for failures and
+    PRUNED for trials the scheduler stopped at a rung (never complete with truncated values).
 
     The record (metrics, error, provenance) is attached to the Optuna trial before its outcome is told,
     so the storage alone rebuilds the report (``kdtune.store``), and so is a complete trial's feasibility
@@ -62,19 +63,26 @@ class _Searcher(OptunaSearch):
         if record.status == "COMPLETE":
             return super().on_trial_complete(trial_id, result=result, error=False)
         try:
-            tell_failed(self, trial_id)
-        except RuntimeError as err:  # the grid sampler's study.stop() outside optimize(): harmless
+            (tell_pruned if record.status == "PRUNED" else tell_failed)(self, trial_id)
+        # the grid sampler's study.stop() outside optimize(), or a trial told before a kill -9 and resumed from
+        # an older experiment state (Optuna: "Cannot tell a PRUNED trial"): harmless, the outcome stands
+        except (RuntimeError, ValueError) as err:
             log.debug("optuna tell: %s", err)
 
 
 def trial_record(
     trial_id: str, params: dict[str, Any], result: dict[str, Any], *, ray_error: bool, known: set[str]
 ) -> TrialRecord:
-    """A trial's final result as a TrialRecord (a failed trial keeps no partial metrics)."""
+    """A trial's final result as a TrialRecord (a failed or pruned trial keeps no partial metrics; a pruned
+    trial's rung measurements are stored by the scheduler, ``kdtune.store.read_rungs``)."""
     reported = result.get(FAILED_KEY)
     metrics = {k: float(v) for k, v in result.items() if k in known}
     if reported is None and not ray_error and len(metrics) == len(known):
-        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=_learned(result))
+        epochs = int(result["epoch"]) if "epoch" in result else None
+        return TrialRecord(trial_id, "COMPLETE", dict(params), metrics, provenance=_learned(result), epochs=epochs)
+    stopped = None if ray_error else pruned_at(result)
+    if stopped is not None:
+        return TrialRecord(trial_id, "PRUNED", dict(params), {}, epochs=stopped)
     reason = reported or (
         "the trial's Ray worker failed (retried up to resources.max_failures times); see its error.txt "
         "under the study's Ray storage" if ray_error else "the trial ended without its final metrics"
@@ -85,6 +93,15 @@ def trial_record(
 def _learned(result: dict[str, Any]) -> Provenance | None:
     flat = provenance(result)
     return Provenance.from_dict(flat) if flat else None
+
+
+def pruned_at(result: dict[str, Any]) -> int | None:
+    """The rung epoch at which the scheduler stopped the trial whose last result is ``result`` (Tune marks
+    ``done`` the result it stops a trial on); None for a final report, a failure, or a result that was not
+    at a rung (e.g. the last one before a Ctrl-C)."""
+    if not result.get("done") or RUNG_EPOCH not in result or FAILED_KEY in result or provenance(result):
+        return None
+    return int(result[RUNG_EPOCH])
 
 
 def provenance(result: dict[str, Any]) -> dict[str, str]:

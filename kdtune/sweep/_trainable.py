@@ -21,12 +21,16 @@ from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
 from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
+from kdtune.models import build_model
 from kdtune.plugins import load_plugins
+from kdtune.rungs import RungProbe
 from kdtune.student import run_student
 from kdtune.teacher import frozen
 from kdtune.train import FitState
 
 if TYPE_CHECKING:
+    from kdtune.data import Dataset
+    from kdtune.spec import StudyConfig
     from kdtune.sweep._job import SweepJob
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,7 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
         data=data, teacher=frozen(job.teacher, device), teacher_logits=job.teacher_logits.to(device),
         student_spec=cfg.student, seed=cfg.seed, cache=cache_dir(cfg.output.cache),
     )
-    reporter = EpochReporter(cfg.resources.checkpoint_every_s)
+    reporter = EpochReporter(cfg.resources.checkpoint_every_s, probe=rung_probe(cfg, data, device))
     try:
         run = run_student(cfg, ctx, on_state=reporter, resume=resume_state(tune.get_checkpoint()))
         # In-trial latency is the searcher's signal only; the report re-measures serially afterwards. Under
@@ -98,25 +102,42 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def rung_probe(cfg: StudyConfig, data: Dataset, device: torch.device) -> RungProbe | None:
+    """The trial's cheap objective measurements at its early-stopping rungs; None without rungs (fifo)."""
+    sched = cfg.search.scheduler
+    if sched.name != "moasha":
+        return None
+    info, model = data.info, cfg.student.model
+    return RungProbe([o.metric for o in cfg.search.objectives], epochs=sched.rungs(cfg.student.epochs),
+                     build=lambda: build_model(model.name, model.params, info), data=data, spec=sched,
+                     latency=cfg.evaluation.latency, seed=cfg.seed, device=device)
+
+
 class EpochReporter:
     """The trial's ``on_state``: reports an epoch's stats with a checkpoint of the training state once
-    ``every_s`` seconds have passed since the last report (0: every epoch).
+    ``every_s`` seconds have passed since the last report (0: every epoch), and at every rung epoch of
+    ``probe`` with the objectives measured there (``rung/<objective>``, ``rung/epoch``), which the
+    early-stopping scheduler ranks.
 
     A report is a round trip to the driver (Tune holds the trial until the driver has handled it) plus a
     checkpoint on disk, which costs more than a short epoch; skipped epochs ride along with the next
     report under ``EPOCHS_KEY``, so no epoch's metrics are lost.
     """
 
-    def __init__(self, every_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every_s, self.clock = every_s, clock
+    def __init__(self, every_s: float, *, probe: RungProbe | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self.probe, self.clock = every_s, probe, clock
         self.last = clock()
         self.pending: list[dict[str, float]] = []  # epochs trained since the last report
 
     def __call__(self, state: FitState) -> None:
         epoch = {**state.history[-1], "epoch": state.epoch}
-        if self.clock() - self.last < self.every_s:
+        at_rung = self.probe is not None and state.epoch in self.probe.epochs
+        if not at_rung and self.clock() - self.last < self.every_s:
             self.pending.append(epoch)
             return
+        if at_rung:
+            epoch.update(self.probe(state))
         with tempfile.TemporaryDirectory() as tmp:
             state.save(Path(tmp) / STATE_FILE)
             tune.report({**epoch, **self.unreported()}, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -7,14 +7,14 @@ from typing import Any
 
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
-from ray.tune.schedulers import FIFOScheduler
 
 from kdtune.compat import setup
 from kdtune.compat.tune import restore_callbacks
 from kdtune.errors import SweepInterrupted
 from kdtune.sweep._callbacks import error_reason
 from kdtune.sweep._job import SweepJob
-from kdtune.sweep._searcher import build_searcher, provenance
+from kdtune.sweep._moasha import build_scheduler
+from kdtune.sweep._searcher import build_searcher, provenance, pruned_at
 from kdtune.sweep._trainable import FAILED_KEY, make_trainable
 
 
@@ -34,7 +34,9 @@ def run_sweep(job: SweepJob, callbacks: list[tune.Callback]) -> dict[str, str]:
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=build_searcher(cfg, job.optuna_storage, job.feasibility),  # metric/mode: searcher only
-                scheduler=FIFOScheduler(),  # early stopping would hand Optuna truncated objectives
+                # MO-ASHA's stopped trials are told to Optuna as PRUNED, never with truncated objectives; a
+                # restored sweep's scheduler loads its rung state from the study's storage
+                scheduler=build_scheduler(cfg, job.optuna_storage),
                 num_samples=job.n_trials,
                 max_concurrent_trials=cfg.search.max_concurrent,
                 reuse_actors=True,
@@ -51,8 +53,9 @@ def run_sweep(job: SweepJob, callbacks: list[tune.Callback]) -> dict[str, str]:
         )
     results = tuner.fit()
     # Tune returns normally after Ctrl-C, with the sweep unfinished; a trial stopped by it can even count
-    # as terminated, so a trial has ended only if it errored or made its final report.
-    ended = sum(1 for r in results if r.error is not None or final_report(r.metrics or {}))
+    # as terminated, so a trial has ended only if it errored, made its final report or was stopped at a rung.
+    ended = sum(1 for r in results if r.error is not None or final_report(r.metrics or {})
+                or pruned_at(r.metrics or {}) is not None)
     if ended < job.n_trials:
         raise SweepInterrupted(
             f"interrupted: {ended} of {job.n_trials} trials of {job.run_name} ended and are stored; "

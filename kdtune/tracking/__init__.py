@@ -5,6 +5,6 @@ trial); ``load_pytorch_model`` loads a PyTorch model logged to MLflow (a pretrai
 """
 
 from kdtune.tracking._models import load_pytorch_model
-from kdtune.tracking._tracker import Outcome, Tracker, artifact_root, default_uri
+from kdtune.tracking._tracker import PRUNED_TAG, Outcome, Tracker, artifact_root, default_uri
 
-__all__ = ["Outcome", "Tracker", "artifact_root", "default_uri", "load_pytorch_model"]
+__all__ = ["PRUNED_TAG", "Outcome", "Tracker", "artifact_root", "default_uri", "load_pytorch_model"]

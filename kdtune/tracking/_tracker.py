@@ -87,6 +87,10 @@ class Outcome(NamedTuple):
     weights: Path | None = None  # its stored weights, if any
     params: Mapping[str, Any] | None = None  # its run's params and tags, for a run the killed driver never made
     tags: Mapping[str, str] | None = None
+    pruned_at_epoch: int | None = None  # stopped early at this rung: the run ends KILLED
+
+
+PRUNED_TAG = "kdtune.pruned_at_epoch"  # a trial stopped early at a rung (search.scheduler: moasha)
 
 
 class Tracker:
@@ -242,15 +246,20 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
     @guarded
-    def end_trial(self, trial_id: str, *, error: str | None = None) -> None:
-        self._end_trial(self.children.get(trial_id), error)
+    def end_trial(self, trial_id: str, *, error: str | None = None, pruned_at_epoch: int | None = None) -> None:
+        """End a trial's run: FINISHED, FAILED with its ``error`` tag, or KILLED with the tag
+        ``kdtune.pruned_at_epoch`` when the scheduler stopped it early at that rung."""
+        self._end_trial(self.children.get(trial_id), error, pruned_at_epoch)
 
-    def _end_trial(self, run_id: str | None, error: str | None) -> None:
+    def _end_trial(self, run_id: str | None, error: str | None, pruned_at_epoch: int | None = None) -> None:
         if run_id is None:
             return
         if error:
             self.client.set_tag(run_id, "error", error[:5000])
-        self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+        if pruned_at_epoch is not None:
+            self.client.set_tag(run_id, PRUNED_TAG, str(pruned_at_epoch))
+        status = "FAILED" if error else "KILLED" if pruned_at_epoch is not None else "FINISHED"
+        self.client.set_terminated(run_id, status=status)
         self._ended.add(run_id)
 
     @guarded
@@ -270,11 +279,11 @@ class Tracker:
                 run_id = self.children[trial_id]
             elif run_id is None or self.client.get_run(run_id).info.status != "RUNNING":
                 continue
-            if outcome.error is None:
+            if outcome.error is None and outcome.pruned_at_epoch is None:
                 self._log_steps(run_id, [(step, outcome.metrics)])
             if outcome.weights is not None:
                 self._log_file_as(run_id, outcome.weights, weights_as)
-            self._end_trial(run_id, outcome.error)
+            self._end_trial(run_id, outcome.error, outcome.pruned_at_epoch)
 
     @guarded
     def log_artifacts(self, trial_id: str | None, paths: Iterable[Path], *, artifact_path: str | None = None) -> None:

@@ -71,6 +71,13 @@ def _meta(run: StudyRun) -> dict[str, str]:
                             "never trained by kdtune")
     if run.pace is not None:
         facts["sweep pace"] = run.pace.text()
+    sched = cfg.search.scheduler
+    if sched.name == "moasha":
+        from kdtune.rungs import rung_accuracy_note
+
+        rungs = ", ".join(map(str, sched.rungs(cfg.student.epochs)))
+        facts["early stopping"] = (f"MO-ASHA, reduction factor {sched.reduction_factor}, rungs at epochs {rungs} "
+                                   f"(of {cfg.student.epochs}); {rung_accuracy_note(sched)}")
     spec = cfg.evaluation.autoattack
     if spec.enabled:
         who = "the Pareto-front members" if spec.members == "front" else "every complete trial"

@@ -81,8 +81,10 @@ def _outcomes(run: StudyRun) -> dict[str, Outcome]:
     outcomes = {}
     for r in run.records:
         fields = trial_run_fields(run.cfg, r.params) if any(f"_{r.trial_id}_" in d for d in here) else (None, None)
-        outcomes[r.trial_id] = Outcome(r.metrics, None if r.status == "COMPLETE" else r.error or "the trial failed",
-                                       Path(r.checkpoint) if r.checkpoint else None, *fields)
+        failed = r.status == "FAILED"
+        outcomes[r.trial_id] = Outcome(r.metrics, (r.error or "the trial failed") if failed else None,
+                                       Path(r.checkpoint) if r.checkpoint else None, *fields,
+                                       pruned_at_epoch=r.epochs if r.status == "PRUNED" else None)
     return outcomes
 
 
