@@ -1,6 +1,7 @@
-"""MO-ASHA end to end through Ray, Optuna and MLflow: trials stopped at a rung are PRUNED everywhere (Optuna,
-the study's record, trials.csv, MLflow, the report) and never on the front; and after a kill -9 the resumed
-sweep goes on ranking against the rung results stored before the kill."""
+"""MO-ASHA end to end through Ray, Optuna and MLflow, in one sweep killed with -9 mid-way and resumed (one run of
+the CLI each, to keep the suite's time): the resumed sweep goes on ranking against the rung results stored before
+the kill, and trials stopped at a rung are PRUNED everywhere (Optuna, the study's record, trials.csv, MLflow, the
+report) and never on the front."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from kdtune import store
-from kdtune.config import load_study
-from kdtune.study import run_study
 from kdtune.tracking import PRUNED_TAG
 from tests.test_resume import _study_processes, optuna_trials, write
 
@@ -41,68 +40,6 @@ SEARCH = {
 def moasha_study(tmp_path: Path, name: str, epochs: int = 4) -> Path:
     return write(tmp_path, name=name, student={"model": {"name": "mlp", "hidden": [8]}, "epochs": epochs},
                  search=SEARCH)
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from kdtune.sweep import init_ray
-
-    init_ray(None)
-    yield
-    ray.shutdown()
-
-
-def test_trials_stopped_at_a_rung_are_pruned_everywhere_and_never_on_the_front(tmp_path, ray_session, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = load_study(moasha_study(tmp_path, "mo"))
-    outcome = run_study(cfg, workdir=tmp_path, echo=lambda line: None)  # every trial ended, none interrupted
-    pruned = {r.trial_id: r.epochs for r in outcome.records if r.status == "PRUNED"}
-    complete = {r.trial_id for r in outcome.records if r.status == "COMPLETE"}
-    assert len(outcome.records) == 6 and pruned and complete and len(pruned) + len(complete) == 6
-    assert set(pruned.values()) <= {1, 2}  # rungs at 1 and 2 of 4 epochs
-    for r in outcome.records:  # every trial's cheap objectives at each rung it reached, from the Ray workers
-        assert 1 in r.rungs and set(r.rungs[1]) == {o["metric"] for o in OBJECTIVES}, r
-        assert (r.epochs == 4) if r.status == "COMPLETE" else (max(r.rungs) == r.epochs), r
-        assert not (r.status == "PRUNED" and r.metrics)  # no truncated metrics kept
-    for epoch in (1, 2):  # the best accuracy at a rung ranks first in any subset of it: never stopped there
-        at = {r.trial_id: r.rungs[epoch]["val/acc"] for r in outcome.records if epoch in r.rungs}
-        best = max(at.values(), default=None)
-        if list(at.values()).count(best) == 1:
-            assert pruned.get(max(at, key=at.get)) != epoch, (epoch, at, pruned)
-
-    states = {t.user_attrs["kdtune.record"]["trial_id"]: t for t in optuna_trials(tmp_path, "mo")}
-    assert {k: t.state.name for k, t in states.items()} == {
-        **{k: "PRUNED" for k in pruned}, **{k: "COMPLETE" for k in complete}}
-    assert all(states[k].values is None for k in pruned)  # never told truncated objective values
-
-    report = tmp_path / "reports" / "mo"
-    trials = pd.read_csv(report / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
-    assert trials.loc[list(pruned), "status"].eq("PRUNED").all()
-    assert trials.loc[list(pruned), "epochs"].tolist() == list(pruned.values())
-    assert trials.loc[list(pruned), "val/acc"].isna().all()
-    on_front = set(pd.read_csv(report / "pareto.csv", dtype={"trial_id": str})["trial_id"])
-    assert on_front and on_front <= complete
-    md = (report / "report.md").read_text(encoding="utf-8")
-    assert f"6 trials: {len(complete)} complete, {len(pruned)} stopped early, 0 failed," in md
-    section = md.split("## Stopped early", 1)[1].split("\n## ", 1)[0]
-    stopped_at_1 = [t for t, e in pruned.items() if e == 1]
-    assert f"| 1 | 6 | {len(stopped_at_1)} |" in section, section  # all six reached the first rung
-    for trial_id, epoch in pruned.items():
-        assert f"| {epoch} | {trial_id} |" in section
-    assert "early stopping" in md and "PGD-2 " in md  # the rung protocol among the run's facts
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("mo").experiment_id])
-    children = {r.data.tags["trial_id"]: r for r in runs if "trial_id" in r.data.tags}
-    assert set(children) == set(pruned) | complete
-    for trial_id, run in children.items():
-        if trial_id in pruned:
-            assert run.info.status == "KILLED" and run.data.tags[PRUNED_TAG] == str(pruned[trial_id])
-            assert "rung/val/robust_acc_at_0.1" in run.data.metrics  # what it was ranked on
-        else:
-            assert run.info.status == "FINISHED" and PRUNED_TAG not in run.data.tags
 
 
 def _ended_while_running(workdir: Path) -> int:
@@ -152,9 +89,55 @@ def test_a_killed_moasha_sweep_resumes_and_ranks_against_the_rungs_stored_before
     for trial_id, by_epoch in before.items():  # kept across the kill: the resumed sweep ranked against them
         assert {e: after[trial_id][e] for e in by_epoch} == by_epoch
     assert set(after) == set(trials["trial_id"])
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("mokill").experiment_id])
+    check_pruned_everywhere(tmp_path, "mokill", epochs=12)
+
+
+def check_pruned_everywhere(workdir: Path, name: str, *, epochs: int) -> None:
+    """Trials stopped at a rung are PRUNED in Optuna, the study's record, trials.csv, MLflow and the report, with
+    no truncated metrics, and never on the front; a trial with the best accuracy at a rung was not stopped there."""
+    url = f"sqlite:///{workdir / '.kdtune' / 'optuna.db'}"
+    records = store.read_records(optuna.load_study(study_name=name, storage=url), workdir)
+    pruned = {r.trial_id: r.epochs for r in records if r.status == "PRUNED"}
+    complete = {r.trial_id for r in records if r.status == "COMPLETE"}
+    assert pruned and complete and len(pruned) + len(complete) == len(records)
+    rungs = {r.trial_id: r.rungs for r in records}
+    for r in records:  # every trial's cheap objectives at each rung it reached, from the Ray workers
+        assert 1 in r.rungs and set(r.rungs[1]) == {o["metric"] for o in OBJECTIVES}, r
+        assert (r.epochs == epochs) if r.status == "COMPLETE" else (max(r.rungs) == r.epochs), r
+        assert not (r.status == "PRUNED" and r.metrics)  # no truncated metrics kept
+    for epoch in {e for by_epoch in rungs.values() for e in by_epoch}:  # the best accuracy ranks first at a rung
+        at = {t: by_epoch[epoch]["val/acc"] for t, by_epoch in rungs.items() if epoch in by_epoch}
+        best = max(at.values())
+        if list(at.values()).count(best) == 1:
+            assert pruned.get(max(at, key=at.get)) != epoch, (epoch, at, pruned)
+    states = {t.user_attrs["kdtune.record"]["trial_id"]: t for t in optuna_trials(workdir, name)}
+    assert {k: t.state.name for k, t in states.items()} == {
+        **{k: "PRUNED" for k in pruned}, **{k: "COMPLETE" for k in complete}}
+    assert all(states[k].values is None for k in pruned)  # never told truncated objective values
+
+    report = workdir / "reports" / name
+    trials = pd.read_csv(report / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
+    assert trials.loc[list(pruned), "epochs"].tolist() == list(pruned.values())
+    assert trials.loc[list(pruned), "val/acc"].isna().all()
+    on_front = set(pd.read_csv(report / "pareto.csv", dtype={"trial_id": str})["trial_id"])
+    assert on_front and on_front <= complete
+    md = (report / "report.md").read_text(encoding="utf-8")
+    assert f"{len(records)} trials: {len(complete)} complete, {len(pruned)} stopped early, 0 failed," in md
+    section = md.split("## Stopped early", 1)[1].split("\n## ", 1)[0]
+    stopped_at_1 = [t for t, e in pruned.items() if e == 1]
+    assert f"| 1 | {len(records)} | {len(stopped_at_1)} |" in section, section  # all reached the first rung
+    for trial_id, epoch in pruned.items():
+        assert f"| {epoch} | {trial_id} |" in section
+    assert "early stopping" in md and "PGD-2 " in md  # the rung protocol among the run's facts
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    for r in runs:
-        if r.data.tags.get("trial_id") in set(trials.loc[trials["status"] == "PRUNED", "trial_id"]):
-            assert r.info.status == "KILLED" and PRUNED_TAG in r.data.tags
+    children = {r.data.tags["trial_id"]: r for r in runs if "trial_id" in r.data.tags}
+    assert set(children) == set(pruned) | complete
+    for trial_id, run in children.items():
+        if trial_id in pruned:
+            assert run.info.status == "KILLED" and run.data.tags[PRUNED_TAG] == str(pruned[trial_id])
+            assert "rung/val/robust_acc_at_0.1" in run.data.metrics  # what it was ranked on
+        else:
+            assert run.info.status == "FINISHED" and PRUNED_TAG not in run.data.tags
