@@ -83,7 +83,9 @@ def test_a_killed_moasha_sweep_resumes_and_ranks_against_the_rungs_stored_before
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"COMPLETE", "PRUNED"}, trials[["trial_id", "status", "error"]].to_string()
     assert (trials["status"] == "PRUNED").any()
-    states = [t.state.name for t in optuna_trials(tmp_path, "mokill")]
+    # (an Optuna trial asked just before the kill, after the searcher's last saved state, is left RUNNING without
+    # a record, as with fifo in test_resume: only recorded trials count)
+    states = [t.state.name for t in optuna_trials(tmp_path, "mokill") if "kdtune.record" in t.user_attrs]
     assert sorted(states) == sorted(trials["status"]) and "RUNNING" not in states
     after = store.read_rungs(optuna.load_study(study_name="mokill", storage=url))
     for trial_id, by_epoch in before.items():  # kept across the kill: the resumed sweep ranked against them
@@ -110,7 +112,8 @@ def check_pruned_everywhere(workdir: Path, name: str, *, epochs: int) -> None:
         best = max(at.values())
         if list(at.values()).count(best) == 1:
             assert pruned.get(max(at, key=at.get)) != epoch, (epoch, at, pruned)
-    states = {t.user_attrs["kdtune.record"]["trial_id"]: t for t in optuna_trials(workdir, name)}
+    states = {t.user_attrs["kdtune.record"]["trial_id"]: t for t in optuna_trials(workdir, name)
+              if "kdtune.record" in t.user_attrs}
     assert {k: t.state.name for k, t in states.items()} == {
         **{k: "PRUNED" for k in pruned}, **{k: "COMPLETE" for k in complete}}
     assert all(states[k].values is None for k in pruned)  # never told truncated objective values
