@@ -311,24 +311,23 @@ class Tracker:
         """Log a trial's student as an MLflow PyTorch model (artifact ``student``, loadable from
         ``runs:/<run id>/student``) with the input signature of ``example`` (a float32 batch of inputs)
         and the logits it produces. Saved, then logged through the client: no global MLflow state."""
-        run_id = self._run_id(trial_id)
-        if run_id is None:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            _save_model(model, example, Path(tmp) / "student")
-            self.client.log_artifacts(run_id, str(Path(tmp) / "student"), "student")
+        self._log_saved(trial_id, "student", lambda path: _save_model(model, example, path))
 
     @guarded
     def log_onnx_model(self, trial_id: str, data: bytes, example: Any) -> None:
         """Log a trial's student as the MLflow ONNX model ``data`` (a serialized ONNX file; artifact ``onnx``,
         loadable with ``mlflow.onnx.load_model("runs:/<run id>/onnx")``) with the input signature of
         ``example`` and the logits ONNX Runtime computes for it. Saved, then logged through the client."""
+        self._log_saved(trial_id, "onnx", lambda path: _save_onnx_model(data, example, path))
+
+    def _log_saved(self, trial_id: str, artifact: str, save: Callable[[Path], None]) -> None:
+        """``save`` a model into a temporary folder, then log that folder as the trial run's ``artifact``."""
         run_id = self._run_id(trial_id)
         if run_id is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            _save_onnx_model(data, example, Path(tmp) / "onnx")
-            self.client.log_artifacts(run_id, str(Path(tmp) / "onnx"), "onnx")
+            save(Path(tmp) / artifact)
+            self.client.log_artifacts(run_id, str(Path(tmp) / artifact), artifact)
 
     @guarded
     def set_tags(self, trial_id: str | None, tags: Mapping[str, str]) -> None:
