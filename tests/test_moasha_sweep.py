@@ -5,11 +5,9 @@ report) and never on the front."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from kdtune import store
 from kdtune.tracking import PRUNED_TAG
-from tests.test_resume import _study_processes, optuna_trials, write
+from tests.test_resume import _study_processes, optuna_trials, start_driver, write
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +54,7 @@ def _ended_while_running(workdir: Path) -> int:
 
 def test_a_killed_moasha_sweep_resumes_and_ranks_against_the_rungs_stored_before(tmp_path):
     study = moasha_study(tmp_path, "mokill", epochs=12)  # rungs at 1, 2, 4, 8
-    marker = f"moasha-{os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "kdtune", str(study)]
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    marker, cmd, env, driver = start_driver(tmp_path, study, "moasha")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and driver.poll() is None and _ended_while_running(tmp_path) < 2:
         time.sleep(0.5)
@@ -72,6 +64,7 @@ def test_a_killed_moasha_sweep_resumes_and_ranks_against_the_rungs_stored_before
     driver.wait(timeout=30)
     url = f"sqlite:///{tmp_path / '.kdtune' / 'optuna.db'}"
     before = store.read_rungs(optuna.load_study(study_name="mokill", storage=url))
+    ended_before = {r.trial_id for r in store.read_records(optuna.load_study(study_name="mokill", storage=url), tmp_path)}
     assert before and _ended_while_running(tmp_path) < 6
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
@@ -91,12 +84,14 @@ def test_a_killed_moasha_sweep_resumes_and_ranks_against_the_rungs_stored_before
     for trial_id, by_epoch in before.items():  # kept across the kill: the resumed sweep ranked against them
         assert {e: after[trial_id][e] for e in by_epoch} == by_epoch
     assert set(after) == set(trials["trial_id"])
-    check_pruned_everywhere(tmp_path, "mokill", epochs=12)
+    check_pruned_everywhere(tmp_path, "mokill", epochs=12, ended_before_kill=ended_before)
 
 
-def check_pruned_everywhere(workdir: Path, name: str, *, epochs: int) -> None:
+def check_pruned_everywhere(workdir: Path, name: str, *, epochs: int, ended_before_kill: set[str]) -> None:
     """Trials stopped at a rung are PRUNED in Optuna, the study's record, trials.csv, MLflow and the report, with
-    no truncated metrics, and never on the front; a trial with the best accuracy at a rung was not stopped there."""
+    no truncated metrics, and never on the front; a trial with the best accuracy at a rung was not stopped there.
+    (MLflow writes still queued when the driver was killed are lost: the rung metrics of a trial that ended
+    before the kill may be missing there; its run is settled KILLED with its tag all the same.)"""
     url = f"sqlite:///{workdir / '.kdtune' / 'optuna.db'}"
     records = store.read_records(optuna.load_study(study_name=name, storage=url), workdir)
     pruned = {r.trial_id: r.epochs for r in records if r.status == "PRUNED"}
@@ -141,6 +136,7 @@ def check_pruned_everywhere(workdir: Path, name: str, *, epochs: int) -> None:
     for trial_id, run in children.items():
         if trial_id in pruned:
             assert run.info.status == "KILLED" and run.data.tags[PRUNED_TAG] == str(pruned[trial_id])
-            assert "rung/val/robust_acc_at_0.1" in run.data.metrics  # what it was ranked on
+            if trial_id not in ended_before_kill:
+                assert "rung/val/robust_acc_at_0.1" in run.data.metrics  # what it was ranked on
         else:
             assert run.info.status == "FINISHED" and PRUNED_TAG not in run.data.tags

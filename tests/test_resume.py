@@ -138,18 +138,25 @@ def _study_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+def start_driver(workdir: Path, study: Path, tag: str) -> tuple[str, list[str], dict[str, str], subprocess.Popen]:
+    """``python -m kdtune STUDY`` in ``workdir``, in a session of its own, its Ray processes marked so that
+    ``_study_processes(marker)`` finds them: (marker, command, environment, the driver)."""
+    marker = f"{tag}-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(workdir / "cache"),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "kdtune", str(study)]
+    driver = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    return marker, cmd, env, driver
+
+
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(tmp_path, how):
     budget = 6  # with trials of ~2 s, some are still to run when the driver is stopped after 2 finished
     study = write(tmp_path, name="killed", student={"model": {"name": "mlp", "hidden": [8]}, "epochs": 60},
                   search={**STUDY["search"], "budget": budget, "max_concurrent": 2})
-    marker = f"kill-{os.getpid()}-{time.monotonic_ns()}"
-    env = {**os.environ, "KDTUNE_TEST_MARKER": marker, "KDTUNE_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "kdtune", str(study)]
-    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+    marker, cmd, env, driver = start_driver(tmp_path, study, "kill")
     deadline, done_before = time.monotonic() + 240, {}
     while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
@@ -172,7 +179,7 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
         assert "run the same command again to resume" in out
     assert 2 <= len(done_before) < budget
 
-    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400, check=False)
     for proc in _study_processes(marker):
         proc.send_signal(signal.SIGKILL)
     assert again.returncode == 0, again.stdout + again.stderr
