@@ -143,6 +143,17 @@ def save_post_metrics(study: optuna.Study, metrics: dict[str, dict[str, float]])
         study.set_user_attr(POST + trial_id, {**stored, **{k: v for k, v in values.items() if math.isfinite(v)}})
 
 
+def fail_orphans(study: optuna.Study) -> int:
+    """Tell FAIL for each trial still RUNNING without a record: asked by a driver killed before it recorded the
+    trial's outcome (after its searcher's last saved state, so the resumed sweep never tells it). Only when no
+    trial of the study can still be running: after a sweep ended, under the study's driver lock. Returns how many."""
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if RECORD not in t.user_attrs]
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
 def save_runs(study: optuna.Study, arm: str, trial_id: str, runs: list[dict[str, float]]) -> None:
     """A trial's metrics seed by seed (``arm``: ``seeds`` as sampled, ``plain`` without distillation)."""
     study.set_user_attr(f"{RUNS}{arm}.{trial_id}", [{k: v for k, v in r.items() if math.isfinite(v)} for r in runs])

@@ -194,6 +194,7 @@ def test_a_driver_stopped_mid_sweep_resumes_without_losing_or_repeating_trials(t
     final = {t.user_attrs["kdtune.record"]["trial_id"]: t.values for t in optuna_trials(tmp_path, "killed")
              if "kdtune.record" in t.user_attrs}
     assert {k: final[k] for k in done_before} == done_before  # finished trials kept, with their results
+    assert "RUNNING" not in {t.state.name for t in optuna_trials(tmp_path, "killed")}  # no orphan left pending
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])

@@ -67,6 +67,7 @@ def _run_sweep(run: StudyRun) -> dict[str, str]:
     errors = sweep.run_sweep(job, [sweep.TrackingCallback(run.tracker, cfg, run.paths.students), progress])
     seconds = time.monotonic() - start
     store.set_sweep(run.optuna_study, plan.name, "finished")
+    store.fail_orphans(run.optuna_study)  # the sweep has ended: no trial of the study is running
     run.pace = SweepPace(progress.done, seconds, per_trial, cfg.search.max_concurrent, cluster)
     return errors
 
