@@ -279,18 +279,19 @@ def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatc
     for r in repeated:
         assert r.metrics["seeds/n"] == 3 and r.metrics["val/acc/ci95"] >= 0
         assert 0 <= r.metrics["val/acc/mean"] <= 1
-    done = {pick} | {r.trial_id for r in repeated}
-    retrained: list[str] = []
+    done = {("plain", pick)} | {("seeds", r.trial_id) for r in repeated}  # each arm stored for these
+    retrained: list[tuple[str, str]] = []
     from kdtune.study._retrain import retrain
 
     def counted(run, record, **kwargs):
-        retrained.append(record.trial_id)
+        retrained.append(("plain" if kwargs.get("params") is not None else "seeds", record.trial_id))
         return retrain(run, record, **kwargs)
 
     monkeypatch.setattr("kdtune.study.stages.ablation.retrain", counted)
     monkeypatch.setattr("kdtune.study._retrain.retrain", counted)  # the seed repeats'
     rebuilt = rebuild_report(cfg, workdir=tmp_path, echo=lambda line: None)  # stored: not retrained
     assert not done & set(retrained), retrained
-    # (re-measured latency may put another trial on the front; that one is repeated then)
+    # (re-measured latency may put another trial on the front, or make another the pick: that one is repeated,
+    # or ablated, then; a member repeated before and picked now reuses its stored seed runs)
     again = {r.trial_id: r.metrics.get("val/acc/mean") for r in rebuilt.records}
     assert {r.trial_id: again[r.trial_id] for r in repeated} == {r.trial_id: r.metrics["val/acc/mean"] for r in repeated}
