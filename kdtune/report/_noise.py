@@ -10,7 +10,7 @@ import pandas as pd
 from kdtune import metrics as vocab
 from kdtune.intervals import Interval, within_noise
 from kdtune.records import Ablation, Objective, TrialRecord
-from kdtune.report._tables import MISSING, format_metric
+from kdtune.report._tables import MISSING, format_mean_ci
 
 NOISE_NOTE = ("Two members whose 95% intervals over seeds overlap are marked 'within noise': their difference may"
               " be seed-to-seed variation, not a better configuration.")
@@ -30,9 +30,7 @@ def _interval(record: TrialRecord, name: str) -> Interval | None:
 
 
 def _shown(name: str, interval: Interval | None) -> str:
-    if interval is None:
-        return MISSING
-    return f"{format_metric(name, interval.mean)} ± {format_metric(name, interval.half_width)}"
+    return MISSING if interval is None else format_mean_ci(name, interval.mean, interval.half_width)
 
 
 def noise_table(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> pd.DataFrame:

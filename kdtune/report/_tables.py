@@ -307,12 +307,13 @@ def seeds_table(
     names = list(dict.fromkeys([o.metric for o in objectives] + [m for m in metric_columns if m == vocab.acc("test")]))
     names = [m for m in names if any(vocab.mean_of(m) in r.metrics for r in repeated)]
     rows = [[r.trial_id, f"{r.metrics[vocab.SEEDS_DONE]:.0f}"]
-            + [_mean_ci(m, r.metrics.get(vocab.mean_of(m)), r.metrics.get(vocab.ci95_of(m))) for m in names]
+            + [format_mean_ci(m, r.metrics.get(vocab.mean_of(m)), r.metrics.get(vocab.ci95_of(m))) for m in names]
             for r in repeated]
     return pd.DataFrame(rows, columns=["trial", "seeds", *names])
 
 
-def _mean_ci(name: str, mean: float | None, ci: float | None) -> str:
+def format_mean_ci(name: str, mean: float | None, ci: float | None) -> str:
+    """``mean ± ci`` for display (the mean alone without a ci; ``MISSING`` without a mean)."""
     if mean is None:
         return MISSING
     return f"{format_metric(name, mean)} ± {format_metric(name, ci)}" if ci is not None else format_metric(name, mean)
