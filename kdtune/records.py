@@ -65,6 +65,9 @@ class TrialRecord:
     provenance: Provenance | None = None  # what the student learned from
     epochs: int | None = None  # epochs trained: all of them when complete, the rung a PRUNED trial stopped at
     rungs: dict[int, dict[str, float]] = field(default_factory=dict)
+    # When it finished, in wall-clock seconds of sweeping: counted from the start of the study's first sweep,
+    # the gaps between sweeps left out (``kdtune.search_cost.sweep_seconds``); None where not recorded.
+    sweep_s: float | None = None
 
     def objective_values(self, objectives: list[Objective]) -> list[float] | None:
         """The objectives' values, or None if the trial failed or any value is missing/non-finite."""

@@ -22,6 +22,7 @@ import optuna
 from kdtune.cache import locked
 from kdtune.errors import ConfigError, KdtuneError
 from kdtune.records import Provenance, TrialRecord
+from kdtune.search_cost import Span, sweep_seconds
 from kdtune.urls import sqlite_path
 
 RECORD = "kdtune.record"
@@ -120,18 +121,18 @@ def read_records(study: optuna.Study, students_dir: Path) -> list[TrialRecord]:
     """Every recorded trial of every sweep, in the order Optuna numbered them, with post-sweep metrics."""
     post = {k.removeprefix(POST): v for k, v in study.user_attrs.items() if k.startswith(POST)}
     rungs = read_rungs(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if RECORD in t.user_attrs]  # others: lost to a killed driver
+    finished = [t.datetime_complete.timestamp() if t.datetime_complete else None for t in trials]
     records = []
-    for trial in study.get_trials(deepcopy=False):
-        raw = trial.user_attrs.get(RECORD)
-        if raw is None:
-            continue  # asked but never finished by kdtune (e.g. lost to a killed driver)
+    for trial, sweep_s in zip(trials, sweep_seconds(finished, sweep_spans(study))):
+        raw = trial.user_attrs[RECORD]
         weights = students_dir / f"{raw['trial_id']}.pt"
         records.append(TrialRecord(
             trial_id=raw["trial_id"], status=raw["status"], params=raw["params"],
             metrics={**raw["metrics"], **post.get(raw["trial_id"], {})} if raw["status"] == "COMPLETE" else {},
             error=raw["error"], provenance=Provenance.from_dict(raw["provenance"]) if raw.get("provenance") else None,
             checkpoint=str(weights) if raw["status"] == "COMPLETE" and weights.exists() else None,
-            epochs=raw.get("epochs"), rungs=rungs.get(raw["trial_id"], {}),
+            epochs=raw.get("epochs"), rungs=rungs.get(raw["trial_id"], {}), sweep_s=sweep_s,
         ))  # fmt: skip
     return records
 
@@ -201,13 +202,28 @@ def keep_teacher_weights(study: optuna.Study, sha256: str, *, what: str = "teach
 
 
 def sweeps(study: optuna.Study) -> list[dict[str, Any]]:
-    """The log of sweeps: ``[{"name": "sweep-001", "status": "running" | "finished"}, ...]``."""
+    """The log of sweeps: ``[{"name": "sweep-001", "status": "running" | "finished", "spans": [[start, end],
+    ...]}, ...]``, a span per driver that ran it (unix seconds; end null while running or after a kill)."""
     return list(study.user_attrs.get(SWEEPS, []))
 
 
 def set_sweep(study: optuna.Study, name: str, status: str) -> None:
-    log = [s for s in sweeps(study) if s["name"] != name]
-    study.set_user_attr(SWEEPS, [*log, {"name": name, "status": status}])
+    """Log sweep ``name`` as ``status``: "running" opens a span (a driver starts or resumes it), "finished"
+    closes its last one."""
+    log = sweeps(study)
+    entry = next((s for s in log if s["name"] == name), {"name": name})
+    spans = [list(span) for span in entry.get("spans", [])]
+    if status == "running":
+        spans.append([time.time(), None])
+    elif spans and spans[-1][1] is None:
+        spans[-1][1] = time.time()
+    rest = [s for s in log if s["name"] != name]
+    study.set_user_attr(SWEEPS, [*rest, {**entry, "status": status, "spans": spans}])
+
+
+def sweep_spans(study: optuna.Study) -> list[Span]:
+    """Every driver's run of every sweep, ``(start, end)`` in unix seconds (end None: running or killed)."""
+    return [(float(a), None if b is None else float(b)) for s in sweeps(study) for a, b in s.get("spans", [])]
 
 
 def redact(url: str) -> str:

@@ -128,7 +128,7 @@ def test_returns_everything_written(report):
 def test_trials_csv_columns_rows_and_flags(report):
     out_dir, records, _ = report
     trials = read_csv(out_dir / "trials.csv")
-    assert list(trials.columns) == ["trial_id", "status", "epochs", *SEARCH_PARAMS, *METRIC_COLUMNS, "error",
+    assert list(trials.columns) == ["trial_id", "status", "epochs", "sweep_s", *SEARCH_PARAMS, *METRIC_COLUMNS, "error",
                                     "feasible", "pareto"]
     assert trials["trial_id"].tolist() == [r.trial_id for r in records]
     front = set(trials.loc[trials["pareto"] == "True", "trial_id"])

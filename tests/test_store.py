@@ -22,3 +22,31 @@ def test_trials_left_running_without_a_record_are_failed_and_recorded_ones_are_l
                       running_recorded.number: optuna.trial.TrialState.RUNNING,
                       orphan.number: optuna.trial.TrialState.FAIL}
     assert store.fail_orphans(study) == 0  # nothing left to fail
+
+
+def test_sweep_spans_open_on_each_start_and_close_when_finished(tmp_path, monkeypatch):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s", directions=["maximize"])
+    clock = iter([100.0, 300.0, 350.0, 500.0])
+    monkeypatch.setattr(store.time, "time", lambda: next(clock))
+    store.set_sweep(study, "sweep-001", "running")  # a driver starts it at 100 and is killed
+    store.set_sweep(study, "sweep-001", "running")  # resumed at 300
+    store.set_sweep(study, "sweep-001", "finished")  # at 350
+    store.set_sweep(study, "sweep-002", "running")  # at 500, still running
+    assert store.sweep_spans(study) == [(100.0, None), (300.0, 350.0), (500.0, None)]
+    assert [(s["name"], s["status"]) for s in store.sweeps(study)] == [("sweep-001", "finished"),
+                                                                      ("sweep-002", "running")]
+
+
+def test_read_records_give_each_trial_the_seconds_of_sweeping_when_it_finished(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s", directions=["maximize"])
+    store.set_sweep(study, "sweep-001", "running")
+    for i in range(2):
+        trial = study.ask()
+        store.write_record(trial, TrialRecord(f"t{i}", "COMPLETE", {}, {"val/acc": 0.9}, epochs=3))
+        study.tell(trial, [0.9])
+    store.set_sweep(study, "sweep-001", "finished")
+    (start, end), = store.sweep_spans(study)
+    records = store.read_records(study, tmp_path)
+    seconds = [r.sweep_s for r in records]
+    assert all(s is not None and 0 <= s <= end - start + 1e-3 for s in seconds)  # Optuna's clock, to the µs
+    assert seconds[0] <= seconds[1] and [r.epochs for r in records] == [3, 3]

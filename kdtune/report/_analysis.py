@@ -54,7 +54,11 @@ class Space:
 
     def hypervolume(self, n_first: int | None = None) -> float:
         """The normalized hypervolume of all records, or of the first ``n_first`` records only."""
-        keep = np.ones(len(self.index), dtype=bool) if n_first is None else self.index < n_first
+        return self.hypervolume_of(self.index if n_first is None else range(n_first))
+
+    def hypervolume_of(self, positions: Sequence[int]) -> float:
+        """The normalized hypervolume of the eligible records among ``positions`` (in the record list)."""
+        keep = np.isin(self.index, np.asarray(list(positions), dtype=int))
         if not keep.any():
             return 0.0
         return hypervolume(self.rows[keep], self.modes, self.reference)

@@ -12,15 +12,17 @@ import numpy as np
 
 from kdtune.records import TrialRecord
 from kdtune.report._analysis import Importances, robust_curve
+from kdtune.search_cost import CostCurve
 
 
-def _figure(width: float = 6.4, height: float = 4.8):
+def _figure(width: float = 6.4, height: float = 4.8, *, ncols: int = 1):
+    """A figure and its axes (one, or a list of ``ncols`` side by side)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
+    return fig, fig.add_subplot() if ncols == 1 else list(fig.subplots(1, ncols))
 
 
 def robust_curves_plot(
@@ -72,6 +74,28 @@ def hypervolume_plot(path: Path, history: np.ndarray, records: Sequence[TrialRec
     ax.set_title("Does the search still improve?")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
+    fig.savefig(path, format="png")
+    return path
+
+
+def cost_plot(path: Path, curve: CostCurve, stopped: np.ndarray) -> Path:
+    """The hypervolume against cumulative trial-epochs and, when known, wall-clock seconds of sweeping;
+    ``stopped`` (bool, in the curve's order) marks the trials stopped early."""
+    panels = [(curve.epochs, "cumulative trial-epochs")]
+    if curve.seconds is not None:
+        panels.append((curve.seconds, "wall-clock seconds of sweeping"))
+    fig, axes = _figure(5.0 * len(panels) + 1.0, 4.0, ncols=len(panels))
+    for ax, (x, label) in zip(axes if len(panels) > 1 else [axes], panels):
+        ax.step(x, curve.hypervolume, where="post", color="tab:blue", linewidth=1.5, label="hypervolume so far")
+        if stopped.any():
+            ax.scatter(x[stopped], curve.hypervolume[stopped], s=20, marker="|", color="tab:gray", zorder=3,
+                       label="a trial stopped early")
+        ax.set_xlabel(label)
+        ax.set_ylabel("normalized hypervolume")
+        ax.set_xlim(left=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.suptitle("What the search cost")
     fig.savefig(path, format="png")
     return path
 

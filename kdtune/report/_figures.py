@@ -14,7 +14,7 @@ from kdtune.report import _charts, _interactive
 from kdtune.report._analysis import Importances, robust_curve
 from kdtune.report._drawing import Png
 from kdtune.report._plots import front_3d_plot, front_pairs, front_pngs
-from kdtune.report._render import Image
+from kdtune.report._render import Block, Image
 from kdtune.report._tables import sorted_by_first_objective
 
 
@@ -26,6 +26,7 @@ class Figures:
     robust: Image | None = None
     hypervolume: Image | None = None
     importance: Image | None = None
+    cost: list[Block] = field(default_factory=list)  # the hypervolume against what the search spent
     paths: dict[str, Path] = field(default_factory=dict)
 
 

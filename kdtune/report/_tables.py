@@ -43,22 +43,25 @@ def trials_frame(
     metric_columns: Sequence[str],
     feasible: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per trial: trial_id, status, epochs, search params, metrics, error, feasible, pareto (in that order).
+    """One row per trial: trial_id, status, epochs, sweep_s, search params, metrics, error, feasible, pareto (in
+    that order).
 
     Metric cells are NaN (written empty) for failed and pruned trials and for missing metrics; ``epochs`` is
-    the epochs trained (a PRUNED trial's: the rung it was stopped at), empty where not recorded. ``feasible``
+    the epochs trained (a PRUNED trial's: the rung it was stopped at), empty where not recorded; ``sweep_s`` the
+    wall-clock seconds of sweeping when the trial finished (``kdtune.search_cost``), empty where not recorded. ``feasible``
     (bool (n,), ``kdtune.feasibility``; default: every COMPLETE trial) is False for failed and pruned trials.
     """
     if feasible is None:
         feasible = np.array([r.status == "COMPLETE" for r in records], dtype=bool)
-    columns = ["trial_id", "status", "epochs", *search_params, *metric_columns, "error", "feasible", "pareto"]
+    columns = ["trial_id", "status", "epochs", "sweep_s", *search_params, *metric_columns, "error", "feasible", "pareto"]
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise ValueError(f"column names used twice in the trials table: {duplicated}")
     rows = []
     for record, on_front, ok in zip(records, front, feasible, strict=True):
         metrics = record.metrics if record.status == "COMPLETE" else {}
-        row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status, "epochs": record.epochs}
+        row: dict[str, Any] = {"trial_id": record.trial_id, "status": record.status, "epochs": record.epochs,
+                               "sweep_s": None if record.sweep_s is None else round(record.sweep_s, 1)}
         row.update({p: record.params.get(p) for p in search_params})
         row.update({m: _as_float(metrics.get(m)) for m in metric_columns})
         row.update(error=record.error, feasible=bool(ok), pareto=bool(on_front))

@@ -26,6 +26,7 @@ from kdtune.report._analysis import (
     param_importances,
     share_metrics,
 )
+from kdtune.report._cost import cost_figure
 from kdtune.report._drawing import Drawing
 from kdtune.report._figures import Figures, drawn_apart, make_figures
 from kdtune.report._reference import reference_table
@@ -75,7 +76,7 @@ def write_report(
 
     Returns {name: path} for everything written: ``trials_csv``, ``pareto_csv``, ``report_md``,
     ``report_html`` and each figure by its file stem (``front_val-acc__latency-ms_b1``, ``front_3d``,
-    ``robust_acc_vs_eps``, ``hypervolume_by_trial``, ``importance``).
+    ``robust_acc_vs_eps``, ``hypervolume_by_trial``, ``hypervolume_by_cost``, ``importance``).
     Raises KdtuneError (one line) if ``out_dir`` cannot be created or written.
     """
     if not objectives:
@@ -105,6 +106,8 @@ def write_report(
                 search_params=search_params, teacher_metrics=teacher_metrics, interactive=interactive,
                 drawn=drawing.paths, feasible=feasible,
             )
+            figures.cost, cost_png = cost_figure(out_dir, records, space)
+            figures.paths.update(cost_png)
             context = _Context(records, front, objectives, space, knee, history, feasible, feasibility,
                                search_params=search_params,
                                teacher_metrics=teacher_metrics, metric_columns=metric_columns,
@@ -369,7 +372,7 @@ def _hypervolume_blocks(c: _Context, figures: Figures) -> list[Block]:
                            + "; normalized by the max over trials instead."))
     if figures.hypervolume is not None:
         blocks += [Text(_progress(c.history, c.records)), figures.hypervolume]
-    return blocks
+    return blocks + figures.cost
 
 
 def _progress(history: np.ndarray, records: Sequence[TrialRecord]) -> str:
