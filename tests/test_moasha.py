@@ -211,6 +211,32 @@ def test_cheap_rung_measurements_leave_the_training_rng_alone(small_data):
     assert len(built) == 1
 
 
+def test_rung_costs_are_measured_once_per_architecture_and_shared_through_the_cache(small_data, tmp_path):
+    from kdtune.models import build_model
+    from kdtune.rungs import RungProbe, costs_file
+    from kdtune.spec import LatencySpec, ModelSpec
+
+    objectives = ["val/acc", "latency/ms_b1", "model/params"]
+    latency = LatencySpec(runtime="torch", batch_sizes=[1], warmup=1, repeats=2, n_calls=2)
+    spec = MoashaSchedulerSpec(name="moasha", rung_subset=50, rung_pgd_steps=2)
+
+    def rung_values(hidden: int) -> dict[str, float]:
+        model = ModelSpec.model_validate({"name": "mlp", "hidden": [hidden]})
+        where = costs_file(tmp_path, study="s", model=model, input_shape=small_data.input_shape, latency=latency,
+                           device=torch.device("cpu"))
+        probe = RungProbe(objectives, epochs=[1], build=lambda: build_model("mlp", {"hidden": [hidden]},
+                          small_data.info), data=small_data, spec=spec, latency=latency, seed=0,
+                          device=torch.device("cpu"), costs_file=where)
+        weights = build_model("mlp", {"hidden": [hidden]}, small_data.info).state_dict()
+        return probe(SimpleNamespace(epoch=1, model=weights, history=[{"val/acc": 0.5}]))
+
+    first, second, other = rung_values(8), rung_values(8), rung_values(16)
+    # a second trial of the same architecture reads the first's latency (one noisy measurement, not two)
+    assert second[at_rung("latency/ms_b1")] == first[at_rung("latency/ms_b1")]
+    assert other[at_rung("model/params")] == 784 * 16 + 16 + 16 * 10 + 10  # another architecture: its own
+    assert len(list((tmp_path / "rung_costs").glob("*.pt"))) == 2
+
+
 def test_a_stopped_trials_run_ends_killed_with_its_rung(tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 

@@ -23,7 +23,7 @@ from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.models import build_model
 from kdtune.plugins import load_plugins
-from kdtune.rungs import RungProbe
+from kdtune.rungs import RungProbe, costs_file
 from kdtune.student import run_student
 from kdtune.teacher import frozen
 from kdtune.train import FitState
@@ -108,9 +108,11 @@ def rung_probe(cfg: StudyConfig, data: Dataset, device: torch.device) -> RungPro
     if sched.name != "moasha":
         return None
     info, model = data.info, cfg.student.model
+    costs = costs_file(cache_dir(cfg.output.cache), study=cfg.name, model=model, input_shape=data.input_shape,
+                       latency=cfg.evaluation.latency, device=device)
     return RungProbe([o.metric for o in cfg.search.objectives], epochs=sched.rungs(cfg.student.epochs),
                      build=lambda: build_model(model.name, model.params, info), data=data, spec=sched,
-                     latency=cfg.evaluation.latency, seed=cfg.seed, device=device)
+                     latency=cfg.evaluation.latency, seed=cfg.seed, device=device, costs_file=costs)
 
 
 class EpochReporter:
