@@ -36,7 +36,7 @@ from kdtune.latency import measure_latency
 
 if TYPE_CHECKING:
     from kdtune.data import Dataset
-    from kdtune.spec import LatencySpec, ModelSpec, MoashaSchedulerSpec
+    from kdtune.spec import LatencySpec, MoashaSchedulerSpec, ModelSpec
     from kdtune.train import FitState
 
 RUNG_LATENCY_REPEATS = 3
