@@ -33,17 +33,23 @@ class Settings:
     latency_repeats: int
     hv_seeds: int
     hv_trials: int
+    cost_seeds: int  # search_cost: replicates of the pareto study per scheduler
+    cost_trials: int  # fifo's trials (moasha gets benchmarks.search_cost.MOASHA_TRIALS_PER_FIFO times as many)
+    cost_epochs: int
+    cost_constrained: bool  # keep the study's val/acc >= 0.85 (quick: a 1-epoch teacher on 512 images cannot)
 
     @classmethod
     def full(cls) -> Settings:
         return cls(quick=False, step_repeats=5, harness_repeats=5, harness_trials=8, epochs=10, dataset={},
-                   teacher_epochs=10, eval_repeats=5, latency_repeats=5, hv_seeds=5, hv_trials=50)
+                   teacher_epochs=10, eval_repeats=5, latency_repeats=5, hv_seeds=5, hv_trials=50,
+                   cost_seeds=3, cost_trials=8, cost_epochs=9, cost_constrained=True)
 
     @classmethod
     def tiny(cls) -> Settings:
         return cls(quick=True, step_repeats=1, harness_repeats=1, harness_trials=2, epochs=1,
                    dataset={"n_train": 512, "n_val": 100, "n_test": 200}, teacher_epochs=1, eval_repeats=1,
-                   latency_repeats=2, hv_seeds=2, hv_trials=12)
+                   latency_repeats=2, hv_seeds=2, hv_trials=12,
+                   cost_seeds=1, cost_trials=2, cost_epochs=3, cost_constrained=False)
 
 
 def study_raw(settings: Settings, cache: Path) -> dict[str, Any]:

@@ -17,9 +17,11 @@ from typing import Any
 
 from benchmarks._protocol import PROTOCOL, Result
 
-GROUPS = ("steps", "robust_eval", "latency", "hv_gain", "harness")  # harness last: it starts Ray
+# harness after the rest: it times Ray's start-up; search_cost (which reuses that Ray) last
+GROUPS = ("steps", "robust_eval", "latency", "hv_gain", "harness", "search_cost")
 KEYS = ("harness_overhead", "kd_step", "cached_teacher_step", "jacobian_rp", "hessian", "fgsm_at", "pgd7_at",
-        "robust_eval", "latency_ratio_error", "latency_width_slope", "hv_gain")
+        "robust_eval", "latency_ratio_error", "latency_width_slope", "hv_gain", "search_cost.epochs_to_95pct_hv",
+        "search_cost.hv_ratio_equal_epochs")
 FAIRNESS = {
     "harness_overhead": "the hand-written study does the same work as kdtune's: teacher logits once and the "
     "teacher's metrics; per trial the same KD training (same seeds, same sampled temperature/alpha), the same "
@@ -59,12 +61,13 @@ def _run_groups(groups: list[str], bench: Any) -> tuple[list[Result], dict[str, 
     from benchmarks.harness import run_harness
     from benchmarks.runtime import run_width_slope
     from benchmarks.search import run_hv_gain
+    from benchmarks.search_cost import run_search_cost
     from benchmarks.steps import run_steps
 
     runners: dict[str, Callable[..., Any]] = {
         "steps": run_steps, "robust_eval": lambda b, log: [run_robust_eval(b, log)],
         "latency": lambda b, log: [run_latency(b, log), run_width_slope(b, log)], "hv_gain": lambda b, log: [run_hv_gain(b, log)],
-        "harness": lambda b, log: [run_harness(b, log)],
+        "harness": lambda b, log: [run_harness(b, log)], "search_cost": run_search_cost,
     }
     results: list[Result] = []
     for group in (g for g in GROUPS if g in groups):

@@ -131,3 +131,29 @@ def test_quick_run_writes_every_benchmark_with_finite_values(tmp_path):
     assert data["checks"]["clean_accuracy_in_inference_mode"] is True
     assert {"machine", "threads", "torch", "date"} <= set(data["meta"]) and data["meta"]["threads"] == 1
     assert "kd_step" in proc.stdout and "within target" in proc.stdout
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_search_cost_runs_the_pareto_study_under_both_schedulers_at_one_budget_of_trials(tmp_path, quick):
+    import types
+
+    import yaml
+
+    from benchmarks._setup import Settings
+    from benchmarks.search_cost import MOASHA_TRIALS_PER_FIFO, study_raw
+    from kdtune.config import load_study
+
+    settings = Settings.tiny() if quick else Settings.full()
+    bench = types.SimpleNamespace(settings=settings, root=tmp_path)
+    flagship = yaml.safe_load((REPO / "studies" / "pareto_mnist.yaml").read_text())
+    loaded = {}
+    for scheduler in ("fifo", "moasha"):
+        path = tmp_path / f"{scheduler}.yaml"
+        path.write_text(yaml.safe_dump(study_raw(bench, 1, scheduler, tmp_path)))
+        loaded[scheduler] = load_study(path)  # valid: moasha's rungs fall before the last epoch
+    fifo, moasha = loaded["fifo"], loaded["moasha"]
+    assert moasha.search.budget == MOASHA_TRIALS_PER_FIFO * fifo.search.budget == MOASHA_TRIALS_PER_FIFO * settings.cost_trials
+    assert fifo.search.scheduler.name == "fifo" and moasha.search.scheduler.name == "moasha"
+    assert fifo.seed == moasha.seed == 1 and fifo.student.epochs == moasha.student.epochs == settings.cost_epochs
+    assert fifo.search.space == moasha.search.space and fifo.search.space.keys() == flagship["search"]["space"].keys()
+    assert [str(c) for c in fifo.search.constraints] == ([] if quick else flagship["search"]["constraints"])
