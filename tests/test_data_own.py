@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,17 @@ def test_arrays_images_uint8_with_their_own_val(tmp_path):
     mean, std = _stats(x / 255.0)
     np.testing.assert_allclose(ds.mean, mean, rtol=1e-5)
     np.testing.assert_allclose(ds.std, std, rtol=1e-5)
+
+
+def test_arrays_with_every_split_given_needs_no_sklearn(tmp_path, monkeypatch):
+    """Nothing to carve: no scikit-learn import (the GPU benchmark's image has none); each split keeps all its
+    examples in the seeded shuffled order."""
+    (x, y), (xv, yv), (xt, yt) = (labelled(n, 3, (3, 4, 4), seed=s) for n, s in ((24, 0), (6, 1), (9, 2)))
+    path = write_npz(tmp_path / "data.npz", x_train=x, y_train=y, x_val=xv, y_val=yv, x_test=xt, y_test=yt)
+    monkeypatch.setitem(sys.modules, "sklearn.model_selection", None)  # importing it now raises
+    ds = load_dataset("arrays", {"path": str(path), "split_seed": 3})
+    order = np.random.default_rng(3).permutation(24)
+    assert torch.equal(ds.train.y, torch.from_numpy(y[order]))
 
 
 def test_arrays_flat_floats_become_features_for_mlp(tmp_path):

