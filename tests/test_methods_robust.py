@@ -298,3 +298,16 @@ def test_every_robust_method_is_more_robust_than_ce_without_adversarial_training
     for name in ROBUST:
         accs = [robust_acc(name, seed) for seed in range(3)]
         assert min(accs) > max(ce) + 0.05, (name, accs, ce)
+
+
+def test_the_robust_study_searches_the_five_methods_and_hinton_under_pgd():
+    from pathlib import Path
+
+    from kdtune.config import load_study
+
+    cfg = load_study(Path(__file__).resolve().parents[1] / "studies" / "robust_kd_mnist.yaml")
+    assert set(cfg.search.space["method.name"].choices) == {*ROBUST, "hinton"}
+    assert cfg.teacher.adversary is not None and cfg.teacher.adversary.attack.name == "pgd"
+    assert cfg.adversary.enabled and cfg.adversary.attack.params["eps"] == 0.1 and "adversary.enabled" not in cfg.search.space
+    assert [o.metric for o in cfg.objectives] == ["val/acc", "val/robust_acc@0.1", "latency/ms_b1"]
+    assert cfg.evaluation.autoattack.enabled and cfg.evaluation.seeds >= 3
