@@ -8,6 +8,7 @@ to one model's metrics. ``art`` (adversarial-robustness-toolbox) is imported onl
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -20,10 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from kdtune import metrics
-from kdtune.evaluate import eval_mode
+from kdtune.attacks import pgd
+from kdtune.evaluate import correct, eval_mode, robust_accuracy, share
 
 if TYPE_CHECKING:
-    pass
+    from kdtune.data import AnySplit
+    from kdtune.spec import EvaluationSpec
 
 # The reduced CPU budget (standard AutoAttack: 100 APGD iterations, 5 restarts, 5000 Square queries).
 APGD_ITER, APGD_RESTARTS, SQUARE_QUERIES = 50, 1, 1000
@@ -31,6 +34,23 @@ AUTOATTACK_BUDGET = (
     f"untargeted APGD-CE and APGD-DLR ({APGD_ITER} iterations, {APGD_RESTARTS} restart each), "
     f"then Square ({SQUARE_QUERIES} queries)"
 )
+
+
+def autoattack_metrics(model: nn.Module, test: AnySplit, spec: EvaluationSpec, *, n_classes: int,
+                       seed: int) -> dict[str, float]:
+    """AutoAttack accuracy at each of ``spec.autoattack.eps`` on the first ``n_samples`` test images, with clean
+    and PGD (``spec.pgd_steps``) accuracy on the same images (``test_autoattack_images/...``): like with like."""
+    head = test.head(spec.autoattack.n_samples).to("cpu")
+    x, y = head.x, head.y
+    right = correct(model, x, y)
+    out = {metrics.acc(metrics.AA_SUBSET): share(right)}
+    for e in spec.autoattack.eps:
+        pgd_e = functools.partial(pgd, eps=e, steps=spec.pgd_steps)
+        out[metrics.attacked_acc(metrics.AA_SUBSET, e)] = robust_accuracy(model, x, y, pgd_e, right=right)
+        aa = autoattack_accuracy(model, x, y, eps=e, n_classes=n_classes, seed=seed)
+        out[metrics.attacked_acc("test", e, "autoattack")] = aa
+        out[metrics.attacked_acc(metrics.AA_SUBSET, e, "autoattack")] = aa
+    return out
 
 
 def autoattack_accuracy(

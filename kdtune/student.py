@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from kdtune.attacks import ATTACKS
+from kdtune.attacks import ATTACKS, Budget
+from kdtune.errors import ConfigError
 from kdtune.evaluate import evaluate_model
-from kdtune.methods import Distiller, MethodContext, build_method
+from kdtune.methods import Distiller, MethodContext, build_method, own_attack_problem
 from kdtune.models import build_model
 from kdtune.penalties import PENALTIES
 from kdtune.records import Provenance
@@ -29,13 +30,21 @@ class Stack:
     distiller: Distiller
     penalties: list[Penalty]
     adversary: Callable[..., Tensor] | None
+    budget: Budget | None = None  # of a method's own inner maximisation (``Distiller.perturb``)
 
 
 def build_stack(cfg: StudyConfig, ctx: MethodContext) -> Stack:
+    """The method, penalties and adversary of ``cfg``. A method with its own inner maximisation gets the
+    budget of the study's attack (eps, step size, steps) instead of the generic attack itself."""
     penalties = [Penalty(n, s.weight, PENALTIES.bind(n, s.params)) for n, s in cfg.penalties.items()]
     adv = cfg.adversary
-    adversary = ATTACKS.bind(adv.attack.name, adv.attack.params) if adv is not None and adv.enabled else None
+    attack = adv.attack if adv is not None and adv.enabled else None
     distiller = build_method(cfg.method.name, cfg.method.params, ctx).to(ctx.data.train.device)
+    if distiller.owns_attack:
+        if attack is None:
+            raise ConfigError(own_attack_problem(cfg.method.name, disabled=adv is not None))
+        return Stack(distiller, penalties, None, Budget.of(attack.name, attack.params))
+    adversary = ATTACKS.bind(attack.name, attack.params) if attack is not None else None
     return Stack(distiller, penalties, adversary)
 
 
@@ -66,7 +75,7 @@ def run_student(
     stack = build_stack(cfg, ctx)
     history = fit_student(
         student, data, cfg.student, distiller=stack.distiller, penalties=stack.penalties,
-        adversary=stack.adversary, seed=cfg.seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
+        adversary=stack.adversary, budget=stack.budget, seed=cfg.seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
         amp=amp_dtype(cfg.resources.amp, data.train.device),
     )
     metrics = evaluate_model(student, data, cfg.evaluation, seed=cfg.seed)

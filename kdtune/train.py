@@ -26,17 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdtune.errors import TrainingError
 from kdtune import metrics
 from kdtune.augment import augment_batch, check_images
-from kdtune.evaluate import accuracy
 from kdtune.compat.optim import LeanAdam, LeanAdamW, LeanSGD
+from kdtune.errors import ConfigError, TrainingError
+from kdtune.evaluate import accuracy
 from kdtune.recipe import EarlyStopping, copy_state, make_scheduler
 from kdtune.spec import OptimizerSpec
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler
 
+    from kdtune.attacks import Budget
     from kdtune.data import AnySplit, Dataset
     from kdtune.spec import TrainSpec
 
@@ -56,6 +57,12 @@ class Distiller(Protocol):
     def begin_batch(self, x: Tensor, idx: Tensor) -> None: ...
 
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]: ...
+
+    @property
+    def owns_attack(self) -> bool: ...  # whether ``perturb`` is the method's own inner maximisation
+
+    def perturb(self, student: nn.Module, x: Tensor, y: Tensor, idx: Tensor, *, eps: float, alpha: float,
+                steps: int) -> Tensor: ...
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 StateCallback = Callable[["FitState"], None]
@@ -296,6 +303,7 @@ def fit_student(
     distiller: Distiller,
     penalties: Sequence[Penalty] = (),
     adversary: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    budget: Budget | None = None,
     seed: int,
     on_epoch: EpochCallback | None = None,
     on_state: StateCallback | None = None,
@@ -306,7 +314,9 @@ def fit_student(
 
     ``task`` is the method's loss; the student trains on ``distiller.transfer_set()``; ``x'`` is
     ``adversary(student, x, y)`` when adversarial training is on, else ``x``, while the method's targets
-    come from the clean ``x`` (ARD, Goldblum et al. 2020, arXiv:1905.09747). The distiller's state (e.g. a
+    come from the clean ``x`` (ARD, Goldblum et al. 2020, arXiv:1905.09747). A method with its own inner
+    maximisation (``distiller.owns_attack``: TRADES, RSLAD, ...) makes ``x'`` itself instead,
+    ``distiller.perturb(student, x, y, idx)`` within ``budget`` (required for it). The distiller's state (e.g. a
     FitNets regressor, created by ``attach``) is part of every ``FitState``: ``resume`` restores it after
     ``attach``.
 
@@ -314,12 +324,15 @@ def fit_student(
     logits cast back to float32, where that is safe (``amp_step``); the adversary always runs in float32.
     """
     active = [p for p in penalties if p.weight > 0]
+    own_attack = _own_attack(distiller, budget)  # (student, x, y, idx) -> x', or None
     distiller.attach(student)
     autocast = amp_step(amp, distiller.transfer_set().device, distiller, active)
 
     def step(x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         distiller.begin_batch(x, idx)  # the clean (augmented, never attacked) batch the teacher reads
-        if adversary is not None:
+        if own_attack is not None:
+            x = own_attack(student, x, y, idx)
+        elif adversary is not None:
             x = adversary(student, x, y)
         if active:
             x = x.detach().requires_grad_(True)  # penalties differentiate the logits w.r.t. the input
@@ -337,6 +350,17 @@ def fit_student(
         student, data, spec, step, seed=seed, on_epoch=on_epoch, on_state=on_state, resume=resume,
         train=distiller.transfer_set(), extra=distiller,
     )
+
+
+def _own_attack(distiller: Distiller, budget: Budget | None) -> Callable[..., Tensor] | None:
+    """The method's own inner maximisation bound to ``budget``, or None for a method without one."""
+    if not getattr(distiller, "owns_attack", False):  # a duck-typed distiller may not say
+        return None
+    if budget is None:
+        name = type(distiller).__name__
+        raise ConfigError(f"{name} trains on its own adversarial examples and needs their budget: add adversary: "
+                          "{attack: {name: pgd, eps: 0.1, steps: 10}} to the study")
+    return functools.partial(distiller.perturb, eps=budget.eps, alpha=budget.alpha, steps=budget.steps)
 
 
 def amp_step(

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kdtune.attacks import Budget
 from kdtune.config import TrainSpec
 from kdtune.methods import METHODS, MethodContext, build_method
 from kdtune.models import build_model
@@ -19,6 +20,9 @@ SMALL = {
 # Noise alone teaches next to nothing on MNIST (seed 001 reports 0.1028; kdtune's run agrees): for it,
 # a working student is one whose loss falls and whose logits are finite.
 NEAR_CHANCE = {"noise"}
+# Methods with their own inner maximisation (robust distillation, TRADES) train within this budget: PGD-3
+# at eps 0.1 (a study gives it as adversary.attack).
+BUDGET = Budget(eps=0.1, alpha=0.05, steps=3)
 SPEC = TrainSpec.model_validate({"model": {"name": "mlp", "hidden": [32]}, "epochs": 3, "lr": 3.0e-3})
 
 
@@ -35,7 +39,8 @@ def test_every_method_lowers_its_loss_and_yields_a_working_student(name, context
     torch.set_num_threads(1)
     distiller = build_method(name, SMALL.get(name, {}), context)
     student = build_model("mlp", {"hidden": [32]}, context.data.info)
-    history = fit_student(student, context.data, SPEC, distiller=distiller, seed=0)
+    budget = BUDGET if distiller.owns_attack else None
+    history = fit_student(student, context.data, SPEC, distiller=distiller, budget=budget, seed=0)
     assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in history)
     assert history[-1]["train/task"] < history[0]["train/task"]
     with torch.no_grad():

@@ -199,3 +199,29 @@ def test_autoattack_is_checked_against_pgd_on_its_own_images(tmp_path, subset_aa
         ]
     else:
         assert flags["t0"] == []
+
+
+def test_seed_repeats_autoattack_each_seed_of_a_member_autoattack_measured(monkeypatch):
+    """So that the report's AutoAttack accuracy of a member is a mean ± interval over its seeds, like PGD's."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from kdtune.config import validate_study
+    from kdtune.study import _retrain
+
+    calls = []
+
+    def fake_retrain(run, record, *, seed, autoattack=False):
+        calls.append((record.trial_id, seed, autoattack))
+        return {"val/acc": 0.5, **({"test/autoattack_acc@0.1": 0.2} if autoattack else {})}
+
+    monkeypatch.setattr(_retrain, "retrain", fake_retrain)
+    cfg = validate_study(base_study(evaluation={"seeds": 3, "autoattack": {"enabled": True}}), source="s")
+    run = SimpleNamespace(cfg=cfg, optuna_study=optuna.create_study())
+    attacked = TrialRecord("t0", "COMPLETE", {}, {"val/acc": 0.6, "test/autoattack_acc@0.1": 0.3})
+    plain = TrialRecord("t1", "COMPLETE", {}, {"val/acc": 0.6})
+    runs = _retrain.seed_runs(run, attacked)
+    assert [r["test/autoattack_acc@0.1"] for r in runs] == [0.3, 0.2, 0.2]
+    _retrain.seed_runs(run, plain)
+    assert calls == [("t0", 1, True), ("t0", 2, True), ("t1", 1, False), ("t1", 2, False)]

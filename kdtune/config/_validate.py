@@ -16,8 +16,10 @@ from pydantic import BaseModel
 
 import kdtune.components  # noqa: F401 - the built-in registries enroll themselves
 from kdtune import metrics
+from kdtune.attacks import Budget
 from kdtune.config._errors import _model_of, format_validation_error
 from kdtune.errors import ConfigError
+from kdtune.methods import method_owns_attack, own_attack_problem
 from kdtune.registry import did_you_mean, registry_of
 from kdtune.spec import Component, StudyConfig, get_path, set_path
 
@@ -31,6 +33,7 @@ def validate_study(raw: Mapping[str, Any], *, source: str) -> StudyConfig:
     try:
         cfg = _checked_components(cfg, [])
         cfg = cfg.model_copy(update={"penalties": _checked_penalties(cfg)})
+        _check_own_attack(cfg)
         _check_metrics(cfg)
         _check_scheduler(cfg)
     except _FieldError as err:
@@ -98,6 +101,20 @@ def _checked_penalties(cfg: StudyConfig) -> dict[str, Any]:
             raise _FieldError(f"penalties: {err}") from None
         out[name] = spec.model_copy(update={"params": params})
     return out
+
+
+def _check_own_attack(cfg: StudyConfig) -> None:
+    """A method that makes its own adversarial examples (TRADES, ARD, ...) takes their budget from the study's
+    enabled pgd (or fgsm) adversary."""
+    if not method_owns_attack(cfg.method.name):
+        return
+    adv = cfg.adversary
+    if adv is None or not adv.enabled:
+        raise _FieldError(f"method: {own_attack_problem(cfg.method.name, disabled=adv is not None)}")
+    try:
+        Budget.of(adv.attack.name, adv.attack.params)
+    except ConfigError as err:
+        raise _FieldError(str(err)) from None
 
 
 def _check_metrics(cfg: StudyConfig) -> None:

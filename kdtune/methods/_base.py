@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -13,8 +14,8 @@ from kdtune.losses import hinton_kd
 from kdtune.registry import Registry
 
 if TYPE_CHECKING:
-    from kdtune.spec import TrainSpec
     from kdtune.data import AnySplit, Dataset
+    from kdtune.spec import TrainSpec
 
 METHODS: Registry = Registry("method", context=("ctx",))
 
@@ -84,8 +85,34 @@ class Distiller(nn.Module):
             raise RuntimeError(f"{type(self).__name__}: clean_inputs() before the training loop's begin_batch()")
         return self._clean
 
+    def teacher_logits(self, cached: Tensor, idx: Tensor) -> Tensor:
+        """The teacher's logits for this batch, (B, K): ``cached[idx]`` (computed once on the transfer set's
+        clean images), or, when the student's recipe augments (so those are stale), the teacher run live
+        on the batch's augmented view (consistent teaching)."""
+        augments = getattr(self.ctx.student_spec, "augment", None) is not None
+        if augments and self.ctx.teacher is not None:
+            with torch.no_grad():
+                return self.ctx.teacher(self.clean_inputs())
+        return cached[idx]
+
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    # ---- a method's own inner maximisation (robust distillation, TRADES)
+
+    def perturb(self, student: nn.Module, x: Tensor, y: Tensor, idx: Tensor, *, eps: float, alpha: float,
+                steps: int) -> Tensor:
+        """The adversarial batch x' this method trains on: its own objective maximised over the L-inf ball
+        (``kdtune.attacks.maximize``), in float32, within B_inf(x, eps) ∩ [0,1], detached; the student's mode
+        and parameter grads are left as they were. ``fit_student`` calls it, after ``begin_batch`` and
+        instead of the study's generic adversary, with the budget of the study's ``adversary.attack``.
+        Only methods that override it (``owns_attack``) have one."""
+        raise NotImplementedError(f"{type(self).__name__} has no inner maximisation of its own")
+
+    @property
+    def owns_attack(self) -> bool:
+        """Whether this method brings its own inner maximisation (overrides ``perturb``)."""
+        return type(self).perturb is not Distiller.perturb
 
 
 class SoftTargetKD(Distiller):
@@ -102,20 +129,33 @@ class SoftTargetKD(Distiller):
         """The teacher's logits (or a stand-in) for this batch, shape (B, K)."""
         raise NotImplementedError
 
-    def teacher_logits(self, cached: Tensor, idx: Tensor) -> Tensor:
-        """The teacher's logits for this batch, (B, K): ``cached[idx]`` (computed once on the transfer set's
-        clean images), or, when the student's recipe augments (so those are stale), the teacher run live
-        on the batch's augmented view (consistent teaching)."""
-        augments = getattr(self.ctx.student_spec, "augment", None) is not None
-        if augments and self.ctx.teacher is not None:
-            with torch.no_grad():
-                return self.ctx.teacher(self.clean_inputs())
-        return cached[idx]
-
     def terms(self, logits: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         t = self.targets(x, y, idx)
         return {"task": hinton_kd(logits, t, y, temperature=self.temperature, alpha=self.alpha,
                                   label_smoothing=self.label_smoothing)}
+
+
+F = TypeVar("F", bound=Callable[..., Distiller])
+
+
+def owns_attack(factory: F) -> F:
+    """Mark a method factory whose ``Distiller`` overrides ``perturb``: a study that uses it must enable an
+    adversary (its budget), which ``kdtune.config`` checks at load time (``method_owns_attack``)."""
+    factory.owns_attack = True  # type: ignore[attr-defined]
+    return factory
+
+
+def method_owns_attack(name: str) -> bool:
+    """Whether the registered method ``name`` trains on adversarial examples of its own making."""
+    return name in METHODS and getattr(METHODS.get(name), "owns_attack", False)
+
+
+def own_attack_problem(name: str, *, disabled: bool = False) -> str:
+    """The one line that says a study using method ``name`` (which owns its attack) must enable an adversary."""
+    fix = ("set adversary.enabled: true (and do not search it)" if disabled
+           else "add adversary: {attack: {name: pgd, eps: 0.1, steps: 10}}")
+    return (f"method '{name}' trains on its own adversarial examples: {fix}; the attack's eps, steps and alpha "
+            "are its inner maximisation's budget")
 
 
 def build_method(name: str, params: dict, ctx: MethodContext) -> Distiller:

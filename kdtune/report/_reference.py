@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -58,3 +59,25 @@ def reference_table(
 def _best(found: list[TrialRecord], first: Objective) -> TrialRecord:
     sign = 1.0 if first.mode == "max" else -1.0
     return max(found, key=lambda r: sign * r.metrics.get(first.metric, float("-inf") * sign))
+
+
+@dataclass(frozen=True)
+class Published:
+    """A robust method's published CIFAR-10 (L-inf, eps 8/255) test accuracies, as shares; None: not transcribed."""
+
+    clean: float | None
+    pgd20: float | None
+    autoattack: float | None
+    source: str
+
+
+# Only figures read from the source named beside them; the others stay empty (MISSING) until transcribed.
+PUBLISHED_CIFAR10: dict[str, Published] = {
+    "trades": Published(0.8492, 0.5661, 0.5308, "TRADES, WRN-34-10, no teacher; clean and PGD-20 (FGSM^20 there):"
+                        " the paper and github.com/yaodongyu/TRADES's leaderboard, AutoAttack its entry"),
+    "adaad": Published(None, None, 0.5423, "AdaAD (Huang et al., CVPR 2023), ResNet-18 student: AutoAttack on"
+                       " RobustBench as its abstract reports"),
+    "ard": Published(None, None, None, "ARD (Goldblum et al., AAAI 2020, arXiv:1905.09747): not transcribed"),
+    "rslad": Published(None, None, None, "RSLAD (Zi et al., ICCV 2021, arXiv:2108.07969): not transcribed"),
+    "iad": Published(None, None, None, "IAD (Zhu et al., ICLR 2022, arXiv:2106.04928): not transcribed"),
+}

@@ -29,6 +29,7 @@ from kdtune.report._analysis import (
 from kdtune.report._cost import cost_figure
 from kdtune.report._drawing import Drawing
 from kdtune.report._figures import Figures, drawn_apart, make_figures
+from kdtune.report._methods import method_blocks
 from kdtune.report._reference import reference_table
 from kdtune.report._rungs import stopped_blocks
 from kdtune.report._render import Block, Facts, Heading, Image, Table, Text, to_html, to_markdown
@@ -186,6 +187,7 @@ def _report_blocks(
         *([Text(f"The teacher as ONNX, as its latency was timed: {c.teacher_onnx}")] if c.teacher_onnx else []),
         *_front_blocks(c),
         *_seed_blocks(c),
+        *method_blocks(c.records, c.objectives, c.metric_columns),  # two or more methods searched
         *_ablation_blocks(c, ablation),
         Heading("Front plots"),
         *figures.fronts,

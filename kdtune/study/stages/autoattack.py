@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 from torch import nn
 
 from kdtune import metrics
-from kdtune.attacks import pgd
-from kdtune.evaluate import correct, robust_accuracy, share
-from kdtune.robustness import autoattack_accuracy
+from kdtune.robustness import autoattack_metrics
 from kdtune.study._run import StudyRun
 
 
@@ -32,15 +28,5 @@ def attack(run: StudyRun) -> None:
 
 
 def _attacked(run: StudyRun, model: nn.Module) -> dict[str, float]:
-    spec, data = run.cfg.evaluation.autoattack, run.data
-    head = data.test.head(spec.n_samples).to("cpu")
-    x, y = head.x, head.y
-    right = correct(model, x, y)
-    out = {metrics.acc(metrics.AA_SUBSET): share(right)}
-    for e in spec.eps:
-        pgd_e = functools.partial(pgd, eps=e, steps=run.cfg.evaluation.pgd_steps)
-        out[metrics.attacked_acc(metrics.AA_SUBSET, e)] = robust_accuracy(model, x, y, pgd_e, right=right)
-        aa = autoattack_accuracy(model, x, y, eps=e, n_classes=data.n_classes, seed=run.cfg.seed)
-        out[metrics.attacked_acc("test", e, "autoattack")] = aa
-        out[metrics.attacked_acc(metrics.AA_SUBSET, e, "autoattack")] = aa
-    return out
+    return autoattack_metrics(model, run.data.test, run.cfg.evaluation, n_classes=run.data.n_classes,
+                              seed=run.cfg.seed)
