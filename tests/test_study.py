@@ -120,10 +120,12 @@ def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
         assert (out / name).stat().st_size > 0
     assert list(out.glob("front_*.png"))
     trials = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
-    expected = ["trial_id", "status", "epochs", *cfg.search.space, *metric_names(cfg.evaluation), "error", "feasible",
-                "pareto"]
+    expected = ["trial_id", "status", "epochs", "sweep_s", *cfg.search.space, *metric_names(cfg.evaluation), "error",
+                "feasible", "pareto"]
     assert list(trials.columns) == expected
     assert len(trials) == 4
+    # each trial finished inside the sweep, on its clock (which starts just before the sweep's pace does)
+    assert ((trials["sweep_s"] > 0) & (trials["sweep_s"] <= pace.seconds + 5)).all(), trials["sweep_s"]
 
     # metrics obey their invariants
     for _, row in trials.iterrows():
