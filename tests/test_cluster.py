@@ -193,3 +193,34 @@ def test_a_study_spreads_its_trials_over_the_nodes_of_a_cluster(cluster, tmp_pat
     cluster_ips = {n["NodeManagerAddress"] for n in ray.nodes()}
     assert set(nodes.values()) <= cluster_ips
     assert len(set(nodes.values())) >= 2, nodes
+
+
+@pytest.mark.slow
+def test_moasha_stops_trials_running_on_several_nodes(cluster, tmp_path, monkeypatch):
+    """The scheduler runs in the driver, the rung measurements in the trials on their nodes: the trials stopped
+    early are PRUNED in Optuna and in the records, with the rung results the driver stored for every trial."""
+    import optuna
+
+    from kdtune import store
+    from kdtune.study import run_study
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = with_overrides(_write_study(tmp_path), {
+        "student.epochs": SPREAD_EPOCHS, "search.budget": 6,
+        "search.scheduler": {"name": "moasha", "min_epochs": 1, "reduction_factor": 3, "rung_subset": 50},
+    })
+    outcome = run_study(cfg, workdir=tmp_path, address=cluster.address, echo=lambda line: None)
+
+    statuses = {r.trial_id: r.status for r in outcome.records}
+    assert set(statuses.values()) <= {"COMPLETE", "PRUNED"} and len(statuses) == 6
+    assert "PRUNED" in statuses.values() and "COMPLETE" in statuses.values(), statuses
+    nodes = _node_of_each_trial(tmp_path)
+    assert len(set(nodes.values())) >= 2, nodes
+    study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{tmp_path / '.kdtune' / 'optuna.db'}")
+    states = {t.user_attrs["kdtune.record"]["trial_id"]: t.state.name for t in study.get_trials()}
+    assert states == {t: "COMPLETE" if s == "COMPLETE" else "PRUNED" for t, s in statuses.items()}
+    rungs = store.read_rungs(study)
+    assert set(rungs) == set(statuses)  # every trial reached the first rung, wherever it ran
+    for r in outcome.records:
+        if r.status == "PRUNED":
+            assert r.epochs in rungs[r.trial_id] and r.epochs < SPREAD_EPOCHS
