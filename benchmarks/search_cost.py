@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,27 +91,28 @@ def _run(bench: Bench, seed: int, scheduler: str, log: Callable[[str], None], *,
             "objectives": list(cfg.search.objectives)}
 
 
-def _values(run: dict[str, Any]) -> np.ndarray:
-    """(k, m): the objectives of the run's complete, feasible trials."""
-    rows = [v for r, ok in zip(run["records"], run["feasible"]) if ok
-            and (v := r.objective_values(run["objectives"])) is not None]
-    return np.array(rows, dtype=float).reshape(len(rows), len(run["objectives"]))
+def _values(run: dict[str, Any], positions: Sequence[int] | None = None) -> np.ndarray:
+    """(k, m): the objectives of the run's complete, feasible trials (among ``positions``: all by default)."""
+    records, feasible, objectives = run["records"], run["feasible"], run["objectives"]
+    rows = [v for i in (range(len(records)) if positions is None else positions)
+            if feasible[i] and (v := records[i].objective_values(objectives)) is not None]
+    return np.array(rows, dtype=float).reshape(len(rows), len(objectives))
 
 
 def _curve(run: dict[str, Any], low: np.ndarray, high: np.ndarray):
+    """The run's hypervolume against its cumulative trial-epochs, objectives rescaled to [low, high]."""
     from kdtune.pareto import hypervolume
     from kdtune.search_cost import cost_curve
 
     modes = [o.mode for o in run["objectives"]]
-    reference = [0.0 if m == "max" else 1.0 for m in modes]
+    reference = [0.0 if m == "max" else 1.0 for m in modes]  # the worst corner of the rescaled box
     scale = np.where(high > low, high - low, 1.0)
-    records, feasible = run["records"], run["feasible"]
 
-    def hv_of(positions) -> float:
-        rows = [v for i in positions if feasible[i] and (v := records[i].objective_values(run["objectives"]))]
-        return hypervolume((np.array(rows) - low) / scale, modes, reference) if rows else 0.0
+    def hv_of(positions: Sequence[int]) -> float:
+        rows = _values(run, positions)
+        return hypervolume((rows - low) / scale, modes, reference) if len(rows) else 0.0
 
-    return cost_curve(records, hv_of)
+    return cost_curve(run["records"], hv_of)
 
 
 def run_search_cost(bench: Bench, log: Callable[[str], None]) -> list[Result]:
