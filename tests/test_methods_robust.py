@@ -260,6 +260,17 @@ def test_a_robust_method_without_an_enabled_adversary_fails_at_load_in_one_line(
     assert validate_study(raw, source="s.yaml").method.params == {"beta": 6.0}
 
 
+def test_a_robust_method_among_the_searched_choices_needs_an_adversary_at_load_too():
+    raw = base_study(method={"name": "hinton", "temperature": 4.0, "alpha": 0.9}, adversary=None)
+    raw["search"]["space"] = {"method.name": {"type": "categorical", "choices": ["hinton", "rslad"]}}
+    with pytest.raises(ConfigError) as info:
+        validate_study(raw, source="s.yaml")
+    message = str(info.value)
+    assert "\n" not in message and "search.space.method.name" in message and "method 'rslad'" in message
+    raw["adversary"] = {"attack": {"name": "pgd", "eps": 0.1, "steps": 5}}
+    assert validate_study(raw, source="s.yaml").search.space["method.name"].choices == ["hinton", "rslad"]
+
+
 def test_fit_student_refuses_a_robust_method_without_a_budget(context, small_data):
     d = build_method("trades", {}, context)
     model = build_model("mlp", {"hidden": [8]}, small_data.info)

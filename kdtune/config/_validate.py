@@ -104,13 +104,16 @@ def _checked_penalties(cfg: StudyConfig) -> dict[str, Any]:
 
 
 def _check_own_attack(cfg: StudyConfig) -> None:
-    """A method that makes its own adversarial examples (TRADES, ARD, ...) takes their budget from the study's
-    enabled pgd (or fgsm) adversary."""
-    if not method_owns_attack(cfg.method.name):
+    """A method that makes its own adversarial examples (TRADES, ARD, ...), set or among the searched choices,
+    takes their budget from the study's enabled pgd (or fgsm) adversary."""
+    searched = getattr(cfg.search.space.get("method.name"), "choices", None) or []
+    owners = [str(n) for n in [cfg.method.name, *searched] if method_owns_attack(str(n))]
+    if not owners:
         return
     adv = cfg.adversary
     if adv is None or not adv.enabled:
-        raise _FieldError(f"method: {own_attack_problem(cfg.method.name, disabled=adv is not None)}")
+        where = "method" if owners[0] == cfg.method.name else "search.space.method.name"
+        raise _FieldError(f"{where}: {own_attack_problem(owners[0], disabled=adv is not None)}")
     try:
         Budget.of(adv.attack.name, adv.attack.params)
     except ConfigError as err:
