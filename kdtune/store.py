@@ -102,6 +102,13 @@ def write_record(trial: optuna.Trial, record: TrialRecord) -> None:
     })  # fmt: skip
 
 
+def enqueue(study: optuna.Study, points: Sequence[dict[str, Any]]) -> None:
+    """Trials to run first, each with some searched values fixed (the sampler draws the rest): queued in the
+    study once, so that a later run of the study queues them again only if they never ran."""
+    for point in points:
+        study.enqueue_trial(dict(point), skip_if_exists=True)
+
+
 def write_constraint(trial: optuna.Trial, violation: float) -> None:
     """The trial's feasibility for the sampler, in Optuna's convention (feasible iff ``violation`` <= 0),
     set on the still running trial before its outcome is told: TPE, NSGA-II and GP read it from there

@@ -50,3 +50,18 @@ def test_read_records_give_each_trial_the_seconds_of_sweeping_when_it_finished(t
     seconds = [r.sweep_s for r in records]
     assert all(s is not None and 0 <= s <= end - start + 1e-3 for s in seconds)  # Optuna's clock, to the µs
     assert seconds[0] <= seconds[1] and [r.epochs for r in records] == [3, 3]
+
+
+def test_enqueued_trials_are_asked_first_and_queued_once_per_study(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s", directions=["maximize"])
+    points = [{"m": "b"}, {"m": "a", "x": 0.5}]
+    store.enqueue(study, points)
+    store.enqueue(study, points)  # a later run of the study: nothing queued twice
+    asked = []
+    for _ in range(3):
+        trial = study.ask()
+        asked.append((trial.suggest_categorical("m", ["a", "b"]), trial.suggest_float("x", 0.0, 1.0)))
+        study.tell(trial, [0.0])
+    assert asked[:2] == [("b", asked[0][1]), ("a", 0.5)] and len(study.trials) == 3
+    store.enqueue(study, points)  # they ran: still nothing queued again
+    assert len(study.trials) == 3

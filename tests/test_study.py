@@ -100,12 +100,16 @@ def mlflow_runs(workdir, experiment):
 
 def test_tiny_study_end_to_end(tmp_path, ray_session, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = write_study(tmp_path)
+    first = [{"student.model.hidden.0": 31}, {"student.model.hidden.0": 5, "method.temperature": 2.0}]
+    cfg = write_study(tmp_path, search={**BASE["search"], "enqueue": first})
     lines = []
     outcome = run_study(cfg, workdir=tmp_path, echo=lines.append)
 
     # every trial finished and is reported once, with one progress line each
     assert [r.status for r in outcome.records] == ["COMPLETE"] * 4
+    # the enqueued trials ran first, with the values they fix; the sampler drew the rest
+    assert [{k: r.params[k] for k in point} for r, point in zip(outcome.records, first)] == first
+    assert 1.0 <= outcome.records[0].params["method.temperature"] <= 8.0
     assert all(r.provenance == Provenance("hinton", "training split", "training images") for r in outcome.records)
     assert len({r.trial_id for r in outcome.records}) == 4
     assert sum("done" in line for line in lines) == 4

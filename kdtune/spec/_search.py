@@ -132,6 +132,9 @@ class SearchSpec(Strict):
     scheduler: SchedulerSpec = FifoSchedulerSpec()
     budget: PositiveInt | None = None  # number of trials; a grid defaults to its size
     max_concurrent: PositiveInt = 2
+    # Trials to run first, each fixing some searched values (the sampler draws the rest), e.g. one per method of
+    # a categorical so that each is tried at least once; enqueued once per study (Optuna's enqueue_trial).
+    enqueue: list[dict[str, Scalar]] = Field(default_factory=list)
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> SearchSpec:
@@ -150,6 +153,10 @@ class SearchSpec(Strict):
                 raise ValueError(f"the grid sampler needs categorical entries only; make {bad[0]} categorical")
         elif self.budget is None:
             raise ValueError("search.budget is required (number of trials) unless sampler is grid")
+        if self.enqueue and self.sampler.name == "grid":
+            raise ValueError("search.enqueue: the grid sampler runs every combination anyway; remove enqueue")
+        for i, point in enumerate(self.enqueue):
+            _check_point(self.space, point, f"search.enqueue[{i}]")
         return self
 
     @property
@@ -168,6 +175,19 @@ class SearchSpec(Strict):
             n *= len(dist.choices)  # type: ignore[union-attr]
         return n
 
+def _check_point(space: dict[str, Any], point: dict[str, Any], where: str) -> None:
+    """Each value of an enqueued trial names a searched path and lies in its distribution."""
+    if not point:
+        raise ValueError(f"{where}: empty; fix at least one searched value, e.g. {{{next(iter(space))}: ...}}")
+    for path, value in point.items():
+        dist = space.get(path)
+        if dist is None:
+            raise ValueError(f"{where}: {path} is not searched; enqueue only paths of search.space")
+        if isinstance(dist, CategoricalDist):
+            if value not in dist.choices:
+                raise ValueError(f"{where}: {path}={value!r} is not among its choices {dist.choices}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not dist.low <= value <= dist.high:
+            raise ValueError(f"{where}: {path}={value!r} is outside [{dist.low}, {dist.high}]")
 
 
 def _check_conditions(space: dict[str, Any]) -> None:

@@ -54,6 +54,7 @@ def _run_sweep(run: StudyRun) -> dict[str, str]:
     from kdtune import sweep  # ray is imported only when a sweep runs
 
     store.set_sweep(run.optuna_study, plan.name, "running")
+    store.enqueue(run.optuna_study, cfg.search.enqueue)
     progress = sweep.ProgressCallback(cfg, run.echo, total=plan.n_trials)  # counts the trials that end
     res = cfg.resources
     per_trial = f"{res.cpu:g} CPU" + (f" + {res.gpu:g} GPU" if res.gpu else "")
