@@ -72,3 +72,12 @@ def test_no_cost_part_without_recorded_epochs(tmp_path):
     paths = write_report(tmp_path, study_name="old", records=make_records(), objectives=OBJECTIVES,
                          search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS)
     assert "hypervolume_by_cost" not in paths and "trial-epochs" not in paths["report_md"].read_text()
+
+
+def test_a_study_stored_before_sweep_spans_gets_the_epochs_panel_alone(tmp_path):
+    records = [dataclasses.replace(r, epochs=9 if r.status == "COMPLETE" else None) for r in make_records()]
+    paths = write_report(tmp_path, study_name="older", records=records, objectives=OBJECTIVES,
+                         search_params=SEARCH_PARAMS, teacher_metrics=TEACHER, meta={}, metric_columns=METRIC_COLUMNS)
+    text = paths["report_md"].read_text()
+    assert paths["hypervolume_by_cost"].stat().st_size > 1000
+    assert "In all 90 trial-epochs over 12 trials." in text and "s of sweeping" not in text
