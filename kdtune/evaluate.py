@@ -7,6 +7,7 @@ Latency has its own protocol: ``kdtune.latency``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,14 +25,20 @@ if TYPE_CHECKING:
     from kdtune.spec import EvaluationSpec
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
+def in_mode(model: nn.Module, *, train: bool) -> Iterator[nn.Module]:
+    """Temporarily put ``model`` (every submodule) in train or eval mode, restoring each module's own mode after."""
+    before = [(m, m.training) for m in model.modules()]
+    model.train(train)
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, training in before:
+            m.training = training
+
+
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
+    """Temporarily put ``model`` in eval mode, restoring its previous mode afterwards."""
+    return in_mode(model, train=False)
 
 
 def correct(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000) -> Tensor:

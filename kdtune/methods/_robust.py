@@ -16,10 +16,8 @@ live.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import weakref
-from collections.abc import Iterator
 from typing import Annotated
 
 import torch
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 
 from kdtune.attacks import maximize, pgd
 from kdtune.errors import ConfigError
+from kdtune.evaluate import in_mode
 from kdtune.methods._base import METHODS, Distiller, MethodContext, owns_attack
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -85,18 +84,6 @@ def iad_loss(adversarial: Tensor, natural: Tensor | None, teacher_natural: Tenso
     return loss
 
 
-@contextlib.contextmanager
-def _mode(model: nn.Module, *, train: bool) -> Iterator[None]:
-    """``model`` (every submodule) in train or eval mode inside the block, each module's own mode restored after."""
-    before = [(m, m.training) for m in model.modules()]
-    model.train(train)
-    try:
-        yield
-    finally:
-        for m, training in before:
-            m.training = training
-
-
 class _Robust(Distiller):
     """Shared plumbing: the student (held weakly, never a submodule), its natural logits, the float32 attack."""
 
@@ -134,7 +121,7 @@ class _Robust(Distiller):
 
     def perturb(self, student: nn.Module, x: Tensor, y: Tensor, idx: Tensor, *, eps: float, alpha: float,
                 steps: int) -> Tensor:
-        with torch.autocast(x.device.type, enabled=False), _mode(student, train=self.attack_in_train_mode):
+        with torch.autocast(x.device.type, enabled=False), in_mode(student, train=self.attack_in_train_mode):
             return self.inner_max(student, x.float(), y, idx, eps=eps, alpha=alpha, steps=steps)
 
     def inner_max(self, student: nn.Module, x: Tensor, y: Tensor, idx: Tensor, *, eps: float, alpha: float,
