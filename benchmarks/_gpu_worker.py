@@ -108,13 +108,11 @@ def _prepare(setup: WorkerSetup) -> _State:
 
 def run_trial(cfg: StudyConfig, ctx: MethodContext, device: torch.device, *,
               on_epoch: Callable[[int, dict[str, float]], None] | None) -> dict[str, float]:
-    """``run_trial``'s work for one configuration: train and evaluate the student, then time it."""
-    from kdtune.latency import measure_latency
-    from kdtune.student import run_student
+    """``run_trial``'s work for one configuration (``kdtune.student.train_and_time``, as a sweep's trial runs it)."""
+    from kdtune.student import train_and_time
 
-    run = run_student(cfg, ctx, on_epoch=on_epoch)
-    latency = measure_latency({"student": run.student}, ctx.data.input_shape, cfg.evaluation.latency, device=device)
-    return {**run.metrics, **latency["student"], "epoch": float(len(run.history))}
+    run, latency = train_and_time(cfg, ctx, device=device, on_epoch=on_epoch)
+    return {**run.metrics, **latency, "epoch": float(len(run.history))}
 
 
 def run_cell(state: _State, cell: Cell, wid: int) -> dict[str, Any]:

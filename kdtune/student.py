@@ -82,3 +82,23 @@ def run_student(
     learned = {"method": cfg.method.name, **stack.distiller.provenance}
     learned.pop("cache", None)  # where a synthetic set is cached: not what the student learned from
     return StudentRun(student, history, metrics, Provenance.from_dict(learned))
+
+
+def train_and_time(
+    cfg: StudyConfig,
+    ctx: MethodContext,
+    *,
+    device: torch.device,
+    on_epoch: EpochCallback | None = None,
+    on_state: StateCallback | None = None,
+    resume: FitState | None = None,
+) -> tuple[StudentRun, dict[str, float]]:
+    """What one trial runs: ``run_student``, then its student's in-trial latency on ``device`` (the searcher's
+    signal; the report re-measures serially). Under runtime onnxruntime the student is exported and checked
+    here, so a student that cannot be exported fails here."""
+    from kdtune.latency import measure_latency
+
+    run = run_student(cfg, ctx, on_epoch=on_epoch, on_state=on_state, resume=resume)
+    latency = measure_latency({"student": run.student}, ctx.data.input_shape, cfg.evaluation.latency, device=device)
+    return run, latency["student"]
+

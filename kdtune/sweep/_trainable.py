@@ -19,12 +19,11 @@ from kdtune.cache import cache_dir, save_atomic
 from kdtune.compat.optim import optimizers_without_dynamo
 from kdtune.config import with_overrides
 from kdtune.errors import KdtuneError
-from kdtune.latency import measure_latency
 from kdtune.methods import MethodContext
 from kdtune.models import build_model
 from kdtune.plugins import load_plugins
 from kdtune.rungs import RungProbe, costs_file
-from kdtune.student import run_student
+from kdtune.student import train_and_time
 from kdtune.teacher import frozen
 from kdtune.train import FitState
 
@@ -83,15 +82,13 @@ def run_trial(config: dict[str, Any], *, job: SweepJob) -> None:
     )
     reporter = EpochReporter(cfg.resources.checkpoint_every_s, probe=rung_probe(cfg, data, device))
     try:
-        run = run_student(cfg, ctx, on_state=reporter, resume=resume_state(tune.get_checkpoint()))
-        # In-trial latency is the searcher's signal only; the report re-measures serially afterwards. Under
-        # runtime onnxruntime the student is exported and checked here: a student that cannot be fails its trial.
-        latency = measure_latency({"student": run.student}, data.input_shape, cfg.evaluation.latency, device=device)
-    except KdtuneError as err:
+        run, latency = train_and_time(cfg, ctx, device=device, on_state=reporter,
+                                      resume=resume_state(tune.get_checkpoint()))
+    except KdtuneError as err:  # e.g. a student that cannot be exported to ONNX: its trial fails
         tune.report({FAILED_KEY: str(err), **reporter.unreported()})
         return
     # "epoch": the epochs trained (fewer than student.epochs when early stopping ended the training)
-    final = {**run.metrics, **latency["student"], "epoch": len(run.history), "provenance": run.provenance.as_dict(),
+    final = {**run.metrics, **latency, "epoch": len(run.history), "provenance": run.provenance.as_dict(),
              **reporter.unreported()}
     # before the final report: a COMPLETE trial always has its weights there
     save_atomic(job.students_dir / f"{tune.get_context().get_trial_id()}.pt", run.student.state_dict(),
