@@ -295,3 +295,15 @@ def test_front_members_are_repeated_over_seeds(tmp_path, ray_session, monkeypatc
     # or ablated, then; a member repeated before and picked now reuses its stored seed runs)
     again = {r.trial_id: r.metrics.get("val/acc/mean") for r in rebuilt.records}
     assert {r.trial_id: again[r.trial_id] for r in repeated} == {r.trial_id: r.metrics["val/acc/mean"] for r in repeated}
+
+
+def test_a_sweep_whose_searcher_state_a_kill_tore_is_not_resumed(tmp_path):
+    from kdtune.sweep import can_resume
+
+    sweep = tmp_path / "sweep-001"
+    sweep.mkdir()
+    (sweep / "tuner.pkl").write_bytes(b"saved")  # what Tune's can_restore looks for
+    (sweep / "searcher-state-2026-12-04_01-58-13.pkl").write_bytes(b"state")
+    assert can_resume(tmp_path, "sweep-001")
+    (sweep / "searcher-state-2026-12-04_01-58-13.pkl").write_bytes(b"")  # cut to nothing by a kill -9
+    assert not can_resume(tmp_path, "sweep-001")

@@ -71,5 +71,9 @@ def final_report(result: dict[str, Any]) -> bool:
 
 
 def can_resume(storage: Path, run_name: str) -> bool:
-    """Whether Tune left a restorable experiment for ``run_name`` (an interrupted sweep)."""
-    return tune.Tuner.can_restore(str(storage.resolve() / run_name))
+    """Whether Tune left a restorable experiment for ``run_name`` (an interrupted sweep). Not when a kill -9
+    tore its searcher's saved state (an empty ``searcher-state-*.pkl``): Tune restores such a sweep with a
+    searcher that never suggests its next trial, and the resumed sweep waits forever."""
+    path = storage.resolve() / run_name
+    torn = any(f.stat().st_size == 0 for f in path.glob("searcher-state-*.pkl"))
+    return not torn and tune.Tuner.can_restore(str(path))

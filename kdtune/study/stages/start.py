@@ -90,7 +90,8 @@ def _plan(run: StudyRun) -> SweepPlan:
         if can_resume(run.paths.ray, name):
             run.echo(f"resuming the interrupted {name}: finished trials are kept, unfinished ones continue")
             return SweepPlan(name, cfg.search.n_trials, resume=True)
-        run.echo(f"{name} was interrupted before Tune saved it; starting a new sweep")
+        run.echo(f"{name} was interrupted before Tune saved it whole; starting a new sweep (its finished trials "
+                 "are kept)")
     name = f"sweep-{len(sweeps) + 1:03d}"
     done = len(read_records(run))
     n_trials = cfg.search.n_trials
